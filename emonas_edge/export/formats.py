@@ -1,0 +1,48 @@
+"""The one table of export formats and precisions.
+
+The CLI's choices, the manifest's vocabulary and the docs' table are all derived from
+``FORMATS``; adding a format or precision starts here (as in the Ultralytics exporter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # --format value
+    suffix: str  # file suffix of the artifact
+    precisions: tuple[str, ...]
+    requires: tuple[str, ...]  # Python packages needed to build it
+    runs_on: str  # what executes it
+    verified: str  # how emonas-edge checks it after building
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            name="onnx",
+            suffix=".onnx",
+            precisions=("fp32",),
+            requires=("torch", "onnx", "onnxscript", "onnxruntime"),
+            runs_on="ONNX Runtime (CPU/CUDA/TensorRT providers), TensorRT parser",
+            verified="onnx.checker full check; parity with PyTorch in ONNX Runtime on real faces",
+        ),
+    )
+}
+
+SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
+DEFAULT_OPSET = 18
+MIN_OPSET = 18
+
+
+def artifact_name(model_name: str, fmt: str = "onnx", precision: str = "fp32") -> str:
+    stem = model_name if precision == "fp32" else f"{model_name}.{precision}"
+    return stem + FORMATS[fmt].suffix
+
+
+def manifest_name(artifact: str) -> str:
+    stem = artifact.rsplit(".", 1)[0]
+    return f"{stem}.manifest.json"

@@ -1,0 +1,219 @@
+"""PyTorch -> one self-contained, checked, simplified, parity-verified ONNX file.
+
+Order matters: export, full ``onnx.checker``, simplify (onnxsim, else onnxslim, saying so),
+check again, write metadata, then run ONNX Runtime on real faces against PyTorch. Only a
+model that passed is renamed into place together with its manifest; an interrupted or failed
+export leaves neither behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+
+from .. import __version__
+from ..config import ModelConfig
+from ..environment import environment
+from ..errors import CheckFailed, UserError
+from ..fileio import atomic_outputs, check_safe_name, sha256_file
+from ..macs import macs_torch
+from ..nn import count_params
+from .formats import DEFAULT_OPSET, FORMATS, MIN_OPSET, SIMPLIFIERS, artifact_name, manifest_name
+from .metadata import build_metadata, write_metadata
+from .parity import ParityReport, check_parity, parity_inputs
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest_path: Path
+    manifest: dict
+    parity: ParityReport
+    notes: list[str] = field(default_factory=list)
+
+
+class ExportError(CheckFailed):
+    """The exporter or checker rejected our own graph: a bug or an unsupported op, not user input."""
+
+
+def _quiet():
+    """The exporters print progress and deprecation chatter; the CLI prints its own summary."""
+    stack = contextlib.ExitStack()
+    for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir"):
+        logger = logging.getLogger(name)
+        stack.callback(logger.setLevel, logger.level)
+        logger.setLevel(logging.ERROR)
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    return stack
+
+
+def torch_to_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, opset: int, batch: int | None) -> None:
+    """Dynamo export to a single file; ``batch=None`` gives a dynamic batch axis."""
+    example = torch.randn(2 if batch is None else batch, *input_shape)
+    dynamic = None if batch is not None else ({0: torch.export.Dim("batch", min=1, max=65536)},)
+    try:
+        with _quiet():
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=True,
+                external_data=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=dynamic,
+                verbose=False,
+            )
+    except Exception as e:
+        raise ExportError(f"torch.onnx.export failed: {str(e).strip().splitlines()[0][:200]}") from None
+
+
+def simplify_onnx(model: onnx.ModelProto, method: str) -> tuple[onnx.ModelProto, str, list[str]]:
+    """Returns ``(model, simplifier actually used, notes)``; onnxsim falls back to onnxslim."""
+    notes: list[str] = []
+    if method == "none":
+        return model, "none", notes
+    if method == "onnxsim":
+        try:
+            import onnxsim
+
+            with _quiet():
+                simplified, ok = onnxsim.simplify(model)
+            if ok:
+                onnx.checker.check_model(simplified, full_check=True)
+                return simplified, "onnxsim", notes
+            notes.append("onnxsim could not verify its result; fell back to onnxslim")
+        except Exception as e:
+            notes.append(f"onnxsim failed ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); fell back to onnxslim")
+    try:
+        import onnxslim
+
+        with _quiet():
+            slim = onnxslim.slim(model)
+        onnx.checker.check_model(slim, full_check=True)
+        return slim, "onnxslim", notes
+    except Exception as e:
+        notes.append(f"onnxslim failed ({type(e).__name__}); kept the unsimplified graph")
+        return model, "none", notes
+
+
+def export_onnx(
+    config: ModelConfig,
+    model: torch.nn.Module,
+    output: str | os.PathLike = "export",
+    *,
+    opset: int = DEFAULT_OPSET,
+    batch: int | None = None,
+    simplify: str = "onnxsim",
+    parity_data: str | os.PathLike | None = None,
+    random_inputs: bool = False,
+    atol: float = 1e-4,
+    weights: str | os.PathLike | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> ExportResult:
+    """Export ``model`` (built from ``config``) to ``output/<name>.onnx`` plus its manifest.
+
+    Raises :class:`UserError` for bad settings and :class:`CheckFailed` if the parity check
+    fails (nothing is written then).
+    """
+    t0 = time.perf_counter()
+    if opset < MIN_OPSET:
+        raise UserError(f"opset {opset} is too old: the dynamo exporter needs opset >= {MIN_OPSET}")
+    if simplify not in SIMPLIFIERS:
+        raise UserError(f"--simplify must be one of {', '.join(SIMPLIFIERS)}, got {simplify!r}")
+    if batch is not None and not 1 <= batch <= 4096:
+        raise UserError(f"batch must be 'dynamic' or an integer from 1 to 4096, got {batch}")
+    name = check_safe_name(config.name, "model name")
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output {out_dir} exists and is not a folder")
+    target = out_dir / artifact_name(name)
+    manifest_path = out_dir / manifest_name(target.name)
+
+    model = model.eval()
+    params = count_params(model)
+    macs = macs_torch(model, config.input_shape)
+    x, described = parity_inputs(config, parity_data, random=random_inputs)
+    notes: list[str] = []
+
+    with atomic_outputs(target, manifest_path) as (tmp_onnx, tmp_manifest):
+        log(f"exporting {name} ({config.family}, {params:,} params) with the dynamo exporter, opset {opset}")
+        t = time.perf_counter()
+        torch_to_onnx(model, config.input_shape, tmp_onnx, opset, batch)
+        t_export = time.perf_counter() - t
+        proto = onnx.load(str(tmp_onnx))
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except Exception as e:
+            raise ExportError(f"exported graph failed onnx.checker: {str(e).splitlines()[0][:200]}") from None
+        t = time.perf_counter()
+        proto, used, simp_notes = simplify_onnx(proto, simplify)
+        t_simplify = time.perf_counter() - t
+        notes += simp_notes
+        log(f"checked and simplified ({used})")
+        proto.doc_string = f"{name}: {config.task}-expression {config.family} network exported by emonas-edge {__version__}"
+        write_metadata(proto, build_metadata(config, params, macs, __version__))
+        onnx.save(proto, str(tmp_onnx))
+
+        t = time.perf_counter()
+        parity = check_parity(model, tmp_onnx, x, described, static_batch=batch, atol=atol)
+        t_parity = time.perf_counter() - t
+        if not parity.passed:
+            raise CheckFailed(
+                f"ONNX Runtime output differs from PyTorch: max abs diff {parity.max_abs_diff:.3g} > tolerance {parity.tolerance:.3g}",
+                parity.to_dict(),
+            )
+        manifest = {
+            "format": "emonas-manifest/1",
+            "artifact": target.name,
+            "sha256": sha256_file(tmp_onnx),
+            "bytes": tmp_onnx.stat().st_size,
+            "export_format": "onnx",
+            "precision": "fp32",
+            "opset": opset,
+            "batch": "dynamic" if batch is None else batch,
+            "model": {
+                "name": name,
+                "task": config.task,
+                "family": config.family,
+                "params": params,
+                "macs": macs,
+                "trained": config.trained,
+                "classes": list(config.classes),
+                "input_spec": config.input_spec(),
+            },
+            "weights": {"path": str(weights), "sha256": sha256_file(weights)} if weights else None,
+            "simplifier": {"requested": simplify, "used": used},
+            "parity": parity.to_dict(),
+            "notes": notes,
+            "timings_s": {
+                "export": round(t_export, 3),
+                "simplify": round(t_simplify, 3),
+                "parity": round(t_parity, 3),
+                "total": round(time.perf_counter() - t0, 3),
+            },
+            "environment": environment(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config": config.to_dict(),
+        }
+        import json
+
+        tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return ExportResult(target, manifest_path, manifest, parity, notes)
+
+
+__all__ = ["export_onnx", "ExportResult", "FORMATS", "simplify_onnx", "torch_to_onnx"]

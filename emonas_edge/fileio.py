@@ -1,0 +1,157 @@
+"""Reading untrusted files and writing artifacts atomically.
+
+Genotypes and checkpoints come from other people: JSON is size- and depth-limited before it
+is parsed, and every file we produce is written under a hidden temporary name in the target
+folder and renamed into place, so an interrupted run never leaves a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+
+MAX_JSON_BYTES = 1 << 20  # a genotype is a few KB; anything near a megabyte is not one
+MAX_JSON_DEPTH = 32
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_safe_name(name: str, what: str = "name") -> str:
+    """Names become file names: allow only a plain file stem, never a path."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise UserError(
+            f"{what} {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-' "
+            "(it becomes a file name, so no '/' or '..')"
+        )
+    return name
+
+
+def existing_file(path: str | os.PathLike, what: str = "file") -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise UserError(f"{what} is not a regular file: {p}")
+    return p
+
+
+def _json_depth_ok(text: str, limit: int) -> bool:
+    depth = 0
+    in_str = False
+    escape = False
+    for ch in text:
+        if in_str:
+            if escape:
+                escape = False
+            elif ch == "\\":
+                escape = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def read_text_limited(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON_BYTES) -> str:
+    p = existing_file(path, what)
+    size = p.stat().st_size
+    if size > limit:
+        raise UserError(f"{what} {p} is {size:,} bytes; refusing anything over {limit:,} bytes")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {p} is not UTF-8 text") from None
+
+
+def loads_json_limited(text: str, source: str = "JSON") -> object:
+    if len(text) > MAX_JSON_BYTES:
+        raise UserError(f"{source} is {len(text):,} characters; refusing anything over {MAX_JSON_BYTES:,}")
+    if not _json_depth_ok(text, MAX_JSON_DEPTH):
+        raise UserError(f"{source} is nested deeper than {MAX_JSON_DEPTH} levels; refusing to parse it")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{source} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> object:
+    return loads_json_limited(read_text_limited(path, what), f"{what} {path}")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, CI timeouts) unwinds like Ctrl-C so temporary files get removed."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def atomic_outputs(*targets: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield hidden temporary paths beside ``targets``; rename them into place only on success.
+
+    All targets are renamed together at the end, so a consumer never sees the model without
+    its manifest. On any exception (or SIGTERM) the temporary files are removed.
+    """
+    finals = [Path(t) for t in targets]
+    temps: list[Path] = []
+    for final in finals:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        os.close(fd)
+        temps.append(Path(tmp))
+    try:
+        with _terminate_as_interrupt():
+            yield temps
+            mode = 0o666 & ~_umask()
+            for tmp, final in zip(temps, finals):
+                os.chmod(tmp, mode)  # mkstemp creates 0600; artifacts get the usual permissions
+                os.replace(tmp, final)
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json_atomic(path: str | os.PathLike, obj: object) -> Path:
+    with atomic_outputs(path) as (tmp,):
+        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    return Path(path)

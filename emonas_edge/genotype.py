@@ -1,0 +1,200 @@
+"""DARTS-style cell genotypes: parsing (JSON lists or DARTS' ``Genotype(...)`` text) and validation.
+
+A cell has two inputs (the outputs of the two previous cells, indices 0 and 1) and one
+intermediate node per pair of operations; node ``i`` (0-based) may read any state with index
+``< i + 2``. The cell output concatenates the states listed in ``*_concat``. The text form
+is read with :mod:`ast` and never evaluated, because genotype files come from other people.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from .errors import UserError
+
+Edge = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Genotype:
+    normal: tuple[Edge, ...]
+    normal_concat: tuple[int, ...]
+    reduce: tuple[Edge, ...]
+    reduce_concat: tuple[int, ...]
+
+    @property
+    def steps(self) -> int:
+        return len(self.normal) // 2
+
+    def to_dict(self) -> dict:
+        return {
+            "normal": [[op, idx] for op, idx in self.normal],
+            "normal_concat": list(self.normal_concat),
+            "reduce": [[op, idx] for op, idx in self.reduce],
+            "reduce_concat": list(self.reduce_concat),
+        }
+
+    def op_histogram(self) -> dict[str, int]:
+        hist: dict[str, int] = {}
+        for op, _ in self.normal + self.reduce:
+            hist[op] = hist.get(op, 0) + 1
+        return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def to_darts_text(self) -> str:
+        def edges(es):
+            return "[" + ", ".join(f"({op!r}, {i})" for op, i in es) + "]"
+
+        return (
+            f"Genotype(normal={edges(self.normal)}, normal_concat={list(self.normal_concat)}, "
+            f"reduce={edges(self.reduce)}, reduce_concat={list(self.reduce_concat)})"
+        )
+
+
+CELL_KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
+
+
+def _edges(value, key: str) -> tuple[Edge, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UserError(f"genotype '{key}' must be a non-empty list of [op_name, input_index] pairs")
+    out = []
+    for n, item in enumerate(value):
+        if (
+            not isinstance(item, (list, tuple))
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or isinstance(item[1], bool)
+            or not isinstance(item[1], int)
+        ):
+            raise UserError(f"genotype '{key}' entry {n} must be [op_name, input_index], got {item!r}")
+        out.append((item[0], int(item[1])))
+    return tuple(out)
+
+
+def _concat(value, key: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UserError(f"genotype '{key}' must be a non-empty list of state indices")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise UserError(f"genotype '{key}' must hold integers, got {list(value)!r}")
+    return tuple(int(v) for v in value)
+
+
+def genotype_from_dict(d: dict) -> Genotype:
+    missing = [k for k in CELL_KEYS if k not in d]
+    if missing:
+        raise UserError(f"genotype is missing {', '.join(repr(k) for k in missing)}")
+    g = Genotype(
+        normal=_edges(d["normal"], "normal"),
+        normal_concat=_concat(d["normal_concat"], "normal_concat"),
+        reduce=_edges(d["reduce"], "reduce"),
+        reduce_concat=_concat(d["reduce_concat"], "reduce_concat"),
+    )
+    validate_genotype(g)
+    return g
+
+
+def validate_genotype(g: Genotype) -> None:
+    from .nn.ops import known_ops
+
+    known = known_ops()
+    for kind in ("normal", "reduce"):
+        edges = getattr(g, kind)
+        if len(edges) % 2:
+            raise UserError(
+                f"genotype '{kind}' has {len(edges)} operations: each node takes exactly two, so the count must be even"
+            )
+        for n, (op, idx) in enumerate(edges):
+            node = n // 2
+            if op not in known:
+                raise UserError(f"unknown operation {op!r} in '{kind}' (node {node}); known: {', '.join(known)}")
+            if not 0 <= idx < node + 2:
+                raise UserError(
+                    f"'{kind}' node {node} reads input {idx}, out of range: node {node} may read 0..{node + 1}"
+                )
+        concat = getattr(g, f"{kind}_concat")
+        states = len(edges) // 2 + 2
+        bad = [c for c in concat if not 0 <= c < states]
+        if bad or len(set(concat)) != len(concat):
+            raise UserError(
+                f"'{kind}_concat' {list(concat)} is invalid: indices must be distinct and within 0..{states - 1} "
+                f"({len(edges) // 2} nodes)"
+            )
+    if len(g.normal) != len(g.reduce):
+        # Allowed by the network code, but worth catching: it is almost always a copy-paste slip.
+        pass
+
+
+# --------------------------------------------------------------------------- DARTS text form
+
+
+class _TextError(Exception):
+    pass
+
+
+def _literal(node: ast.AST):
+    """Evaluate the tiny literal subset a DARTS genotype uses: str, int, lists/tuples, range(a, b)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int)) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        return -node.operand.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" and not node.keywords:
+        args = [_literal(a) for a in node.args]
+        if not (1 <= len(args) <= 3 and all(isinstance(a, int) for a in args)):
+            raise _TextError("range() takes 1 to 3 integers")
+        r = range(*args)
+        if len(r) > 64:
+            raise _TextError("range() is too long for a cell")
+        return list(r)
+    raise _TextError(f"unsupported expression {ast.dump(node)[:60]}")
+
+
+def _genotype_calls(tree: ast.AST) -> list[tuple[str | None, ast.Call]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            call = node.value
+            if isinstance(call.func, ast.Name) and call.func.id == "Genotype":
+                name = node.targets[0].id if isinstance(node.targets[0], ast.Name) else None
+                found.append((name, call))
+    if not found:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Genotype":
+                found.append((None, node))
+    return found
+
+
+def parse_darts_text(text: str, select: str | None = None, source: str = "text") -> tuple[str | None, Genotype]:
+    """Parse ``Genotype(normal=[...], normal_concat=range(2, 6), ...)`` without evaluating it.
+
+    The text may hold assignments such as ``DARTS_V2 = Genotype(...)``; with several, ``select``
+    picks one by variable name. Returns ``(variable name or None, genotype)``.
+    """
+    try:
+        tree = ast.parse(text, mode="exec")
+    except SyntaxError as e:
+        raise UserError(f"{source} is neither genotype JSON nor a DARTS Genotype(...) expression: {e.msg} (line {e.lineno})") from None
+    calls = _genotype_calls(tree)
+    if not calls:
+        raise UserError(f"{source} holds no Genotype(...) expression")
+    if select is not None:
+        chosen = [c for c in calls if c[0] == select]
+        if not chosen:
+            names = ", ".join(n for n, _ in calls if n) or "none named"
+            raise UserError(f"{source} has no genotype named {select!r} (found: {names})")
+        calls = chosen
+    elif len(calls) > 1:
+        names = ", ".join(n or "?" for n, _ in calls)
+        raise UserError(f"{source} holds {len(calls)} genotypes ({names}): pick one with --select NAME")
+    name, call = calls[0]
+    if call.args:
+        raise UserError(f"{source}: write Genotype(...) with keyword arguments (normal=..., reduce=...)")
+    try:
+        fields = {kw.arg: _literal(kw.value) for kw in call.keywords}
+    except _TextError as e:
+        raise UserError(f"{source}: cannot read genotype: {e}") from None
+    unknown = set(fields) - set(CELL_KEYS)
+    if unknown:
+        raise UserError(f"{source}: unknown Genotype field(s) {', '.join(sorted(unknown))}")
+    return name, genotype_from_dict(fields)

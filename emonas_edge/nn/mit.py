@@ -1,0 +1,178 @@
+"""Mix-Transformer (SegFormer MiT) backbone with a multiscale fusion head, for expressions.
+
+MiT suits faces at small sizes: overlapping patch embeddings keep local texture, spatial-
+reduction attention keeps attention cheap, and Mix-FFN's depthwise 3x3 conv replaces
+positional encodings, so any input size >= 32 works without interpolating position tables.
+The fusion block is SegFormer's all-MLP decoder turned into a classifier: every stage is
+projected to one width, upsampled to the first stage's grid, concatenated and fused.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+
+# SegFormer's widths and depths (Xie et al., 2021).
+VARIANTS = {
+    "b0": dict(dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), heads=(1, 2, 5, 8), decoder=256),
+    "b1": dict(dims=(64, 128, 320, 512), depths=(2, 2, 2, 2), heads=(1, 2, 5, 8), decoder=256),
+    "b2": dict(dims=(64, 128, 320, 512), depths=(3, 4, 6, 3), heads=(1, 2, 5, 8), decoder=768),
+}
+SR_RATIOS = (8, 4, 2, 1)
+MLP_RATIO = 4
+
+
+class OverlapPatchEmbed(nn.Module):
+    def __init__(self, c_in: int, dim: int, patch: int, stride: int):
+        super().__init__()
+        self.proj = nn.Conv2d(c_in, dim, patch, stride=stride, padding=patch // 2)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x):
+        x = self.proj(x)
+        h, w = x.shape[2], x.shape[3]
+        return self.norm(x.flatten(2).transpose(1, 2)), h, w
+
+
+class EfficientSelfAttention(nn.Module):
+    """Multi-head attention whose keys/values come from a map shrunk by ``sr`` in each direction."""
+
+    def __init__(self, dim: int, heads: int, sr: int):
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.sr_ratio = sr
+        if sr > 1:
+            self.sr = nn.Conv2d(dim, dim, sr, stride=sr)
+            self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x, h: int, w: int):
+        b, n, c = x.shape
+        d = c // self.heads
+        q = self.q(x).reshape(b, n, self.heads, d).transpose(1, 2)
+        if self.sr_ratio > 1:
+            y = x.transpose(1, 2).reshape(b, c, h, w)
+            y = self.norm(self.sr(y).flatten(2).transpose(1, 2))
+        else:
+            y = x
+        kv = self.kv(y).reshape(b, -1, 2, self.heads, d).permute(2, 0, 3, 1, 4)
+        k, v = kv[0], kv[1]
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        return self.proj(out)
+
+
+class MixFFN(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x, h: int, w: int):
+        x = self.fc1(x)
+        b, n, c = x.shape
+        x = self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
+        return self.fc2(self.act(x))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, sr: int, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = EfficientSelfAttention(dim, heads, sr)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MixFFN(dim, dim * MLP_RATIO)
+        self.drop_path = drop_path
+
+    def _dp(self, x):
+        if not self.training or self.drop_path <= 0:
+            return x
+        keep = 1 - self.drop_path
+        mask = torch.empty(x.shape[0], 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x / keep * mask
+
+    def forward(self, x, h: int, w: int):
+        x = x + self._dp(self.attn(self.norm1(x), h, w))
+        return x + self._dp(self.mlp(self.norm2(x), h, w))
+
+
+class MiTStage(nn.Module):
+    def __init__(self, c_in, dim, depth, heads, sr, patch, stride, dpr):
+        super().__init__()
+        self.embed = OverlapPatchEmbed(c_in, dim, patch, stride)
+        self.blocks = nn.ModuleList(Block(dim, heads, sr, p) for p in dpr)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x):
+        x, h, w = self.embed(x)
+        for blk in self.blocks:
+            x = blk(x, h, w)
+        x = self.norm(x)
+        return x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+
+
+class MultiscaleFusion(nn.Module):
+    def __init__(self, dims, width: int):
+        super().__init__()
+        self.proj = nn.ModuleList(nn.Conv2d(d, width, 1) for d in dims)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(width * len(dims), width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[2:]
+        ups = [
+            p(f) if i == 0 else F.interpolate(p(f), size=size, mode="bilinear", align_corners=False)
+            for i, (p, f) in enumerate(zip(self.proj, feats))
+        ]
+        return self.fuse(torch.cat(ups, dim=1))
+
+
+class MiTClassifier(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        net = config.network
+        v = VARIANTS[net["variant"]]
+        total = sum(v["depths"])
+        dpr = [net["drop_path"] * i / max(total - 1, 1) for i in range(total)]
+        self.stages = nn.ModuleList()
+        c_in, k = net["in_channels"], 0
+        for s, (dim, depth, heads) in enumerate(zip(v["dims"], v["depths"], v["heads"])):
+            patch, stride = (7, 4) if s == 0 else (3, 2)
+            self.stages.append(MiTStage(c_in, dim, depth, heads, SR_RATIOS[s], patch, stride, dpr[k : k + depth]))
+            c_in, k = dim, k + depth
+        self.fusion = MultiscaleFusion(v["dims"], v["decoder"])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(net["dropout"]) if net["dropout"] > 0 else nn.Identity()
+        self.classifier = nn.Linear(v["decoder"], net["num_classes"])
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        y = self.pool(self.fusion(feats)).flatten(1)
+        return self.classifier(self.dropout(y))

@@ -1,0 +1,43 @@
+"""Built-in model names -> the files in the repo's ``models/`` folder.
+
+``models/`` is installed as the package ``emonas_edge.zoo_files``, so ``--genotype emonas-macro``
+works from a source checkout and after a plain ``pip install`` alike. A name resolves to its
+genotype JSON and, when trained weights ship, to its checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    genotype: Path
+    weights: Path | None
+    card: Path | None
+
+
+def _zoo_dir() -> Path:
+    # A source checkout (editable install) reads models/ directly; a wheel carries it as a package.
+    repo = Path(__file__).resolve().parent.parent / "models"
+    if repo.is_dir() and (repo.parent / "pyproject.toml").is_file():
+        return repo
+    return Path(str(resources.files("emonas_edge.zoo_files")))
+
+
+def builtin_models() -> dict[str, BuiltinModel]:
+    root = _zoo_dir()
+    out = {}
+    for g in sorted(root.glob("*.json")):
+        name = g.stem
+        w = root / f"{name}.pt"
+        c = root / f"{name}.md"
+        out[name] = BuiltinModel(name, g, w if w.is_file() else None, c if c.is_file() else None)
+    return out
+
+
+def builtin(name: str) -> BuiltinModel | None:
+    return builtin_models().get(name)
