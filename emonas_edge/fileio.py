@@ -127,22 +127,22 @@ def atomic_outputs(*targets: str | os.PathLike) -> Iterator[list[Path]]:
     """
     finals = [Path(t) for t in targets]
     temps: list[Path] = []
-    for final in finals:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-        os.close(fd)
-        temps.append(Path(tmp))
-    try:
-        with _terminate_as_interrupt():
+    with _terminate_as_interrupt():  # installed before the first temp file exists
+        try:
+            for final in finals:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+                os.close(fd)
+                temps.append(Path(tmp))
             yield temps
             mode = 0o666 & ~_umask()
             for tmp, final in zip(temps, finals):
                 os.chmod(tmp, mode)  # mkstemp creates 0600; artifacts get the usual permissions
                 os.replace(tmp, final)
-    finally:
-        for tmp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        finally:
+            for tmp in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
 
 
 def _umask() -> int:

@@ -135,19 +135,46 @@ def _literal(node: ast.AST):
     """Evaluate the tiny literal subset a DARTS genotype uses: str, int, lists/tuples, range(a, b)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int)) and not isinstance(node.value, bool):
         return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub)
+        and isinstance(node.operand, ast.Constant)
+        and type(node.operand.value) is int
+    ):
         return -node.operand.value
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_literal(e) for e in node.elts]
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" and not node.keywords:
         args = [_literal(a) for a in node.args]
-        if not (1 <= len(args) <= 3 and all(isinstance(a, int) for a in args)):
-            raise _TextError("range() takes 1 to 3 integers")
+        if not (1 <= len(args) <= 3 and all(type(a) is int and abs(a) <= 1000 for a in args)):
+            raise _TextError("range() takes 1 to 3 integers between -1000 and 1000")
+        if len(args) == 3 and args[2] == 0:
+            raise _TextError("range() step must not be zero")
         r = range(*args)
         if len(r) > 64:
             raise _TextError("range() is too long for a cell")
         return list(r)
-    raise _TextError(f"unsupported expression {ast.dump(node)[:60]}")
+    raise _TextError(f"unsupported expression ({type(node).__name__}); only strings, integers, lists, tuples and range() are read")
+
+
+def _nesting_ok(text: str, limit: int) -> bool:
+    """Brackets and unary-minus runs deeper than ``limit`` are not a genotype (and would exhaust
+    the parser's recursion)."""
+    depth = run = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in ")]}":
+            depth -= 1
+        if ch in "-+~":
+            run += 1
+            if run > limit:
+                return False
+        elif not ch.isspace():
+            run = 0
+    return True
 
 
 def _genotype_calls(tree: ast.AST) -> list[tuple[str | None, ast.Call]]:
@@ -171,10 +198,14 @@ def parse_darts_text(text: str, select: str | None = None, source: str = "text")
     The text may hold assignments such as ``DARTS_V2 = Genotype(...)``; with several, ``select``
     picks one by variable name. Returns ``(variable name or None, genotype)``.
     """
+    if not _nesting_ok(text, 32):
+        raise UserError(f"{source} is nested deeper than 32 levels, which no genotype is; refusing to parse it")
     try:
         tree = ast.parse(text, mode="exec")
     except SyntaxError as e:
         raise UserError(f"{source} is neither genotype JSON nor a DARTS Genotype(...) expression: {e.msg} (line {e.lineno})") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise UserError(f"{source} is too deeply nested or too large to be a genotype") from None  # parser recursion
     calls = _genotype_calls(tree)
     if not calls:
         raise UserError(f"{source} holds no Genotype(...) expression")
@@ -190,10 +221,16 @@ def parse_darts_text(text: str, select: str | None = None, source: str = "text")
     name, call = calls[0]
     if call.args:
         raise UserError(f"{source}: write Genotype(...) with keyword arguments (normal=..., reduce=...)")
+    names = [kw.arg for kw in call.keywords]
+    repeated = sorted({n for n in names if names.count(n) > 1 and n is not None})
+    if repeated or None in names:
+        raise UserError(f"{source}: Genotype(...) repeats or unpacks keyword(s) {', '.join(repeated) or '**'}")
     try:
         fields = {kw.arg: _literal(kw.value) for kw in call.keywords}
     except _TextError as e:
         raise UserError(f"{source}: cannot read genotype: {e}") from None
+    except RecursionError:
+        raise UserError(f"{source} is too deeply nested to be a genotype") from None
     unknown = set(fields) - set(CELL_KEYS)
     if unknown:
         raise UserError(f"{source}: unknown Genotype field(s) {', '.join(sorted(unknown))}")

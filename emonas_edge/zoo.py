@@ -1,6 +1,6 @@
 """Built-in model names -> the files in the repo's ``models/`` folder.
 
-``models/`` is installed as the package ``emonas_edge.zoo_files``, so ``--genotype emonas-macro``
+``models/`` is installed as ``emonas_edge/zoo_files/`` (see pyproject.toml), so ``--genotype emonas-macro``
 works from a source checkout and after a plain ``pip install`` alike. A name resolves to its
 genotype JSON and, when trained weights ship, to its checkpoint.
 """
@@ -8,7 +8,6 @@ genotype JSON and, when trained weights ship, to its checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 
@@ -25,7 +24,7 @@ def _zoo_dir() -> Path:
     repo = Path(__file__).resolve().parent.parent / "models"
     if repo.is_dir() and (repo.parent / "pyproject.toml").is_file():
         return repo
-    return Path(str(resources.files("emonas_edge.zoo_files")))
+    return Path(__file__).resolve().parent / "zoo_files"
 
 
 def builtin_models() -> dict[str, BuiltinModel]:

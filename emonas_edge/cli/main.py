@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import CheckFailed, UserError
@@ -32,13 +33,15 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
         raise typer.Exit(0)
 
 
-from . import models  # noqa: E402
+from . import models, train  # noqa: E402
 
 models.register(app)
+train.register(app)
 
 
 def _one_line(msg: object) -> str:
-    return " ".join(str(msg).split())
+    """Messages quote user input (file names, op names): never let it be read as Rich markup."""
+    return escape(" ".join(str(msg).split()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     except CheckFailed as e:
         if e.table:
             for k, v in e.table.items():
-                err_console.print(f"  {k}: {v}")
+                err_console.print(f"  {k}: {_one_line(v)}", soft_wrap=True)
         err_console.print(f"[bold red]check failed:[/] {_one_line(e)}", soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..api import load_model, model_info
 from ..errors import UserError
 from ..export.formats import DEFAULT_OPSET, SIMPLIFIERS
-from ..export.onnx import export_onnx
+from ..export.onnx import check_export_settings, export_onnx
 from .common import (
     Classes, InChannels, InitChannels, InputSize, Layers, Name, NumClasses, Select, Task, console, err_console, human, overrides,
 )
@@ -87,16 +88,17 @@ def register(app: typer.Typer) -> None:
     ):
         """Export a genotype or checkpoint to a checked, simplified, parity-verified ONNX file with metadata."""
         ov = overrides(name, task, in_channels, input_size, init_channels, layers, num_classes, classes)
-        config, model, wpath = load_model(genotype, weights, select, **ov)
         b = _parse_batch(batch)
+        check_export_settings(opset, b, simplify, output, parity_data)
+        config, model, wpath = load_model(genotype, weights, select, **ov)
         if not config.trained:
-            err_console.print("[bold yellow]warning:[/] no trained weights: exporting random initial weights (metadata says trained=false); outputs are not predictions")
+            err_console.print("[bold yellow]warning:[/] no trained weights: exporting random initial weights (metadata says trained=false); outputs are not predictions", soft_wrap=True)
         result = export_onnx(
             config, model, output, opset=opset, batch=b, simplify=simplify, parity_data=parity_data, atol=atol,
             weights=wpath, log=lambda m: console.print(f"[dim]·[/] {m}"),
         )
         for note in result.notes:
-            err_console.print(f"[yellow]note:[/] {note}")
+            err_console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
         console.print(info_table(model_info(result.path)))
         console.print(parity_table(result.parity.to_dict()))
         console.print(f"[green]wrote[/] {result.path} ({result.manifest['bytes']:,} bytes) and {result.manifest_path.name} "

@@ -23,6 +23,8 @@ class Preprocessor:
         # (x / 255 - mean) / std  ==  x * scale + shift, computed once
         self.scale = (1.0 / (255.0 * std)).astype(np.float32)
         self.shift = (-mean / std).astype(np.float32)
+        # the same for pixels already in [0, 1] (training augments in that range)
+        self.unit_scale = (1.0 / std).astype(np.float32)
         self.channels = c
 
     def to_model_pixels(self, image: np.ndarray) -> np.ndarray:
@@ -61,8 +63,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 
 
 def read_image(path) -> np.ndarray | None:
-    """BGR or gray uint8, or None if the file is not a readable image."""
+    """BGR or gray uint8 (16-bit images are scaled down, alpha dropped), or None if unreadable."""
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         return None
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)

@@ -111,6 +111,21 @@ def simplify_onnx(model: onnx.ModelProto, method: str) -> tuple[onnx.ModelProto,
         return model, "none", notes
 
 
+def check_export_settings(opset: int, batch: int | None, simplify: str, output, parity_data=None) -> None:
+    """Every flag problem is reported before any work (or warning) happens."""
+    if opset < MIN_OPSET:
+        raise UserError(f"opset {opset} is too old: the dynamo exporter needs opset >= {MIN_OPSET}")
+    if simplify not in SIMPLIFIERS:
+        raise UserError(f"--simplify must be one of {', '.join(SIMPLIFIERS)}, got {simplify!r}")
+    if batch is not None and not 1 <= batch <= 4096:
+        raise UserError(f"batch must be 'dynamic' or an integer from 1 to 4096, got {batch}")
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output {out_dir} exists and is not a folder")
+    if parity_data is not None and not Path(parity_data).exists():
+        raise UserError(f"parity data not found: {parity_data}")
+
+
 def export_onnx(
     config: ModelConfig,
     model: torch.nn.Module,
@@ -131,16 +146,9 @@ def export_onnx(
     fails (nothing is written then).
     """
     t0 = time.perf_counter()
-    if opset < MIN_OPSET:
-        raise UserError(f"opset {opset} is too old: the dynamo exporter needs opset >= {MIN_OPSET}")
-    if simplify not in SIMPLIFIERS:
-        raise UserError(f"--simplify must be one of {', '.join(SIMPLIFIERS)}, got {simplify!r}")
-    if batch is not None and not 1 <= batch <= 4096:
-        raise UserError(f"batch must be 'dynamic' or an integer from 1 to 4096, got {batch}")
+    check_export_settings(opset, batch, simplify, output, parity_data)
     name = check_safe_name(config.name, "model name")
     out_dir = Path(output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"output {out_dir} exists and is not a folder")
     target = out_dir / artifact_name(name)
     manifest_path = out_dir / manifest_name(target.name)
 

@@ -20,10 +20,13 @@ class Cell(nn.Module):
     def __init__(self, genotype: Genotype, c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool):
         super().__init__()
         self.reduction = reduction
-        self.preprocess0 = FactorizedReduce(c_prev_prev, c) if reduction_prev else ReLUConvBN(c_prev_prev, c, 1, 1, 0)
-        self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0)
         edges = genotype.reduce if reduction else genotype.normal
         self.concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
+        # An input no edge or concat reads costs nothing: searched cells often ignore c_{k-2}.
+        uses0 = any(idx == 0 for _, idx in edges) or 0 in self.concat
+        uses1 = any(idx == 1 for _, idx in edges) or 1 in self.concat
+        self.preprocess0 = (FactorizedReduce(c_prev_prev, c) if reduction_prev else ReLUConvBN(c_prev_prev, c, 1, 1, 0)) if uses0 else None
+        self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0) if uses1 else None
         self.indices = [idx for _, idx in edges]
         self.ops = nn.ModuleList(
             build_op(op, c, 2 if reduction and idx < 2 else 1, True) for op, idx in edges
@@ -32,7 +35,10 @@ class Cell(nn.Module):
         self.steps = len(edges) // 2
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        states = [
+            self.preprocess0(s0) if self.preprocess0 is not None else None,
+            self.preprocess1(s1) if self.preprocess1 is not None else None,
+        ]
         for i in range(self.steps):
             total = None
             for j in (2 * i, 2 * i + 1):

@@ -1,0 +1,138 @@
+"""``train`` and ``evaluate``: thin layers over :func:`train` and :func:`evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import UserError
+from .common import console, err_console
+
+
+def report_table(r: dict) -> Table:
+    t = Table(title=f"{r['model']} on {r['data']} ({r['samples']:,} samples, {r['backend']})", title_justify="left")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        t.add_column(col, justify="right" if col != "class" else "left")
+    for c, m in r["per_class"].items():
+        t.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    t.add_section()
+    t.add_row("accuracy", "", "", f"[bold]{r['accuracy']:.4f}[/]", str(r["samples"]))
+    t.add_row("UF1 / UAR", "", f"{r['uar']:.4f}", f"{r['uf1']:.4f}", "")
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        model: Annotated[str, typer.Option("--model", "-m", help="Built-in name, genotype file, or checkpoint to fine-tune.")],
+        data: Annotated[Path, typer.Option(help="Training data: class folders (train/<class>/*.jpg), a FER2013 CSV, or a micro clip frames folder (with --annotations).")],
+        val: Annotated[Optional[Path], typer.Option(help="Validation data (same forms as --data).")] = None,
+        out: Annotated[Path, typer.Option(help="Run folder: last.pt, best.pt, history.jsonl, summary.json.")] = Path("runs/train"),
+        epochs: Annotated[int, typer.Option()] = 30,
+        batch: Annotated[int, typer.Option()] = 128,
+        optimizer: Annotated[str, typer.Option(help="sgd (Nesterov) | adamw")] = "sgd",
+        lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 0.1 x batch/128 for sgd, 2e-3 for adamw).")] = None,
+        weight_decay: Annotated[Optional[float], typer.Option(help="Default 5e-4 (sgd) / 0.05 (adamw); never on norms or biases.")] = None,
+        warmup_epochs: Annotated[float, typer.Option()] = 1.0,
+        label_smoothing: Annotated[float, typer.Option()] = 0.1,
+        balanced: Annotated[bool, typer.Option(help="Class-balanced sampling.")] = False,
+        no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn augmentation off.")] = False,
+        ema: Annotated[float, typer.Option(help="EMA decay of the weights (0 = off, e.g. 0.999).")] = 0.0,
+        teacher: Annotated[Optional[Path], typer.Option(help="Checkpoint to distil from.")] = None,
+        seed: Annotated[int, typer.Option()] = 0,
+        threads: Annotated[Optional[int], typer.Option(help="PyTorch CPU threads.")] = None,
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+        amp: Annotated[bool, typer.Option(help="bfloat16 autocast.")] = False,
+        max_steps: Annotated[Optional[int], typer.Option(help="At most this many steps per epoch (smoke tests).")] = None,
+        limit_per_class: Annotated[Optional[int], typer.Option(help="Use at most N images per class (quick runs).")] = None,
+        resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
+        annotations: Annotated[Optional[Path], typer.Option(help="Micro-expression annotation CSV (then --data is the frames folder).", rich_help_panel="Micro-expressions")] = None,
+        convention: Annotated[str, typer.Option(help="generic | casme2 | samm | smic", rich_help_panel="Micro-expressions")] = "generic",
+        window: Annotated[str, typer.Option(help="onset-offset | apex", rich_help_panel="Micro-expressions")] = "onset-offset",
+        window_length: Annotated[Optional[int], typer.Option(help="Frames around the apex (apex windows).", rich_help_panel="Micro-expressions")] = None,
+        protocol: Annotated[str, typer.Option(help="holdout | loso (leave one subject out)", rich_help_panel="Micro-expressions")] = "holdout",
+    ):
+        """Train a genotype (or fine-tune a checkpoint) on real data, checkpointing every epoch."""
+        import os
+
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 talks
+            console.quiet = True
+        from ..api import load_model
+        from ..checkpoint import read_checkpoint
+        from ..config import config_from_dict
+        from ..data.datasets import load_dataset
+        from ..nn import create_model
+        from ..train.trainer import TrainSettings, train as run_train
+
+        if resume and (out / "last.pt").is_file():
+            config = config_from_dict(read_checkpoint(out / "last.pt")["config"], str(out / "last.pt")).replace(trained=False)
+            net = create_model(config)
+        else:
+            config, net, _ = load_model(model)
+        settings = TrainSettings(
+            epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing, balanced=balanced, augment=not no_augment, ema=ema,
+            teacher=str(teacher) if teacher else None, seed=seed, threads=threads, device=device, amp=amp, max_steps=max_steps,
+        )
+        if annotations is not None:
+            from ..data.micro import load_micro_dataset
+
+            ds, subjects = load_micro_dataset(data, annotations, config, convention, window, window_length)
+            console.print(f"{len(ds)} clips as dynamic images, {len(set(subjects))} subjects, classes {ds.counts()}")
+            if protocol == "loso":
+                from ..train.loso import run_loso
+
+                summary = run_loso(config, ds, subjects, out, settings, log=console.print)
+                console.print(f"LOSO overall: UF1 {summary['overall']['uf1']:.4f} UAR {summary['overall']['uar']:.4f} accuracy {summary['overall']['accuracy']:.4f}")
+                return
+            train_ds, val_ds = ds, None
+        else:
+            if protocol != "holdout":
+                raise UserError("--protocol loso needs a micro-expression dataset (--annotations)")
+            with console.status("loading data (decoded once, then cached)"):
+                train_ds = load_dataset(data, config, "Training", limit_per_class)
+                val_ds = load_dataset(val, config, "PublicTest", limit_per_class) if val else None
+            console.print(f"train: {len(train_ds):,} images {train_ds.counts()}" + (f"; skipped {train_ds.skipped} unreadable" if train_ds.skipped else ""))
+            if val_ds is not None:
+                console.print(f"val: {len(val_ds):,} images")
+        out.mkdir(parents=True, exist_ok=True)
+        columns = [TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[ips]:.0f} img/s"), TimeRemainingColumn()]
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task("train", total=1, epoch=0, loss=0.0, acc=0.0, ips=0.0)
+
+            def progress(epoch, step, steps, loss, acc, ips):
+                bar.update(task, completed=step, total=steps, epoch=epoch + 1, loss=loss, acc=acc, ips=ips)
+
+            summary = run_train(config, net, train_ds, val_ds, out, settings, resume=resume, log=console.print, progress=progress)
+        best = summary["best"]
+        if best.get("epoch"):
+            console.print(f"[green]best[/] epoch {best['epoch']}: val accuracy {best['accuracy']:.4f} -> {out / 'best.pt'}")
+        console.print(f"last checkpoint: {out / 'last.pt'}")
+
+    @app.command()
+    def evaluate(
+        model: Annotated[str, typer.Option("--model", "-m", help="Built-in name, checkpoint or ONNX file.")],
+        data: Annotated[Path, typer.Option(help="Labelled data: class folders or FER2013 CSV[:Usage].")],
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report JSON here.")] = None,
+        report: Annotated[Optional[Path], typer.Option(help="Folder for report.json and confusion_matrix.png.")] = None,
+        provider: Annotated[Optional[str], typer.Option(help="ONNX Runtime provider: cpu | cuda | tensorrt.")] = None,
+        threads: Annotated[Optional[int], typer.Option()] = None,
+        batch: Annotated[int, typer.Option()] = 256,
+        limit_per_class: Annotated[Optional[int], typer.Option(help="Score at most N images per class.")] = None,
+    ):
+        """Accuracy, per-class precision/recall/F1, UF1, UAR and confusion matrix of any artifact."""
+        from ..train.evaluate import evaluate as run_eval
+
+        r = run_eval(model, data, json_out, report, provider, threads, batch, limit_per_class)
+        if not r["trained"]:
+            err_console.print("[bold yellow]warning:[/] this model is untrained (random weights): these figures are chance level by construction")
+        console.print(report_table(r))
+        if json_out:
+            console.print(f"wrote {json_out}")
+        if report:
+            console.print(f"wrote {report}/report.json and confusion_matrix.png")

@@ -1,0 +1,184 @@
+"""Labelled face images held in memory as uint8 arrays at the model's input size.
+
+Small expression datasets fit in RAM (FER2013 train: 28,709 x 48 x 48 = 66 MB), and on a
+2-core machine decoding JPEGs every epoch costs more than the network, so images are decoded
+once, converted by the model's own preprocessing (size, gray/RGB) and cached on disk. Class
+order always comes from the model's ``classes``, never from folder sort order.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import FER2013_CLASSES, ModelConfig
+from ..errors import UserError
+from .preprocess import IMAGE_SUFFIXES, Preprocessor, read_image
+
+MAX_UNREADABLE_FRACTION = 0.01
+
+
+@dataclass
+class ArrayDataset:
+    """``images``: uint8 (N, H, W) gray or (N, H, W, 3) RGB at model size; ``labels``: int64 (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    source: str
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        bc = np.bincount(self.labels, minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, bc)}
+
+    def subset(self, idx: np.ndarray) -> "ArrayDataset":
+        return ArrayDataset(self.images[idx], self.labels[idx], self.classes, self.source, 0)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("EMONAS_EDGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "emonas-edge")
+    return Path(root)
+
+
+def _cache_key(kind: str, root: Path, config: ModelConfig, listing: list[tuple[str, int, int]]) -> str:
+    h = hashlib.sha256()
+    h.update(f"{kind}|{root.resolve()}|{config.input_size}|{config.preprocess.grayscale}|{list(config.classes)}".encode())
+    for name, size, mtime in listing:
+        h.update(f"{name}|{size}|{mtime}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _load_cached(key: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    path = _cache_dir() / f"{key}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            return z["images"], z["labels"], int(z["skipped"])
+    except Exception:  # a damaged cache is rebuilt, never trusted
+        return None
+
+
+def _store_cached(key: str, images: np.ndarray, labels: np.ndarray, skipped: int) -> None:
+    from ..fileio import atomic_outputs
+
+    try:
+        with atomic_outputs(_cache_dir() / f"{key}.npz") as (tmp,):
+            with open(tmp, "wb") as f:
+                np.savez(f, images=images, labels=labels, skipped=np.int64(skipped))
+    except OSError:
+        pass  # caching is an optimisation; a read-only home must not stop training
+
+
+def load_image_folder(root: str | os.PathLike, config: ModelConfig, limit_per_class: int | None = None, cache: bool = True) -> ArrayDataset:
+    """``root/<class>/*.jpg`` (FER2013 images, RAF-DB basic, CK+ frames by class).
+
+    Every sub-folder must be one of the model's classes; classes without a folder are allowed
+    (a test split may lack one) but an empty class folder is an error. Unreadable images are
+    skipped and counted; more than 1% unreadable is an error.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"dataset folder not found: {root}")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise UserError(f"{root} has no class folders (expected {root}/<class>/*.jpg)")
+    lookup = {c.lower(): i for i, c in enumerate(config.classes)}
+    unknown = [f.name for f in folders if f.name.lower() not in lookup]
+    if unknown:
+        raise UserError(f"{root}: folder(s) {', '.join(unknown)} are not classes of model '{config.name}' ({', '.join(config.classes)})")
+    files: list[tuple[Path, int]] = []
+    for folder in folders:
+        found = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise UserError(f"class folder {folder} holds no images")
+        if limit_per_class:
+            found = found[:limit_per_class]
+        files += [(f, lookup[folder.name.lower()]) for f in found]
+    listing = [(str(f.relative_to(root)), f.stat().st_size, int(f.stat().st_mtime)) for f, _ in files]
+    key = _cache_key("folder", root, config, listing)
+    cached = _load_cached(key) if cache else None
+    if cached is not None:
+        images, labels, skipped = cached
+        return ArrayDataset(images, labels, tuple(config.classes), str(root), skipped)
+    pre = Preprocessor(config)
+    images, labels, skipped = [], [], 0
+    for f, label in files:
+        img = read_image(f)
+        if img is None:
+            skipped += 1
+            continue
+        images.append(pre.to_model_pixels(img))
+        labels.append(label)
+    _check_skipped(skipped, len(files), str(root))
+    arr = np.stack(images)
+    lab = np.asarray(labels, np.int64)
+    if cache:
+        _store_cached(key, arr, lab, skipped)
+    return ArrayDataset(arr, lab, tuple(config.classes), str(root), skipped)
+
+
+def _check_skipped(skipped: int, total: int, source: str) -> None:
+    if total == 0 or skipped == total:
+        raise UserError(f"{source}: no readable images ({skipped} unreadable)")
+    if skipped / total > MAX_UNREADABLE_FRACTION:
+        raise UserError(f"{source}: {skipped} of {total} images are unreadable (more than {MAX_UNREADABLE_FRACTION:.0%})")
+
+
+FER2013_USAGE = {"train": "Training", "training": "Training", "publictest": "PublicTest", "val": "PublicTest", "privatetest": "PrivateTest", "test": "PrivateTest"}
+
+
+def load_fer2013_csv(path: str | os.PathLike, config: ModelConfig, usage: str = "Training") -> ArrayDataset:
+    """The original ``fer2013.csv`` (``emotion,pixels,Usage``); ``usage`` selects Training/PublicTest/PrivateTest."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"FER2013 CSV not found: {path}")
+    usage = FER2013_USAGE.get(usage.lower(), usage)
+    if list(config.classes) != list(FER2013_CLASSES):
+        raise UserError(f"FER2013 CSV labels are the 7 FER2013 classes; model '{config.name}' has {list(config.classes)}")
+    pre = Preprocessor(config)
+    images, labels, skipped, total = [], [], 0, 0
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        need = ["emotion", "pixels", "usage"]
+        if not all(n in header for n in need):
+            raise UserError(f"{path}: expected columns emotion,pixels,Usage, found {','.join(header) or 'nothing'}")
+        ie, ip, iu = (header.index(n) for n in need)
+        for row in reader:
+            if len(row) <= max(ie, ip, iu) or row[iu].strip() != usage:
+                continue
+            total += 1
+            try:
+                label = int(row[ie])
+                values = np.asarray(row[ip].split(), dtype=np.int64)
+                if values.size != 48 * 48 or not 0 <= label < 7 or values.min() < 0 or values.max() > 255:
+                    raise ValueError
+                px = values.astype(np.uint8)
+            except (ValueError, OverflowError):
+                skipped += 1
+                continue
+            images.append(pre.to_model_pixels(px.reshape(48, 48)))
+            labels.append(label)
+    if total == 0:
+        raise UserError(f"{path}: no rows with Usage={usage}")
+    _check_skipped(skipped, total, str(path))
+    return ArrayDataset(np.stack(images), np.asarray(labels, np.int64), tuple(config.classes), f"{path}:{usage}", skipped)
+
+
+def load_dataset(source: str | os.PathLike, config: ModelConfig, usage: str = "Training", limit_per_class: int | None = None) -> ArrayDataset:
+    """A class-folder tree or a FER2013 CSV (``path.csv`` or ``path.csv:PublicTest``)."""
+    m = re.fullmatch(r"(.*\.csv)(?::(\w+))?", str(source), flags=re.IGNORECASE)
+    if m and not Path(source).is_dir():
+        return load_fer2013_csv(m.group(1), config, m.group(2) or usage)
+    return load_image_folder(source, config, limit_per_class=limit_per_class)
