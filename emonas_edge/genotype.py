@@ -113,6 +113,11 @@ def validate_genotype(g: Genotype) -> None:
                 )
         concat = getattr(g, f"{kind}_concat")
         states = len(edges) // 2 + 2
+        if kind == "reduce" and any(c in (0, 1) for c in concat):
+            raise UserError(
+                f"'reduce_concat' {list(concat)} lists a cell input (0 or 1): a reduction cell's inputs are at the previous "
+                "resolution, so only its nodes (2 and up) can be concatenated"
+            )
         bad = [c for c in concat if not 0 <= c < states]
         if bad or len(set(concat)) != len(concat):
             raise UserError(

@@ -82,11 +82,15 @@ def macs_onnx(model: onnx.ModelProto) -> int:
                 total += int(np.prod(y)) * a[-1]
         elif op == "Gemm":
             a = shapes.get(node.input[0])
+            b = shapes.get(node.input[1])
             y = shapes.get(node.output[0])
+            trans_a = next((at.i for at in node.attribute if at.name == "transA"), 0)
             if a and y:
-                trans_a = next((at.i for at in node.attribute if at.name == "transA"), 0)
-                k = a[0] if trans_a else a[-1]
-                total += int(np.prod(y)) * k
+                total += int(np.prod(y)) * (a[0] if trans_a else a[-1])
+            elif b and len(b) == 2:
+                # Shape inference can lose the rows after a Reshape fed by a symbolic batch; a Gemm
+                # fed by the (batch-1) network is then one row: K x N multiply-accumulates.
+                total += int(b[0] * b[1])
     return int(total)
 
 

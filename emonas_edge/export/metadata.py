@@ -16,13 +16,16 @@ from ..config import ModelConfig, config_from_dict
 from ..errors import UserError
 
 
-def build_metadata(config: ModelConfig, params: int, macs: int, version: str) -> dict[str, str]:
+def build_metadata(config: ModelConfig, params: int, macs: int, version: str, batch: int | None = None) -> dict[str, str]:
+    spec = config.input_spec()
+    if batch is not None:  # a fixed-batch artifact says so where runtimes look
+        spec["shape"][0] = batch
     return {
         "name": config.name,
         "task": config.task,
         "family": config.family,
         "classes": json.dumps(list(config.classes)),
-        "input_spec": json.dumps(config.input_spec()),
+        "input_spec": json.dumps(spec),
         "preprocess": json.dumps(config.preprocess.to_dict()),
         "trained": "true" if config.trained else "false",
         "params": str(params),

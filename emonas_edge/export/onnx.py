@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import time
@@ -174,7 +175,7 @@ def export_onnx(
         notes += simp_notes
         log(f"checked and simplified ({used})")
         proto.doc_string = f"{name}: {config.task}-expression {config.family} network exported by emonas-edge {__version__}"
-        write_metadata(proto, build_metadata(config, params, macs, __version__))
+        write_metadata(proto, build_metadata(config, params, macs, __version__, batch))
         onnx.save(proto, str(tmp_onnx))
 
         t = time.perf_counter()
@@ -202,7 +203,7 @@ def export_onnx(
                 "macs": macs,
                 "trained": config.trained,
                 "classes": list(config.classes),
-                "input_spec": config.input_spec(),
+                "input_spec": json.loads(build_metadata(config, params, macs, __version__, batch)["input_spec"]),
             },
             "weights": {"path": str(weights), "sha256": sha256_file(weights)} if weights else None,
             "simplifier": {"requested": simplify, "used": used},
@@ -218,8 +219,6 @@ def export_onnx(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": config.to_dict(),
         }
-        import json
-
         tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return ExportResult(target, manifest_path, manifest, parity, notes)
 

@@ -1,0 +1,46 @@
+"""Reference networks re-implemented for same-machine, same-runtime comparisons.
+
+``MiniXception`` is the model the `fer` package ships (Arriaga et al., 2017, "Real-time
+convolutional neural networks for emotion and gender classification"): 64x64 gray input,
+~58k parameters. Timing it in ONNX Runtime beside our model removes runtime differences
+(fer runs it through TFLite) from the comparison.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _SepConv(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False), nn.Conv2d(c_in, c_out, 1, bias=False))
+
+
+class _Module(nn.Module):
+    def __init__(self, c_in: int, c: int):
+        super().__init__()
+        self.residual = nn.Sequential(nn.Conv2d(c_in, c, 1, stride=2, bias=False), nn.BatchNorm2d(c))
+        self.main = nn.Sequential(
+            _SepConv(c_in, c), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+            _SepConv(c, c), nn.BatchNorm2d(c),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+
+    def forward(self, x):
+        return self.main(x) + self.residual(x)
+
+
+class MiniXception(nn.Module):
+    def __init__(self, num_classes: int = 7, in_channels: int = 1):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+            nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+        )
+        self.blocks = nn.Sequential(_Module(8, 16), _Module(16, 32), _Module(32, 64), _Module(64, 128))
+        self.head = nn.Conv2d(128, num_classes, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.head(self.blocks(self.stem(x)))).flatten(1)
