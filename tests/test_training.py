@@ -436,14 +436,16 @@ def test_cli_train_with_missing_data_folder(tmp_path, tiny_file):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_cli_evaluate_untrained_builtin_warns(tmp_path):
+def test_cli_evaluate_untrained_genotype_warns(tmp_path):
     src = fer_dir("publictest")
     data = tmp_path / "data"
     for cls in ("happy", "sad"):
         (data / cls).mkdir(parents=True)
         for f in sorted((src / cls).iterdir())[:3]:
             (data / cls / f.name).write_bytes(f.read_bytes())
-    proc = run_cli("evaluate", "--model", "emonas-macro", "--data", data, "--json", tmp_path / "r.json",
+    # the genotype file, not the built-in name: the name resolves to the shipped trained weights
+    genotype = Path(__file__).resolve().parents[1] / "models" / "emonas-macro.json"
+    proc = run_cli("evaluate", "--model", genotype, "--data", data, "--json", tmp_path / "r.json",
                    "--report", tmp_path / "rep", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "warning" in proc.stderr and "untrained" in proc.stderr
@@ -501,3 +503,24 @@ def test_loso_three_subjects(tmp_path):
         # each fold trained on the other two subjects only
         meta = read_checkpoint(tmp_path / "loso" / f"fold-{s}" / "last.pt")["config"]["meta"]["training"]
         assert meta["epochs_done"] == 1
+
+
+@pytest.mark.slow
+def test_torchrun_distributed_data_parallel(tmp_path, tiny_file):
+    """Two CPU processes (gloo) train one model: rank 0 alone writes checkpoints, and the
+    global batch (2 x 16) sets the default learning rate."""
+    genotype = tiny_file
+    out = tmp_path / "ddp"
+    env = {**os.environ, "EMONAS_EDGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "emonas_edge.cli.main",
+         "train", "--model", str(genotype), "--data", str(fer_dir("train")), "--limit-per-class", "6",
+         "--epochs", "1", "--batch", "16", "--max-steps", "2", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    payload = read_checkpoint(out / "last.pt")
+    assert payload["train"]["epoch"] == 1
+    assert payload["train"]["history"][0]["lr"] == pytest.approx(0.1 * (2 * 16) / 128)  # scaled by the global batch
+    assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 reports

@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
 
             summary = run_train(config, net, train_ds, val_ds, out, settings, resume=resume, log=console.print, progress=progress)
         best = summary["best"]
-        if best.get("epoch"):
+        if best.get("epoch") and best.get("accuracy", -1) >= 0:
             console.print(f"[green]best[/] epoch {best['epoch']}: val accuracy {best['accuracy']:.4f} -> {out / 'best.pt'}")
         console.print(f"last checkpoint: {out / 'last.pt'}")
 
