@@ -17,9 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The main job on the shipped default model and a bundled sample input (no camera needed):
+# export + inspect the default macro model, then run the real-time pipeline headless on a clip
+# generated from the bundled public-domain astronaut photo.
 demo: install
 	$(CLI) export --genotype emonas-macro --output export/demo
 	$(CLI) info export/demo/emonas-macro.onnx --plot export/demo/emonas-macro-cells.png
+	$(CLI) sample-video export/demo/astronaut.mp4
+	$(CLI) run --source export/demo/astronaut.mp4 --save-video export/demo/astronaut-annotated.mp4 --jsonl export/demo/astronaut.jsonl --summary-json export/demo/astronaut-summary.json --allow-untrained
 
 test: install
 	$(PY) -m pytest -q

@@ -11,12 +11,29 @@ The public API mirrors the CLI, one function per command::
 
 __version__ = "0.1.0"
 
-from .api import load_genotype, load_model, model_info  # noqa: E402
-from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from .config import ModelConfig  # noqa: E402
-from .errors import CheckFailed, UserError  # noqa: E402
-from .export.onnx import export_onnx  # noqa: E402
-from .nn import create_model  # noqa: E402
+# Lazy attributes: ``import emonas_edge`` (and the runtime pipeline, which runs ONNX Runtime)
+# must not pay for importing PyTorch (~300 MB of memory) unless something needs it.
+_LAZY = {
+    "load_genotype": ".api",
+    "load_model": ".api",
+    "model_info": ".api",
+    "load_checkpoint": ".checkpoint",
+    "save_checkpoint": ".checkpoint",
+    "ModelConfig": ".config",
+    "CheckFailed": ".errors",
+    "UserError": ".errors",
+    "export_onnx": ".export.onnx",
+    "create_model": ".nn",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'emonas_edge' has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .config import ModelConfig, load_genotype_file
 from .errors import UserError
 from .zoo import builtin, builtin_models
+
+if TYPE_CHECKING:
+    from torch import nn
 
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
 ONNX_SUFFIXES = {".onnx"}

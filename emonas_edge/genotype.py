@@ -93,10 +93,17 @@ def genotype_from_dict(d: dict) -> Genotype:
     return g
 
 
-def validate_genotype(g: Genotype) -> None:
-    from .nn.ops import known_ops
+# The operation names genotypes may use. The implementations live in ``nn/ops.py`` (which
+# needs PyTorch); this list lets configs be validated without importing it (the ONNX Runtime
+# pipeline never does). ``nn/ops.py`` refuses to import if the two disagree.
+OP_NAMES = (
+    "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7",
+    "dil_conv_3x3", "dil_conv_5x5", "conv_7x1_1x7", "conv_1x1", "conv_3x3",
+)
 
-    known = known_ops()
+
+def validate_genotype(g: Genotype) -> None:
+    known = list(OP_NAMES)
     for kind in ("normal", "reduce"):
         edges = getattr(g, kind)
         if len(edges) % 2:

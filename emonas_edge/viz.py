@@ -89,9 +89,9 @@ def plot_cells(genotype: Genotype, path: str | os.PathLike, title: str = "") -> 
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UserError(f"--plot writes .png, .svg or .pdf, not {path.suffix or 'a file without suffix'}")
     steps = max(genotype.steps, len(genotype.reduce) // 2)
-    fig, axes = plt.subplots(2, 1, figsize=(2.2 + 1.6 * steps, 7.5))
+    fig, axes = plt.subplots(2, 1, figsize=(max(6.5, 2.2 + 1.6 * steps), 7.5))
     _draw_cell(axes[0], genotype.normal, genotype.normal_concat, "normal cell")
-    _draw_cell(axes[1], genotype.reduce, genotype.reduce_concat, "reduction cell (edges from c_{k-2}, c_{k-1} have stride 2)")
+    _draw_cell(axes[1], genotype.reduce, genotype.reduce_concat, "reduction cell (stride 2 on edges from c_{k-2}, c_{k-1})")
     if title:
         fig.suptitle(title, fontsize=13)
     fig.tight_layout()

@@ -581,7 +581,7 @@ def test_builtin_macro():
 def test_builtin_micro():
     cfg = load_genotype("emonas-micro")
     assert cfg.name == "emonas-micro" and cfg.task == "micro"
-    assert cfg.input_shape == (3, 112, 112)
+    assert cfg.input_shape == (3, 64, 64)
     assert cfg.classes == ("negative", "positive", "surprise")
     assert cfg.trained is False
     assert cfg.preprocess.grayscale is False

@@ -33,10 +33,11 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
         raise typer.Exit(0)
 
 
-from . import models, train  # noqa: E402
+from . import models, pipeline, train  # noqa: E402
 
 models.register(app)
 train.register(app)
+pipeline.register(app)
 
 
 def _one_line(msg: object) -> str:

@@ -13,7 +13,6 @@ from rich.table import Table
 from ..api import load_model, model_info
 from ..errors import UserError
 from ..export.formats import DEFAULT_OPSET, SIMPLIFIERS
-from ..export.onnx import check_export_settings, export_onnx
 from .common import (
     Classes, InChannels, InitChannels, InputSize, Layers, Name, NumClasses, Select, Task, console, err_console, human, overrides,
 )
@@ -87,6 +86,8 @@ def register(app: typer.Typer) -> None:
         init_channels: InitChannels = None, layers: Layers = None, num_classes: NumClasses = None, classes: Classes = None,
     ):
         """Export a genotype or checkpoint to a checked, simplified, parity-verified ONNX file with metadata."""
+        from ..export.onnx import check_export_settings, export_onnx  # PyTorch loads only for commands that need it
+
         ov = overrides(name, task, in_channels, input_size, init_channels, layers, num_classes, classes)
         b = _parse_batch(batch)
         check_export_settings(opset, b, simplify, output, parity_data)

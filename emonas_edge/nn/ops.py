@@ -166,3 +166,13 @@ def _conv_1x1(c, stride, affine):
 @register("conv_3x3", "ReLU-conv3x3-BN")
 def _conv_3x3(c, stride, affine):
     return ReLUConvBN(c, c, 3, stride, 1, affine)
+
+
+def _check_names() -> None:
+    from ..genotype import OP_NAMES
+
+    if tuple(OPS) != OP_NAMES:
+        raise RuntimeError(f"nn/ops.py registry {tuple(OPS)} and genotype.OP_NAMES {OP_NAMES} disagree: add the new op's name to both")
+
+
+_check_names()

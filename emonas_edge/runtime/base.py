@@ -96,11 +96,22 @@ class OrtBackend(Backend):
         return self.session.run(None, {self.input_name: x})[0]
 
 
-def load_backend(spec: str | os.PathLike, provider: str | None = None, threads: int | None = None) -> Backend:
-    """A built-in name, checkpoint or genotype runs in PyTorch; an ``.onnx`` file in ONNX Runtime."""
+ENGINES = ("auto", "torch", "onnxruntime")
+
+
+def load_backend(spec: str | os.PathLike, provider: str | None = None, threads: int | None = None, engine: str = "torch") -> Backend:
+    """An ``.onnx`` file runs in ONNX Runtime. A built-in name, checkpoint or genotype runs in
+    PyTorch with ``engine="torch"``; with ``"onnxruntime"``/``"auto"`` it is exported once (parity
+    checked) into the cache and run in ONNX Runtime, several times faster per face on a CPU."""
     from ..api import load_model, source_kind
 
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r} (choose from: {', '.join(ENGINES)})")
     if source_kind(spec) == "onnx":
         return OrtBackend(spec, provider, threads)
+    if engine in ("auto", "onnxruntime"):
+        from .compiled import cached_onnx
+
+        return OrtBackend(cached_onnx(spec), provider, threads)
     config, model, weights = load_model(spec)
     return TorchBackend(config, model, str(weights or spec), threads)

@@ -1,0 +1,203 @@
+"""``run``, ``demo`` and ``sample-video``: thin layers over :mod:`emonas_edge.pipeline`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import UserError
+from .common import console, err_console
+
+P_MODELS = "Models"
+P_DETECT = "Detection and tracking"
+P_OUT = "Outputs"
+
+
+def summary_table(s, outputs: dict) -> Table:
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    pct = 100.0 * s.frames_with_faces / s.frames if s.frames else 0.0
+    t.add_row("frames", f"{s.frames:,}")
+    t.add_row("frames with faces", f"{s.frames_with_faces:,} ({pct:.1f}%)")
+    t.add_row("faces / tracks", f"{s.faces:,} / {s.tracks:,}")
+    t.add_row("speed", f"{s.fps:.1f} frames/s")
+    if s.labels:
+        t.add_row("macro labels", ", ".join(f"{k} {v}" for k, v in s.labels.most_common()))
+    if s.micro_labels:
+        t.add_row("micro labels", ", ".join(f"{k} {v}" for k, v in s.micro_labels.most_common()))
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in s.stages_ms.items() if v > 0)
+    if stages:
+        t.add_row("median ms", stages)
+    for k, v in outputs.items():
+        if v:
+            t.add_row(k, str(v))
+    return t
+
+
+def _display_available() -> str | None:
+    """None if a window can open, else why not."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display available (DISPLAY is not set); use --save-video and/or --jsonl instead of --show"
+    import cv2
+
+    info = cv2.getBuildInformation()
+    gui = [ln for ln in info.splitlines() if ln.strip().startswith("GUI:")]
+    if gui and gui[0].split(":", 1)[1].strip().upper() in ("NONE", "NO", ""):
+        return "this OpenCV build has no GUI (opencv-python-headless); install opencv-python or 'emonas-edge[mediapipe]' for --show"
+    return None
+
+
+class Window:
+    """``--show``: q/Esc quit, space pause, s snapshot."""
+
+    def __init__(self, title: str, snapshot_dir: Path):
+        import cv2
+
+        self.cv2, self.title, self.snapshot_dir = cv2, title, snapshot_dir
+        self.snapshots = 0
+
+    def __call__(self, result, image) -> bool:
+        cv2 = self.cv2
+        try:
+            cv2.imshow(self.title, image)
+            key = cv2.waitKey(1) & 0xFF
+            while True:
+                if key in (ord("q"), 27):
+                    return False
+                if key == ord("s"):
+                    self._snapshot(image, result.index)
+                if key != ord(" "):
+                    return True
+                key = cv2.waitKey(0) & 0xFF  # paused: wait for the next key
+                if key == ord(" "):
+                    return True
+        except cv2.error as e:
+            raise UserError(f"cannot show a window: {' '.join(str(e).split())[:160]}") from None
+
+    def _snapshot(self, image, index: int) -> None:
+        from ..fileio import atomic_outputs
+
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        target = self.snapshot_dir / f"emonas-snapshot-{index:06d}.png"
+        with atomic_outputs(target) as (tmp,):
+            ok, buf = self.cv2.imencode(".png", image)
+            tmp.write_bytes(buf.tobytes())
+        self.snapshots += 1
+        err_console.print(f"snapshot {target}")
+
+    def close(self) -> None:
+        try:
+            self.cv2.destroyAllWindows()
+        except self.cv2.error:
+            pass
+
+
+def _run(source, macro, micro, allow_untrained, detector, min_confidence, min_face, detect_every, max_faces, smoothing,
+         micro_window, micro_stride, margin, max_age, engine, threads, save_video, jsonl, csv, show, max_frames, summary_json,
+         landmark_check, title="emonas-edge"):
+    from ..fileio import write_json_atomic
+    from ..pipeline import PipelineSettings, build_pipeline, open_source, run
+
+    if show:
+        why = _display_available()
+        if why:
+            raise UserError(why)
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"--max-frames must be at least 1, got {max_frames}")
+    settings = PipelineSettings(detect_every, max_faces, smoothing, micro_window, micro_stride, margin, max_age)
+    src = open_source(source)  # a bad source fails before any model loads
+    try:
+        built = build_pipeline(
+            macro, micro, detector=detector, min_confidence=min_confidence, min_face=min_face, allow_untrained=allow_untrained,
+            threads=threads, engine=engine, landmark_check=landmark_check, settings=settings,
+        )
+    except BaseException:
+        src.close()
+        raise
+    for n in built.notes:
+        err_console.print(f"[yellow]note:[/] {n}", soft_wrap=True, markup=True, highlight=False)
+    p = built.pipeline
+    console.print(
+        f"detector {p.detector.name} | macro {p.macro.path if p.macro else 'off'} | micro {p.micro.path if p.micro else 'off'}",
+        highlight=False, markup=False,
+    )
+    window = Window(title, Path("snapshots")) if show else None
+    outputs = {"jsonl": jsonl, "csv": csv, "video": save_video}
+    try:
+        s = run(src, built, jsonl=jsonl, csv=csv, save_video=save_video, max_frames=max_frames, on_frame=window)
+    except UserError as e:
+        partial = getattr(e, "summary", None)
+        if partial is not None and partial.frames:
+            console.print(summary_table(partial, {k: v for k, v in outputs.items() if v and Path(v).exists()}))
+        raise
+    finally:
+        if window:
+            window.close()
+        p.detector.close()
+    console.print(summary_table(s, outputs))
+    if summary_json:
+        write_json_atomic(summary_json, s.to_json())
+    return s
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        source: Annotated[str, typer.Option("--source", help="Camera index (0), stream URL, video file, image file or image folder.")],
+        macro: Annotated[str, typer.Option(help="Macro model: built-in name, checkpoint, genotype or .onnx; 'none' to turn off.", rich_help_panel=P_MODELS)] = "emonas-macro",
+        micro: Annotated[str, typer.Option(help="Micro model (dynamic images of each face's frame buffer); 'none' to turn off.", rich_help_panel=P_MODELS)] = "emonas-micro",
+        allow_untrained: Annotated[bool, typer.Option(help="Run heads whose model has no trained weights; every result of theirs is marked untrained.", rich_help_panel=P_MODELS)] = False,
+        engine: Annotated[str, typer.Option(help="auto/onnxruntime: export non-ONNX models once (cached, parity-checked) and run them in ONNX Runtime; torch: run in PyTorch.", rich_help_panel=P_MODELS)] = "auto",
+        threads: Annotated[int, typer.Option(help="Inference threads per model.", rich_help_panel=P_MODELS)] = 1,
+        detector: Annotated[str, typer.Option(help="auto (MediaPipe if installed), mediapipe, haar.", rich_help_panel=P_DETECT)] = "auto",
+        min_confidence: Annotated[float, typer.Option(help="Minimum face detection confidence.", rich_help_panel=P_DETECT)] = 0.4,
+        min_face: Annotated[int, typer.Option(help="Minimum face size in pixels.", rich_help_panel=P_DETECT)] = 24,
+        landmark_check: Annotated[bool, typer.Option(help="Drop MediaPipe detections whose keypoints are not laid out like a face.", rich_help_panel=P_DETECT)] = True,
+        detect_every: Annotated[int, typer.Option(help="Detect every k-th frame; tracks keep their boxes in between.", rich_help_panel=P_DETECT)] = 1,
+        max_faces: Annotated[int, typer.Option(help="At most this many faces per frame, largest first.", rich_help_panel=P_DETECT)] = 8,
+        max_age: Annotated[int, typer.Option(help="Frames a track survives unseen before it and its buffers are dropped.", rich_help_panel=P_DETECT)] = 15,
+        margin: Annotated[float, typer.Option(help="Extra context around the aligned face (0.2 = 20% more).", rich_help_panel=P_DETECT)] = 0.0,
+        smoothing: Annotated[float, typer.Option(help="Per-track EMA weight of past macro probabilities (0 = none).", rich_help_panel=P_MODELS)] = 0.6,
+        micro_window: Annotated[int, typer.Option(help="Frames per dynamic image.", rich_help_panel=P_MODELS)] = 16,
+        micro_stride: Annotated[int, typer.Option(help="Frames between dynamic images.", rich_help_panel=P_MODELS)] = 8,
+        save_video: Annotated[Optional[Path], typer.Option(help="Write the annotated video here (.mp4/.avi).", rich_help_panel=P_OUT)] = None,
+        jsonl: Annotated[Optional[Path], typer.Option(help="One JSON object per processed frame.", rich_help_panel=P_OUT)] = None,
+        csv: Annotated[Optional[Path], typer.Option(help="One row per face per frame.", rich_help_panel=P_OUT)] = None,
+        summary_json: Annotated[Optional[Path], typer.Option(help="Write the run summary as JSON.", rich_help_panel=P_OUT)] = None,
+        show: Annotated[bool, typer.Option(help="Show the annotated frames in a window (q quit, space pause, s snapshot).", rich_help_panel=P_OUT)] = False,
+        max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.", rich_help_panel=P_OUT)] = None,
+    ):
+        """Real-time pipeline: detect, align, track, classify macro (per frame) and micro (per window) expressions."""
+        _run(source, macro, micro, allow_untrained, detector, min_confidence, min_face, detect_every, max_faces, smoothing,
+             micro_window, micro_stride, margin, max_age, engine, threads, save_video, jsonl, csv, show, max_frames, summary_json,
+             landmark_check)
+
+    @app.command()
+    def demo(
+        source: Annotated[str, typer.Option(help="Camera index or any source `run` takes.")] = "0",
+        macro: Annotated[str, typer.Option(help="Macro model.")] = "emonas-macro",
+        micro: Annotated[str, typer.Option(help="Micro model.")] = "emonas-micro",
+        allow_untrained: Annotated[bool, typer.Option(help="Run untrained heads (marked untrained).")] = False,
+    ):
+        """Webcam demo with a window: q quit, space pause, s snapshot (into ./snapshots)."""
+        _run(source, macro, micro, allow_untrained, "auto", 0.4, 24, 1, 8, 0.6, 16, 8, 0.0, 15, "auto", 1, None, None, None,
+             True, None, None, True, title="emonas-edge demo (q quit, space pause, s snapshot)")
+
+    @app.command("sample-video")
+    def sample_video(
+        output: Annotated[Path, typer.Argument(help="Where to write the clip (.mp4/.avi).")],
+        frames: Annotated[int, typer.Option(help="Number of frames.")] = 90,
+        width: Annotated[int, typer.Option(help="Frame width.")] = 640,
+        height: Annotated[int, typer.Option(help="Frame height.")] = 360,
+    ):
+        """Write a sample clip (camera move over the bundled public-domain astronaut photo) for demos and benchmarks."""
+        from ..pipeline.sample import make_sample_video
+
+        path = make_sample_video(output, frames, width, height)
+        console.print(f"wrote {path} ({frames} frames, {width}x{height})", highlight=False, markup=False)

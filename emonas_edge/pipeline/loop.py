@@ -1,0 +1,310 @@
+"""The per-frame data path: detect -> align -> track -> macro (batched) -> micro (per-track windows).
+
+One :class:`Pipeline` holds everything computed once (backends, preprocessors, aligners,
+tracker) and processes frames; :func:`run_pipeline` drives it from a source into sinks and
+keeps per-stage timings, which the benchmark and the summary report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data.preprocess import Preprocessor
+from ..errors import UserError
+from ..runtime.base import Backend
+from .align import Aligner
+from .buffers import FrameRing
+from .detect import Detection, FaceDetector
+from .sources import Frame, Source
+from .track import Tracker
+
+STAGES = ("decode", "detect", "align", "track", "macro", "micro", "render")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+@dataclass
+class FaceResult:
+    track: int
+    box: np.ndarray
+    score: float
+    landmarks: bool
+    macro: np.ndarray | None = None  # smoothed probabilities
+    macro_raw: np.ndarray | None = None  # this frame's probabilities
+    micro: np.ndarray | None = None  # latest window's probabilities (None until the first window)
+    micro_fresh: bool = False  # a window completed on this frame
+    untrained: tuple[str, ...] = ()  # heads whose model was never trained: their output is not a prediction
+
+
+@dataclass
+class FrameResult:
+    index: int
+    time: float
+    faces: list[FaceResult]
+    macro_classes: tuple[str, ...] | None
+    micro_classes: tuple[str, ...] | None
+    faces_detected: int = 0  # before --max-faces
+
+    def to_json(self) -> dict:
+        def probs(p, classes):
+            return None if p is None else {c: round(float(v), 5) for c, v in zip(classes, p)}
+
+        faces = []
+        for f in self.faces:
+            d = {
+                "track": f.track,
+                "box": [round(float(v), 1) for v in f.box],
+                "score": round(f.score, 4),
+                "landmarks": f.landmarks,
+                "macro": probs(f.macro, self.macro_classes),
+                "macro_raw": probs(f.macro_raw, self.macro_classes),
+                "micro": probs(f.micro, self.micro_classes),
+                "micro_new": f.micro_fresh,
+            }
+            if f.untrained:
+                d["untrained"] = list(f.untrained)
+            faces.append(d)
+        out = {"frame": self.index, "time": round(self.time, 4), "faces": faces}
+        if self.faces_detected > len(self.faces):
+            out["faces_dropped"] = self.faces_detected - len(self.faces)
+        return out
+
+
+@dataclass
+class PipelineSettings:
+    detect_every: int = 1
+    max_faces: int = 8
+    smoothing: float = 0.6  # EMA weight of the past: 0 = no smoothing
+    micro_window: int = 16
+    micro_stride: int = 8
+    margin: float = 0.0
+    max_age: int = 15
+    iou_threshold: float = 0.3
+
+    def check(self) -> None:
+        if self.detect_every < 1:
+            raise UserError(f"--detect-every must be at least 1, got {self.detect_every}")
+        if self.max_faces < 1:
+            raise UserError(f"--max-faces must be at least 1, got {self.max_faces}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise UserError(f"--smoothing must be in [0, 1), got {self.smoothing}")
+        if self.max_age < 0:
+            raise UserError(f"--max-age must be >= 0, got {self.max_age}")
+
+
+@dataclass
+class StageTimes:
+    ns: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, stage: str, dt_ns: int) -> None:
+        self.ns[stage].append(dt_ns)
+
+    def median_ms(self) -> dict[str, float]:
+        return {s: float(np.median(self.ns[s])) / 1e6 if self.ns.get(s) else 0.0 for s in STAGES}
+
+    def total_ms(self) -> dict[str, float]:
+        return {s: float(np.sum(self.ns[s])) / 1e6 if self.ns.get(s) else 0.0 for s in STAGES}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        detector: FaceDetector,
+        macro: Backend | None = None,
+        micro: Backend | None = None,
+        settings: PipelineSettings | None = None,
+    ):
+        self.s = settings or PipelineSettings()
+        self.s.check()
+        if macro is None and micro is None:
+            raise UserError("no classifier to run: give a macro and/or a micro model")
+        self.detector, self.macro, self.micro = detector, macro, micro
+        self.tracker = Tracker(self.s.iou_threshold, self.s.max_age)
+        self.times = StageTimes()
+        self.frames = 0
+        if macro is not None:
+            self._check_model(macro, "macro")
+            self.macro_pre = Preprocessor(macro.config)
+            self.macro_align = Aligner(macro.config, self.s.margin, self.s.max_faces)
+            self._macro_in = np.empty((self.s.max_faces, macro.config.in_channels, macro.config.input_size, macro.config.input_size), np.float32)
+        if micro is not None:
+            self._check_model(micro, "micro")
+            self.micro_pre = Preprocessor(micro.config)
+            self.micro_align = Aligner(micro.config, self.s.margin, self.s.max_faces)
+            c, sz = micro.config.in_channels, micro.config.input_size
+            self._micro_crop = (sz, sz) if c == 1 else (sz, sz, 3)
+            self._micro_in = np.empty((self.s.max_faces, c, sz, sz), np.float32)
+            FrameRing(self.s.micro_window, self.s.micro_stride, (1,))  # validates window/stride now
+
+    @staticmethod
+    def _check_model(b: Backend, role: str) -> None:
+        if b.config.in_channels not in (1, 3):
+            raise UserError(f"{role} model {b.path}: input has {b.config.in_channels} channels; the pipeline feeds gray (1) or RGB (3) faces")
+
+    def _select(self, dets: list[Detection]) -> list[Detection]:
+        dets = sorted(dets, key=lambda d: d.area, reverse=True)  # largest first
+        return dets[: self.s.max_faces]
+
+    def process(self, frame: Frame) -> FrameResult:
+        t = time.perf_counter_ns
+        t0 = t()
+        detect_now = self.frames % self.s.detect_every == 0
+        n_found = 0
+        if detect_now:
+            found = self.detector.detect(frame.image)
+            n_found = len(found)
+            dets = self._select(found)
+        t1 = t()
+        if detect_now:
+            tracks = self.tracker.update(dets)
+        else:
+            tracks = self.tracker.coast()
+            dets = [tr.det for tr in tracks]
+            n_found = len(dets)
+        t2 = t()
+        faces = [FaceResult(tr.id, tr.det.box, tr.det.score, tr.det.eyes is not None) for tr in tracks]
+        self.times.add("detect", t1 - t0)
+        self.times.add("track", t2 - t1)
+        align_ns = 0
+        if faces and self.macro is not None:
+            a0 = t()
+            crops = self.macro_align.align(frame.image, dets)
+            x = self.macro_pre.normalize(crops, out=self._macro_in[: len(dets)])
+            a1 = t()
+            probs = softmax(self.macro.run_all(x).astype(np.float32, copy=True))
+            a2 = t()
+            a = self.s.smoothing
+            for f, tr, p in zip(faces, tracks, probs):
+                prev = tr.state.get("macro")
+                sm = p.copy() if prev is None or a == 0 else a * prev + (1.0 - a) * p
+                tr.state["macro"] = sm
+                f.macro, f.macro_raw = sm, p
+                if not self.macro.trained:
+                    f.untrained += ("macro",)
+            align_ns += a1 - a0
+            self.times.add("macro", a2 - a1)
+        if faces and self.micro is not None:
+            m0 = t()
+            crops = self.micro_align.align(frame.image, dets)
+            ready = []
+            for i, tr in enumerate(tracks):
+                ring = tr.state.get("ring")
+                if ring is None:
+                    ring = tr.state["ring"] = FrameRing(self.s.micro_window, self.s.micro_stride, self._micro_crop)
+                if ring.push(crops[i]):
+                    ready.append(i)
+            m1 = t()
+            if ready:
+                dyn = np.stack([tracks[i].state["ring"].dynamic_image() for i in ready])
+                x = self.micro_pre.normalize(dyn, out=self._micro_in[: len(ready)])
+                probs = softmax(self.micro.run_all(x).astype(np.float32, copy=True))
+                for i, p in zip(ready, probs):
+                    tracks[i].state["micro"] = p
+                    faces[i].micro_fresh = True
+            m2 = t()
+            for f, tr in zip(faces, tracks):
+                f.micro = tr.state.get("micro")
+                if f.micro is not None and not self.micro.trained:
+                    f.untrained += ("micro",)
+            align_ns += m1 - m0
+            if ready:
+                self.times.add("micro", m2 - m1)
+        if faces:
+            self.times.add("align", align_ns)
+        self.frames += 1
+        return FrameResult(
+            frame.index,
+            frame.time,
+            faces,
+            self.macro.classes if self.macro else None,
+            self.micro.classes if self.micro else None,
+            n_found,
+        )
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    frames_with_faces: int = 0
+    faces: int = 0
+    tracks: int = 0
+    wall_s: float = 0.0
+    labels: Counter = field(default_factory=Counter)
+    micro_labels: Counter = field(default_factory=Counter)
+    error: str | None = None
+    stages_ms: dict = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "frames": self.frames,
+            "frames_with_faces": self.frames_with_faces,
+            "faces": self.faces,
+            "tracks": self.tracks,
+            "fps": round(self.fps, 2),
+            "macro_labels": dict(self.labels.most_common()),
+            "micro_labels": dict(self.micro_labels.most_common()),
+            "stages_median_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
+            "error": self.error,
+        }
+
+
+def run_pipeline(pipeline: Pipeline, source: Source, sinks=(), renderer=None, video=None, max_frames: int | None = None, on_frame=None) -> RunSummary:
+    """Drive ``pipeline`` over ``source``. Sinks get every result; the renderer draws for ``video``/``on_frame``.
+
+    ``on_frame(result, image)`` may return False to stop (the window's quit key).
+    """
+    summary = RunSummary()
+    t = time.perf_counter_ns
+    start = time.perf_counter()
+    it = iter(source)
+    try:
+        while max_frames is None or summary.frames < max_frames:
+            d0 = t()
+            try:
+                frame = next(it)
+            except StopIteration:
+                break
+            pipeline.times.add("decode", t() - d0)
+            result = pipeline.process(frame)
+            for s in sinks:
+                s.write(result)
+            image = None
+            if renderer is not None and (video is not None or on_frame is not None):
+                r0 = t()
+                elapsed = time.perf_counter() - start
+                image = renderer.draw(frame.image, result, fps=(summary.frames + 1) / elapsed if elapsed > 0 else 0.0)
+                if video is not None:
+                    video.write(image)
+                pipeline.times.add("render", t() - r0)
+            summary.frames += 1
+            if result.faces:
+                summary.frames_with_faces += 1
+                summary.faces += len(result.faces)
+                for f in result.faces:
+                    if f.macro is not None and "macro" not in f.untrained:
+                        summary.labels[result.macro_classes[int(np.argmax(f.macro))]] += 1
+                    if f.micro_fresh and "micro" not in f.untrained:
+                        summary.micro_labels[result.micro_classes[int(np.argmax(f.micro))]] += 1
+            if on_frame is not None and on_frame(result, image) is False:
+                break
+    except BaseException as e:
+        e.summary = summary  # what was done before the failure, for the caller's report
+        raise
+    finally:
+        summary.wall_s = time.perf_counter() - start
+        summary.tracks = pipeline.tracker._next_id - 1
+        summary.stages_ms = pipeline.times.median_ms()
+    return summary

@@ -1,0 +1,67 @@
+"""Overlay: box, track id, macro label with probability bars, micro label, FPS.
+
+Draws into one reused canvas. Output of an untrained head is drawn grey and labelled
+"untrained" so nobody reads noise as an expression.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .loop import FrameResult
+
+PALETTE = [(80, 200, 80), (60, 160, 255), (255, 140, 60), (200, 80, 220), (60, 220, 220), (230, 230, 80), (120, 120, 255)]
+GREY = (150, 150, 150)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text(img, s, org, scale=0.45, color=(255, 255, 255), thick=1):
+    cv2.putText(img, s, org, FONT, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+    cv2.putText(img, s, org, FONT, scale, color, thick, cv2.LINE_AA)
+
+
+class Renderer:
+    def __init__(self, bars: bool = True):
+        self.bars = bars
+        self._canvas: np.ndarray | None = None
+
+    def draw(self, image: np.ndarray, result: FrameResult, fps: float | None = None) -> np.ndarray:
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if self._canvas is None or self._canvas.shape != image.shape:
+            self._canvas = np.empty_like(image)
+        img = self._canvas
+        np.copyto(img, image)
+        h, w = img.shape[:2]
+        for f in result.faces:
+            color = PALETTE[f.track % len(PALETTE)]
+            x1, y1, x2, y2 = (int(round(v)) for v in f.box)
+            cv2.rectangle(img, (x1, y1), (x2, y2), color, 2)
+            title = f"#{f.track}"
+            if f.macro is not None:
+                k = int(np.argmax(f.macro))
+                if "macro" in f.untrained:
+                    title += " macro: untrained"
+                else:
+                    title += f" {result.macro_classes[k]} {f.macro[k]:.2f}"
+            _text(img, title, (x1, max(14, y1 - 6)), 0.5, color if "macro" not in f.untrained else GREY)
+            if f.micro is not None:
+                k = int(np.argmax(f.micro))
+                tag = " (untrained)" if "micro" in f.untrained else ""
+                _text(img, f"micro: {result.micro_classes[k]} {f.micro[k]:.2f}{tag}", (x1, min(h - 4, y2 + 16)), 0.45, GREY if tag else (255, 255, 255))
+            if self.bars and f.macro is not None and "macro" not in f.untrained:
+                self._bars(img, f.macro, result.macro_classes, x2 + 6 if x2 + 130 < w else max(0, x1 - 130), y1, color)
+        if fps is not None:
+            _text(img, f"{fps:.1f} FPS  faces {len(result.faces)}", (8, 18), 0.5)
+        return img
+
+    @staticmethod
+    def _bars(img, probs, classes, x, y, color):
+        for i, (c, p) in enumerate(zip(classes, probs)):
+            yy = y + i * 13
+            if yy + 10 >= img.shape[0]:
+                break
+            cv2.rectangle(img, (x + 52, yy), (x + 52 + int(70 * float(p)), yy + 9), color, -1)
+            cv2.rectangle(img, (x + 52, yy), (x + 122, yy + 9), (200, 200, 200), 1)
+            _text(img, c[:8], (x, yy + 9), 0.33)

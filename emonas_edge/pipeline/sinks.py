@@ -1,0 +1,130 @@
+"""Outputs: JSONL (one object per processed frame), CSV (one row per face) and annotated video.
+
+Each writes to a hidden temporary file beside its target, flushed every frame, and is renamed
+into place when the run ends, normally or not (camera unplugged, Ctrl-C, SIGTERM): what was
+written is complete and valid, and no half-written file ever sits under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import UserError
+
+
+class _AtomicFile:
+    def __init__(self, path: str | os.PathLike, suffix_keep: bool = False):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise UserError(f"{self.path}: is a folder, expected a file path")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{self.path.parent}: cannot create output folder ({e.strerror})") from e
+        # video writers choose the container from the extension, so keep it last
+        suffix = self.path.suffix if suffix_keep else ".partial"
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=(".partial" + suffix) if suffix_keep else suffix, dir=self.path.parent)
+        except OSError as e:
+            raise UserError(f"{self.path.parent}: cannot write output here ({e.strerror})") from e
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.closed = False
+
+    def _publish(self, keep: bool) -> None:
+        if keep:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(self.tmp, 0o666 & ~mask)
+            os.replace(self.tmp, self.path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp.unlink()
+
+
+class _TextSink(_AtomicFile):
+    def __init__(self, path):
+        super().__init__(path)
+        self._f = open(self.tmp, "w", encoding="utf-8", newline="")
+        self.frames = 0
+
+    def close(self, keep: bool = True) -> None:
+        if not self.closed:
+            self.closed = True
+            self._f.close()
+            self._publish(keep)
+
+
+class JsonlSink(_TextSink):
+    def write(self, result) -> None:
+        self._f.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+        self._f.flush()
+        self.frames += 1
+
+
+class CsvSink(_TextSink):
+    def __init__(self, path, macro_classes: tuple[str, ...] | None, micro_classes: tuple[str, ...] | None):
+        super().__init__(path)
+        self._w = csv.writer(self._f)
+        self.macro_classes = macro_classes or ()
+        self.micro_classes = micro_classes or ()
+        self._w.writerow(
+            ["frame", "time", "track", "x1", "y1", "x2", "y2", "score", "macro_label", "macro_prob", "micro_label", "micro_prob", "untrained"]
+            + [f"macro_{c}" for c in self.macro_classes]
+            + [f"micro_{c}" for c in self.micro_classes]
+        )
+
+    def write(self, result) -> None:
+        for f in result.faces:
+            macro = f.macro if f.macro is not None else None
+            micro = f.micro if f.micro is not None else None
+            row = [result.index, f"{result.time:.4f}", f.track, *(f"{v:.1f}" for v in f.box), f"{f.score:.3f}"]
+            row += [self.macro_classes[int(np.argmax(macro))], f"{float(macro.max()):.4f}"] if macro is not None else ["", ""]
+            row += [self.micro_classes[int(np.argmax(micro))], f"{float(micro.max()):.4f}"] if micro is not None else ["", ""]
+            row.append(";".join(f.untrained))
+            row += [f"{v:.4f}" for v in macro] if macro is not None else [""] * len(self.macro_classes)
+            row += [f"{v:.4f}" for v in micro] if micro is not None else [""] * len(self.micro_classes)
+            self._w.writerow(row)
+        self._f.flush()
+        self.frames += 1
+
+
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+
+class VideoSink(_AtomicFile):
+    def __init__(self, path, fps: float | None):
+        p = Path(path)
+        if p.suffix.lower() not in FOURCC:
+            raise UserError(f"{p}: unsupported video extension (use one of: {', '.join(FOURCC)})")
+        super().__init__(path, suffix_keep=True)
+        self.fps = fps or 30.0
+        self._writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        if self._writer is None:
+            h, w = image.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
+            self._writer = cv2.VideoWriter(str(self.tmp), fourcc, float(self.fps), (w, h))
+            if not self._writer.isOpened():
+                raise UserError(f"{self.path}: OpenCV cannot write this video format here")
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self, keep: bool = True) -> None:
+        if not self.closed:
+            self.closed = True
+            if self._writer is not None:
+                self._writer.release()
+            self._publish(keep and self.frames > 0)
