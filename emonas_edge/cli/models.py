@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -69,6 +70,21 @@ def parity_table(p: dict) -> Table:
     return t
 
 
+def precision_table(table: dict) -> Table:
+    t = Table(title="precision")
+    cols = ["precision", "bytes", "top1", "drop_points", "agreement_with_fp32", "max_abs_diff", "p50_ms_1thread"]
+    present = [c for c in cols if c == "precision" or any(c in v for v in table.values())]
+    for c in present:
+        t.add_column(c.replace("_", " "), justify="right")
+    for k, v in table.items():
+        row = [k]
+        for c in present[1:]:
+            x = v.get(c)
+            row.append("" if x is None else f"{x:,}" if isinstance(x, int) else f"{x:.4g}")
+        t.add_row(*row)
+    return t
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def export(
@@ -81,6 +97,16 @@ def register(app: typer.Typer) -> None:
         parity_data: Annotated[Optional[Path], typer.Option(help="Image file or folder of face images for the parity check (default: bundled face).")] = None,
         atol: Annotated[float, typer.Option(help="Absolute tolerance of the parity check (plus 1e-4 x max |logit|).")] = 1e-4,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the manifest here.")] = None,
+        fmt: Annotated[str, typer.Option("--format", help="onnx | engine (TensorRT, built from the ONNX of the chosen precision; needs tensorrt and a GPU).")] = "onnx",
+        workspace_mb: Annotated[int, typer.Option(help="TensorRT builder workspace limit (MB).", rich_help_panel="TensorRT")] = 256,
+        max_batch: Annotated[int, typer.Option(help="TensorRT optimisation profile: largest batch (min 1, opt 1).", rich_help_panel="TensorRT")] = 8,
+        timing_cache: Annotated[Optional[Path], typer.Option(help="TensorRT timing cache to reuse and update.", rich_help_panel="TensorRT")] = None,
+        precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | auto (fastest here within the accuracy budget).", rich_help_panel="Precision")] = "fp32",
+        calib: Annotated[Optional[Path], typer.Option(help="INT8 calibration faces: labelled dataset, folder of face crops, or frames/videos (faces detected and aligned).", rich_help_panel="Precision")] = None,
+        calib_samples: Annotated[int, typer.Option(help="Calibration samples (picked with a fixed seed).", rich_help_panel="Precision")] = 512,
+        calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile.", rich_help_panel="Precision")] = "minmax",
+        eval_data: Annotated[Optional[Path], typer.Option("--eval", help="Labelled data to score fp32 and the new precision on (the accuracy gate).", rich_help_panel="Precision")] = None,
+        max_accuracy_drop: Annotated[float, typer.Option(help="Largest top-1 drop (points) the new precision may cost; more exits 1.", rich_help_panel="Precision")] = 1.0,
         select: Select = None,
         name: Name = None, task: Task = None, in_channels: InChannels = None, input_size: InputSize = None,
         init_channels: InitChannels = None, layers: Layers = None, num_classes: NumClasses = None, classes: Classes = None,
@@ -88,9 +114,29 @@ def register(app: typer.Typer) -> None:
         """Export a genotype or checkpoint to a checked, simplified, parity-verified ONNX file with metadata."""
         from ..export.onnx import check_export_settings, export_onnx  # PyTorch loads only for commands that need it
 
+        from ..export.precision import CALIB_METHODS, PRECISIONS, derive_precision
+
         ov = overrides(name, task, in_channels, input_size, init_channels, layers, num_classes, classes)
         b = _parse_batch(batch)
         check_export_settings(opset, b, simplify, output, parity_data)
+        from ..export.formats import FORMATS
+
+        if fmt not in FORMATS:
+            raise UserError(f"unknown format {fmt!r} (choose from: {', '.join(FORMATS)})")
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r} (choose from: {', '.join(PRECISIONS)})")
+        if fmt == "engine":
+            from ..export.tensorrt import require_tensorrt
+
+            require_tensorrt()  # before any work: a clear message, exit 2
+        if calib_method not in CALIB_METHODS:
+            raise UserError(f"unknown calibration method {calib_method!r} (choose from: {', '.join(CALIB_METHODS)})")
+        if precision == "int8" and calib is None:
+            raise UserError("--precision int8 needs calibration faces: --calib DIR|CSV|VIDEO")
+        for what, path in (("calibration source", calib), ("eval data", eval_data)):
+            m = re.fullmatch(r"(.*\.csv)(?::\w+)?", str(path), flags=re.IGNORECASE) if path is not None else None
+            if path is not None and not Path(m.group(1) if m else path).exists():
+                raise UserError(f"{what} not found: {path}")
         config, model, wpath = load_model(genotype, weights, select, **ov)
         if not config.trained:
             err_console.print("[bold yellow]warning:[/] no trained weights: exporting random initial weights (metadata says trained=false); outputs are not predictions", soft_wrap=True)
@@ -104,10 +150,30 @@ def register(app: typer.Typer) -> None:
         console.print(parity_table(result.parity.to_dict()))
         console.print(f"[green]wrote[/] {result.path} ({result.manifest['bytes']:,} bytes) and {result.manifest_path.name} "
                       f"in {result.manifest['timings_s']['total']:.1f} s")
+        manifest = result.manifest
+        if precision != "fp32":
+            d = derive_precision(
+                result.path, config, precision, calib=calib, calib_samples=calib_samples, calib_method=calib_method,
+                eval_data=eval_data, max_drop=max_accuracy_drop, log=lambda m: console.print(f"[dim]·[/] {escape(m)}"),
+            )
+            console.print(precision_table(d.table))
+            console.print(f"[green]wrote[/] {d.path} ({d.path.stat().st_size:,} bytes) and {d.manifest_path.name}")
+            manifest = d.manifest
+            onnx_for_engine, engine_precision = d.path, (d.manifest.get("precision") or "fp32")
+        else:
+            onnx_for_engine, engine_precision = result.path, "fp32"
+        if fmt == "engine":
+            from ..export.formats import artifact_name
+            from ..export.tensorrt import build_engine
+
+            engine_path = Path(output) / artifact_name(config.name, "engine", engine_precision)
+            sidecar = build_engine(onnx_for_engine, engine_path, precision=engine_precision, batch=(1, 1, max_batch),
+                                   workspace_mb=workspace_mb, timing_cache=timing_cache, log=lambda m: console.print(f"[dim]·[/] {escape(m)}"))
+            console.print(f"[green]wrote[/] {engine_path} and its sidecar; to rebuild elsewhere: {escape(sidecar['trtexec'])}")
         if json_out:
             from ..fileio import write_json_atomic
 
-            write_json_atomic(json_out, result.manifest)
+            write_json_atomic(json_out, manifest)
 
     @app.command()
     def info(

@@ -136,3 +136,29 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {json_out}")
         if report:
             console.print(f"wrote {report}/report.json and confusion_matrix.png")
+
+    @app.command()
+    def compare(
+        a: Annotated[str, typer.Argument(help="First artifact: built-in name, checkpoint or ONNX file.")],
+        b: Annotated[str, typer.Argument(help="Second artifact.")],
+        data: Annotated[Path, typer.Option(help="Real samples: class folders or FER2013 CSV[:Usage].")],
+        limit_per_class: Annotated[Optional[int], typer.Option(help="At most N images per class.")] = None,
+        provider: Annotated[Optional[str], typer.Option(help="ONNX Runtime provider: cpu | cuda | tensorrt.")] = None,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the comparison JSON here.")] = None,
+    ):
+        """Run two artifacts on the same real samples: max/mean abs diff of logits and top-1 agreement."""
+        from ..runtime.compare import compare as run_compare
+
+        r = run_compare(a, b, data, limit_per_class, provider)
+        t = Table(show_header=False, box=None)
+        t.add_row("samples", f"{r['samples']:,} from {r['data']}")
+        for k in ("a", "b"):
+            t.add_row(k, f"{r[k]['artifact']} ({r[k]['backend']}): top-1 {r[k]['top1']:.4f}")
+        t.add_row("max |diff|", f"{r['max_abs_diff']:.3g}")
+        t.add_row("mean |diff|", f"{r['mean_abs_diff']:.3g}")
+        t.add_row("top-1 agreement", f"{100 * r['top1_agreement']:.2f}%")
+        console.print(t)
+        if json_out:
+            from ..fileio import write_json_atomic
+
+            write_json_atomic(json_out, r)

@@ -25,10 +25,18 @@ FORMATS: dict[str, Format] = {
         Format(
             name="onnx",
             suffix=".onnx",
-            precisions=("fp32",),
+            precisions=("fp32", "fp16", "int8"),
             requires=("torch", "onnx", "onnxscript", "onnxruntime"),
             runs_on="ONNX Runtime (CPU/CUDA/TensorRT providers), TensorRT parser",
-            verified="onnx.checker full check; parity with PyTorch in ONNX Runtime on real faces",
+            verified="onnx.checker full check; parity with PyTorch in ONNX Runtime on real faces; fp16/int8: accuracy gate",
+        ),
+        Format(
+            name="engine",
+            suffix=".engine",
+            precisions=("fp32", "fp16", "int8"),
+            requires=("tensorrt",),
+            runs_on="TensorRT on the GPU that built it (sidecar .engine.json carries metadata)",
+            verified="built from the gated ONNX of the same precision (int8: strongly typed QDQ); not verified on hardware",
         ),
     )
 }

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from ..config import ModelConfig
 from ..data.preprocess import IMAGE_SUFFIXES, Preprocessor, read_image
@@ -89,7 +88,7 @@ def parity_inputs(config: ModelConfig, data: str | os.PathLike | None = None, n:
 
 
 def check_parity(
-    model: torch.nn.Module,
+    model: "torch.nn.Module",  # noqa: F821 - imported lazily: ONNX-only users never load PyTorch
     onnx_path: str | os.PathLike,
     x: np.ndarray,
     description: str,
@@ -103,6 +102,8 @@ def check_parity(
         reps = -(-static_batch // len(x))
         x = np.concatenate([x] * reps)[:static_batch]
     model.eval()
+    import torch
+
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     try:

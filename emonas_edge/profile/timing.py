@@ -34,7 +34,8 @@ def summarize(ns: np.ndarray) -> Timing:
     return Timing(len(ms), float(ms.min()), float(ms.mean()), float(p50), float(p90), float(p99), float(ms.max()))
 
 
-def time_calls(fn: Callable[[], object], iters: int = 1000, warmup: int = 100) -> Timing:
+def time_samples(fn: Callable[[], object], iters: int = 1000, warmup: int = 100) -> np.ndarray:
+    """Per-call nanoseconds of ``iters`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     out = np.empty(iters, dtype=np.int64)
@@ -43,7 +44,11 @@ def time_calls(fn: Callable[[], object], iters: int = 1000, warmup: int = 100) -
         t = clock()
         fn()
         out[i] = clock() - t
-    return summarize(out)
+    return out
+
+
+def time_calls(fn: Callable[[], object], iters: int = 1000, warmup: int = 100) -> Timing:
+    return summarize(time_samples(fn, iters, warmup))
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], iters: int = 2000, warmup: int = 200, block: int = 100) -> dict[str, Timing]:

@@ -107,6 +107,10 @@ def load_backend(spec: str | os.PathLike, provider: str | None = None, threads: 
 
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r} (choose from: {', '.join(ENGINES)})")
+    if str(spec).lower().endswith((".engine", ".plan", ".trt")):
+        from .tensorrt import TrtBackend
+
+        return TrtBackend(spec)
     if source_kind(spec) == "onnx":
         return OrtBackend(spec, provider, threads)
     if engine in ("auto", "onnxruntime"):

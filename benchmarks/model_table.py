@@ -1,0 +1,69 @@
+"""The built-in model table of the README and models/README.md, measured in one run.
+
+    .venv/bin/python benchmarks/model_table.py [--iters 2000]
+
+For each built-in model: task, input, parameters and MACs (counted from the ONNX graph), batch-1
+ONNX Runtime latency at one thread (fp32 and, for trained models, calibrated INT8; interleaved),
+whether it is trained, and its PublicTest accuracy as recorded in ``models/<name>.publictest.json``
+by ``emonas-edge evaluate``. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from emonas_edge.api import model_info  # noqa: E402
+from emonas_edge.environment import environment  # noqa: E402
+from emonas_edge.export.metadata import config_from_metadata, load_onnx, read_metadata  # noqa: E402
+from emonas_edge.profile.models import _inputs  # noqa: E402
+from emonas_edge.profile.timing import time_interleaved  # noqa: E402
+from emonas_edge.runtime.base import OrtBackend  # noqa: E402
+from emonas_edge.runtime.compiled import cached_onnx  # noqa: E402
+from emonas_edge.zoo import builtin_models  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iters", type=int, default=2000)
+    ap.add_argument("--calib", type=Path, default=SHARED / "datasets" / "fer2013" / "train")
+    args = ap.parse_args()
+    env = environment()
+    rows = []
+    for name, entry in builtin_models().items():
+        onnx_path = cached_onnx(name)
+        config = config_from_metadata(read_metadata(load_onnx(onnx_path)), str(onnx_path))
+        info = model_info(onnx_path)
+        paths = {"fp32": onnx_path}
+        if config.trained and config.task == "macro" and args.calib.is_dir():
+            from emonas_edge.export.precision import derive_precision
+
+            paths["int8"] = derive_precision(onnx_path, config, "int8", calib=args.calib, max_drop=100.0).path
+        x = _inputs(config, 1)
+        backends = {k: OrtBackend(p, "cpu", 1) for k, p in paths.items()}
+        t = time_interleaved({k: (lambda b=b: b.run(x)) for k, b in backends.items()}, iters=args.iters, warmup=200)
+        acc_file = entry.genotype.with_name(f"{name}.publictest.json")
+        acc = json.loads(acc_file.read_text())["accuracy"] if acc_file.is_file() else None
+        c, s = config.input_shape[0], config.input_shape[1]
+        rows.append(
+            f"| `{name}` | {config.task} | {c}×{s}×{s} {'gray' if c == 1 else 'RGB'} | {info['params']:,} | {info['macs'] / 1e6:.1f} M | "
+            f"{t['fp32'].p50_ms:.3f} | {t['int8'].p50_ms:.3f} |" if "int8" in t else
+            f"| `{name}` | {config.task} | {c}×{s}×{s} {'gray' if c == 1 else 'RGB'} | {info['params']:,} | {info['macs'] / 1e6:.1f} M | "
+            f"{t['fp32'].p50_ms:.3f} | – |"
+        )
+        rows[-1] += f" {'yes' if config.trained else 'no'} | {f'{100 * acc:.1f}%' if acc is not None else '–'} |"
+    print(f"<!-- made by: .venv/bin/python benchmarks/model_table.py --iters {args.iters}; {env['cpu']}, {env['cpu_count']} cores, "
+          f"onnxruntime {env['packages']['onnxruntime']} -->")
+    print("| model | task | input | params | MACs | ORT fp32 p50 ms (1 thread) | ORT INT8 p50 ms (1 thread) | trained | FER2013 PublicTest top-1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""What each precision costs and buys for the default macro model, all measured in one run.
+
+    .venv/bin/python benchmarks/precision.py [--model emonas-macro] [--data ../shared/datasets/fer2013/publictest]
+                                             [--calib ../shared/datasets/fer2013/train]
+
+Exports fp32, derives fp16 and calibrated INT8 (ONNX Runtime QDQ, 512 training faces, seed 0),
+then for each: file size, batch-1 latency at 1 and 2 threads (interleaved, same machine state),
+PublicTest top-1 and agreement with fp32. Prints a Markdown table and, last, the INT8/fp32
+latency ratio at one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from emonas_edge.api import load_model  # noqa: E402
+from emonas_edge.data.datasets import load_dataset  # noqa: E402
+from emonas_edge.data.preprocess import Preprocessor  # noqa: E402
+from emonas_edge.environment import environment  # noqa: E402
+from emonas_edge.export.onnx import export_onnx  # noqa: E402
+from emonas_edge.export.precision import derive_precision  # noqa: E402
+from emonas_edge.profile.timing import time_interleaved  # noqa: E402
+from emonas_edge.runtime.base import OrtBackend  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="emonas-macro")
+    ap.add_argument("--data", type=Path, default=SHARED / "datasets" / "fer2013" / "publictest")
+    ap.add_argument("--calib", type=Path, default=SHARED / "datasets" / "fer2013" / "train")
+    ap.add_argument("--iters", type=int, default=2000)
+    args = ap.parse_args()
+
+    config, model, weights = load_model(args.model)
+    env = environment()
+    print(f"model {args.model} (trained={config.trained}); data {args.data}; {env.get('cpu', '')}, {env.get('cpu_count', '')} cores")
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(config, model, tmp, weights=weights).path
+        paths = {"fp32": fp32}
+        for p in ("fp16", "int8"):
+            paths[p] = derive_precision(fp32, config, p, calib=args.calib if p == "int8" else None, max_drop=100.0).path
+        ds = load_dataset(args.data, config, usage="PublicTest")
+        x = Preprocessor(config).normalize(ds.images)
+        logits = {k: OrtBackend(p, "cpu").run_all(x) for k, p in paths.items()}
+        one = x[:1].copy()
+        lat = {}
+        for threads in (1, 2):
+            b = {k: OrtBackend(p, "cpu", threads) for k, p in paths.items()}
+            t = time_interleaved({k: (lambda v=v: v.run(one)) for k, v in b.items()}, iters=args.iters, warmup=200)
+            lat[threads] = {k: v.p50_ms for k, v in t.items()}
+        ref = logits["fp32"].argmax(1)
+        print(f"\n{len(ds)} PublicTest images; latency = median of {args.iters} batch-1 runs, interleaved\n")
+        print("| precision | file (bytes) | p50 ms, 1 thread | p50 ms, 2 threads | PublicTest top-1 | agreement with fp32 |")
+        print("|---|---|---|---|---|---|")
+        for k, p in paths.items():
+            pred = logits[k].argmax(1)
+            print(f"| {k} | {p.stat().st_size:,} | {lat[1][k]:.3f} | {lat[2][k]:.3f} | {np.mean(pred == ds.labels):.4f} | {np.mean(pred == ref):.4f} |")
+    print(f"\nint8_vs_fp32_latency_ratio_1thread={lat[1]['int8'] / lat[1]['fp32']:.3f} fp16_vs_fp32={lat[1]['fp16'] / lat[1]['fp32']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

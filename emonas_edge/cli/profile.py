@@ -1,0 +1,117 @@
+"""``profile`` and ``profile-pipeline``: thin layers over :mod:`emonas_edge.profile`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import UserError
+from .common import console
+
+P_OUT = "Reports"
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise UserError(f"{what} must be integers >= 1, got {text!r}")
+    return vals
+
+
+def runs_table(report: dict) -> Table:
+    from ..profile.report import COLUMNS, _fmt, rows
+
+    rs = rows(report)
+    metrics = [c for c in COLUMNS if any(r.get(c) is not None for r in rs)]
+    t = Table(title="profile")  # one column per run: fits a terminal however many metrics there are
+    t.add_column("")
+    for i in range(len(rs)):
+        t.add_column(f"run {i + 1}", justify="right")
+    for m in metrics:
+        t.add_row(m.replace("_", " "), *(Path(str(r[m])).name if m == "target" else _fmt(r.get(m)) for r in rs))
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def profile(
+        targets: Annotated[list[str], typer.Argument(help="Built-in names, genotypes, checkpoints, ONNX files or TensorRT engines.")],
+        backend: Annotated[str, typer.Option(help="Comma-separated: ort, torch, trt.")] = "ort",
+        precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, int8 (ort; int8 needs --calib).")] = "fp32",
+        batch: Annotated[str, typer.Option(help="Comma-separated batch sizes, e.g. 1,8.")] = "1",
+        threads: Annotated[str, typer.Option(help="Comma-separated thread counts, e.g. 1,2.")] = "1",
+        warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 100,
+        iters: Annotated[int, typer.Option(help="Timed calls (ignored with --duration).")] = 1000,
+        duration: Annotated[Optional[float], typer.Option(help="Time for this many seconds instead of --iters.")] = None,
+        calib: Annotated[Optional[Path], typer.Option(help="Calibration faces for --precision int8.")] = None,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Report JSON (top level: params, macs, p50_ms, p90_ms, p99_ms, throughput; runs).", rich_help_panel=P_OUT)] = None,
+        markdown: Annotated[Optional[Path], typer.Option(help="Markdown table.", rich_help_panel=P_OUT)] = None,
+        csv: Annotated[Optional[Path], typer.Option(help="CSV, one row per run.", rich_help_panel=P_OUT)] = None,
+        plot: Annotated[Optional[Path], typer.Option(help="Latency CDF (and accuracy vs latency for several targets) .png/.svg/.pdf.", rich_help_panel=P_OUT)] = None,
+    ):
+        """Parameters, MACs, cold start, latency percentiles, throughput and memory per backend, precision, batch, threads."""
+        from ..profile.models import BACKENDS, profile as run_profile
+        from ..profile.report import write_reports
+
+        backends = tuple(b.strip() for b in backend.split(",") if b.strip())
+        for b in backends:
+            if b not in BACKENDS:
+                raise UserError(f"unknown backend {b!r} (choose from: {', '.join(BACKENDS)})")
+        precisions = tuple(p.strip() for p in precision.split(",") if p.strip())
+        for p in precisions:
+            if p not in ("fp32", "fp16", "int8"):
+                raise UserError(f"unknown precision {p!r} (choose from: fp32, fp16, int8)")
+        if warmup < 0 or iters < 1 or (duration is not None and duration <= 0):
+            raise UserError("--warmup must be >= 0, --iters >= 1 and --duration > 0")
+        report, latencies = run_profile(targets, backends=backends, precisions=precisions, batches=_ints(batch, "--batch"),
+                                        threads=_ints(threads, "--threads"), warmup=warmup, iters=iters, duration=duration,
+                                        calib=str(calib) if calib else None)
+        console.print(runs_table(report))
+        env = report["environment"]
+        console.print(f"[dim]{env.get('cpu')}, {env.get('cpu_count')} cores; onnxruntime {env['packages'].get('onnxruntime')}; "
+                      f"{'Jetson ' + str(env['jetson']) if env.get('jetson') else 'not a Jetson'}[/]", highlight=False)
+        for p in write_reports(report, latencies, json_out, markdown, csv, plot):
+            console.print(f"wrote {p}", highlight=False, markup=False)
+
+    @app.command("profile-pipeline")
+    def profile_pipeline_cmd(
+        source: Annotated[Path, typer.Option("--source", help="Video clip.")],
+        macro: Annotated[str, typer.Option(help="Macro model.")] = "emonas-macro",
+        micro: Annotated[str, typer.Option(help="Micro model (untrained heads run for timing only).")] = "emonas-micro",
+        frames: Annotated[Optional[int], typer.Option(help="Frames to process (the clip loops; default 5 passes).")] = None,
+        detect_every: Annotated[int, typer.Option(help="Detect every k-th frame.")] = 1,
+        render: Annotated[bool, typer.Option(help="Include drawing the overlay.")] = False,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Report JSON.", rich_help_panel=P_OUT)] = None,
+        markdown: Annotated[Optional[Path], typer.Option(help="Markdown stage table.", rich_help_panel=P_OUT)] = None,
+        csv: Annotated[Optional[Path], typer.Option(help="CSV stage table.", rich_help_panel=P_OUT)] = None,
+    ):
+        """Per-stage latency percentiles (decode, detect, align, track, macro, micro, render) and end-to-end FPS."""
+        from ..fileio import atomic_outputs, write_json_atomic
+        from ..profile.pipeline import profile_pipeline
+
+        r = profile_pipeline(source, macro=macro, micro=micro, frames=frames, detect_every=detect_every, render=render)
+        t = Table(title=f"pipeline on {source.name}: {r['fps']:.1f} frames/s, decode alone {r['decode_fps']:.0f}, ratio {r['ratio']:.3f}")
+        for c in ("stage", "calls", "p50 ms", "p90 ms", "p99 ms", "max ms", "share"):
+            t.add_column(c, justify="left" if c == "stage" else "right")
+        lines = ["| stage | calls | p50 ms | p90 ms | p99 ms | max ms | share |", "|---|---|---|---|---|---|---|"]
+        csv_lines = ["stage,calls,p50_ms,p90_ms,p99_ms,max_ms,share"]
+        for k, v in r["stages"].items():
+            vals = [str(v["calls"]), f"{v['p50_ms']:.3f}", f"{v['p90_ms']:.3f}", f"{v['p99_ms']:.3f}", f"{v['max_ms']:.3f}", f"{100 * v['share']:.1f}%"]
+            t.add_row(k, *vals)
+            lines.append(f"| {k} | " + " | ".join(vals) + " |")
+            csv_lines.append(",".join([k, str(v["calls"]), str(v["p50_ms"]), str(v["p90_ms"]), str(v["p99_ms"]), str(v["max_ms"]), str(v["share"])]))
+        console.print(t)
+        console.print(f"frames {r['frames']}, faces in {r['frames_with_faces']}, tracks {r['tracks']}; "
+                      f"detector {r['settings']['detector']}; RSS {r['rss_mb']['after']:.0f} MB", highlight=False)
+        if json_out:
+            write_json_atomic(json_out, r)
+        for path, text in ((markdown, "\n".join(lines) + "\n"), (csv, "\n".join(csv_lines) + "\n")):
+            if path:
+                with atomic_outputs(path) as (tmp,):
+                    tmp.write_text(text, encoding="utf-8")

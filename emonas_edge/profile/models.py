@@ -1,0 +1,189 @@
+"""Profiling models: size, cost, cold start and steady-state latency per backend, precision, batch, threads.
+
+Figures measured wrongly are worse than none, so the method is fixed: load and first inference
+are timed apart from steady state; steady state comes after warm-up, over a fixed number of
+calls (or a fixed duration) with the one timer of :mod:`.timing`; inputs are real preprocessed
+faces (the bundled astronaut face under small variations); outliers are reported, not dropped;
+every report carries the environment, and on a Jetson the power mode and tegrastats samples.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .timing import summarize, time_samples
+
+BACKENDS = ("ort", "torch", "trt")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _artifact(target: str, backend: str, precision: str, calib: str | None) -> tuple[str, Path | None]:
+    """The file the backend will run, building the ONNX (and its precision) through the cache if needed."""
+    from ..api import source_kind
+    from ..runtime.compiled import cached_onnx
+
+    if backend == "trt":
+        if not str(target).lower().endswith((".engine", ".plan", ".trt")):
+            raise UserError(f"--backend trt profiles TensorRT engines: build one with `emonas-edge export --format engine` ({target} is not one)")
+        return str(target), Path(target)
+    kind = source_kind(target)
+    if backend == "torch":
+        if kind == "onnx":
+            raise UserError(f"{target} is an ONNX file: profile it with --backend ort")
+        if precision != "fp32":
+            raise UserError("--backend torch profiles fp32 only; use --backend ort for fp16/int8")
+        return str(target), None
+    onnx_path = Path(target) if kind == "onnx" else cached_onnx(target)
+    if precision == "fp32" or kind == "onnx":
+        if kind == "onnx" and precision != "fp32":
+            raise UserError(f"{target} is already an artifact; --precision applies to models given by name, genotype or checkpoint")
+        return str(onnx_path), onnx_path
+    from ..export.formats import artifact_name
+    from ..export.metadata import config_from_metadata, load_onnx, read_metadata
+    from ..export.precision import derive_precision
+
+    config = config_from_metadata(read_metadata(load_onnx(onnx_path)), str(onnx_path))
+    derived = onnx_path.parent / artifact_name(config.name, "onnx", precision)
+    if not derived.is_file():
+        if precision == "int8" and calib is None:
+            raise UserError("--precision int8 needs calibration faces: --calib DIR")
+        derive_precision(onnx_path, config, precision, calib=calib, max_drop=100.0)
+    return str(derived), derived
+
+
+def _load(spec: str, backend: str, threads: int):
+    from ..runtime.base import load_backend
+
+    return load_backend(spec, provider="cpu" if backend == "ort" and os.environ.get("EMONAS_EDGE_PROVIDER") is None else None,
+                        threads=threads, engine="torch" if backend == "torch" else "onnxruntime")
+
+
+def _inputs(config, batch: int) -> np.ndarray:
+    from ..export.parity import parity_inputs
+
+    faces, _ = parity_inputs(config, n=8)
+    reps = -(-batch // len(faces))
+    return np.ascontiguousarray(np.concatenate([faces] * reps)[:batch])
+
+
+def profile_one(target: str, *, backend: str = "ort", precision: str = "fp32", batch: int = 1, threads: int = 1,
+                warmup: int = 100, iters: int | None = 1000, duration: float | None = None, calib: str | None = None,
+                sampler=None) -> dict:
+    from ..api import model_info
+
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r} (choose from: {', '.join(BACKENDS)})")
+    if batch < 1 or threads < 1 or warmup < 0 or (iters is not None and iters < 1) or (duration is not None and duration <= 0):
+        raise UserError("--batch, --threads and --iters must be >= 1, --warmup >= 0, --duration > 0")
+    spec, artifact = _artifact(target, backend, precision, calib)
+    t0 = time.perf_counter()
+    b = _load(spec, backend, threads)
+    t1 = time.perf_counter()
+    if b.static_batch and b.static_batch != batch:
+        raise UserError(f"{spec} has a fixed batch of {b.static_batch}; it cannot be profiled at batch {batch}")
+    x = _inputs(b.config, batch)
+    t1b = time.perf_counter()
+    b.run(x)
+    t2 = time.perf_counter()
+    power = None
+    if duration is not None:
+        for _ in range(warmup):
+            b.run(x)
+        ns, clock, end = [], time.perf_counter_ns, time.perf_counter() + duration
+        if sampler:
+            sampler.__enter__()
+        try:
+            while time.perf_counter() < end:
+                s = clock()
+                b.run(x)
+                ns.append(clock() - s)
+        finally:
+            if sampler:
+                sampler.__exit__(None, None, None)
+        samples = np.asarray(ns)
+        if sampler:
+            power = sampler.summary(duration, len(samples) * batch)
+    else:
+        if sampler:
+            for _ in range(warmup):
+                b.run(x)
+            with sampler:
+                ts = time.perf_counter()
+                samples = time_samples(lambda: b.run(x), iters=iters, warmup=0)
+                elapsed = time.perf_counter() - ts
+            power = sampler.summary(elapsed, len(samples) * batch)
+        else:
+            samples = time_samples(lambda: b.run(x), iters=iters, warmup=warmup)
+    timing = summarize(samples)
+    info = model_info(spec if backend != "trt" else target) if backend != "trt" else {"params": None, "macs": None}
+    run = {
+        "target": str(target),
+        "artifact": str(artifact) if artifact else None,
+        "backend": b.name,
+        "providers": getattr(b, "providers", None),
+        "precision": precision,
+        "batch": batch,
+        "threads": threads,
+        "params": info.get("params"),
+        "macs": info.get("macs"),
+        "file_bytes": artifact.stat().st_size if artifact and artifact.is_file() else None,
+        "trained": b.trained,
+        "cold_start_ms": {"load": round(1000 * (t1 - t0), 3), "first_inference": round(1000 * (t2 - t1b), 3)},
+        "iters": timing.iters,
+        "warmup": warmup,
+        **{k: round(v, 5) for k, v in timing.to_dict().items() if k.endswith("_ms")},
+        "throughput": round(batch * 1000.0 / timing.mean_ms, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "power": power,
+    }
+    try:
+        import torch
+
+        if backend != "ort" and torch.cuda.is_available():
+            run["gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+    return run, samples / 1e6
+
+
+def profile(targets: list[str], *, backends=("ort",), precisions=("fp32",), batches=(1,), threads=(1,), warmup: int = 100,
+            iters: int | None = 1000, duration: float | None = None, calib: str | None = None) -> tuple[dict, list[np.ndarray]]:
+    """All combinations: ``(report, per-run latencies in ms)``. The report's top level mirrors the
+    first run (params, macs, p50_ms, ...) for scripts."""
+    from ..environment import environment
+    from .jetson import TegrastatsSampler, jetson_info
+
+    if not targets:
+        raise UserError("give at least one target to profile")
+    jetson = jetson_info()
+    runs, latencies = [], []
+    for t in targets:
+        for be in backends:
+            for pr in precisions:
+                for bs in batches:
+                    for th in threads:
+                        sampler = TegrastatsSampler() if jetson else None
+                        run, lat = profile_one(t, backend=be, precision=pr, batch=bs, threads=th, warmup=warmup, iters=iters,
+                                               duration=duration, calib=calib, sampler=sampler)
+                        runs.append(run)
+                        latencies.append(lat)
+    first = runs[0]
+    env = environment()
+    env["jetson"] = jetson
+    return {
+        **{k: first[k] for k in ("params", "macs", "p50_ms", "p90_ms", "p99_ms", "throughput")},
+        "runs": runs,
+        "environment": env,
+        "method": {"timer": "time.perf_counter_ns", "warmup": warmup, "iters": iters, "duration_s": duration,
+                   "inputs": "bundled astronaut face, 8 variants, preprocessed per the model's metadata",
+                   "outliers": "kept (see max_ms, p99_ms)"},
+    }, latencies

@@ -1,0 +1,120 @@
+"""Profiling the whole pipeline on a clip: per-stage percentiles, end-to-end FPS, and the decode ceiling.
+
+Decoding the clip alone is the most any pipeline can do on this machine, so FPS is also given
+as a ratio to it, which travels across machines. The pipeline runs as ``emonas-edge run`` does
+by default; untrained heads are switched on for timing only (their outputs are not reported).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import UserError
+from ..pipeline.loop import STAGES
+from ..pipeline.sources import Frame, Source, VideoFileSource
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # not Linux
+        pass
+    return float("nan")
+
+
+def decode_fps(path: Path, min_seconds: float = 2.0) -> tuple[float, int]:
+    frames, t0 = 0, time.perf_counter()
+    while True:
+        cap = cv2.VideoCapture(str(path))
+        while cap.read()[0]:
+            frames += 1
+        cap.release()
+        if time.perf_counter() - t0 >= min_seconds or frames == 0:
+            break
+    return frames / (time.perf_counter() - t0), frames
+
+
+class LoopedVideo(Source):
+    """The clip decoded again and again (decoding included in the timing) until ``total`` frames."""
+
+    kind = "video"
+
+    def __init__(self, path: Path, total: int, rss_every: int = 0):
+        self.path, self.total, self.rss_every = path, total, rss_every
+        self.rss: list[tuple[int, float]] = []
+
+    def __iter__(self):
+        i = 0
+        while i < self.total:
+            with VideoFileSource(self.path) as src:
+                for f in src:
+                    if i >= self.total:
+                        return
+                    if self.rss_every and i % self.rss_every == 0:
+                        self.rss.append((i, rss_mb()))
+                    yield Frame(i, i / 30.0, f.image)
+                    i += 1
+
+
+def profile_pipeline(source: str | os.PathLike, *, macro="emonas-macro", micro="emonas-micro", frames: int | None = None,
+                     detect_every: int = 1, render: bool = False, engine: str = "auto") -> dict:
+    from ..environment import environment
+    from ..pipeline import PipelineSettings, build_pipeline
+    from ..pipeline.loop import run_pipeline
+    from ..pipeline.render import Renderer
+
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"{source}: no such clip (profile-pipeline takes a video file)")
+    probe = VideoFileSource(path)  # raises a UserError for undecodable files
+    n_clip, h, w = probe.frame_count or 0, *probe._first.shape[:2]
+    probe.close()
+    total = frames or 5 * max(n_clip, 1)
+    if total < 1:
+        raise UserError(f"--frames must be at least 1, got {frames}")
+    built = build_pipeline(macro, micro, allow_untrained=True, engine=engine, settings=PipelineSettings(detect_every=detect_every))
+    p = built.pipeline
+    try:
+        run_pipeline(p, VideoFileSource(path), max_frames=10)  # warm-up: arenas, kernels
+        p.times.ns.clear()
+        p.frames = 0
+        dfps, dframes = decode_fps(path)
+        rss0 = rss_mb()
+        src = LoopedVideo(path, total, rss_every=1000 if total >= 2000 else 0)
+        s = run_pipeline(p, src, renderer=Renderer() if render else None, on_frame=(lambda r, i: True) if render else None)
+        stages = {}
+        for k in STAGES:
+            ns = p.times.ns.get(k)
+            if ns:
+                ms = np.asarray(ns) / 1e6
+                p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+                stages[k] = {"calls": len(ms), "p50_ms": round(float(p50), 4), "p90_ms": round(float(p90), 4),
+                             "p99_ms": round(float(p99), 4), "max_ms": round(float(ms.max()), 4),
+                             "share": round(float(ms.sum()) / (1000 * s.wall_s), 4)}
+        fps = s.frames / s.wall_s
+        return {
+            "source": str(source),
+            "frame_size": [w, h],
+            "frames": s.frames,
+            "frames_with_faces": s.frames_with_faces,
+            "tracks": s.tracks,
+            "fps": round(fps, 2),
+            "decode_fps": round(dfps, 2),
+            "ratio": round(fps / dfps, 4),
+            "stages": stages,
+            "settings": {"detect_every": detect_every, "render": render, "detector": p.detector.name,
+                         "macro": p.macro.path if p.macro else None, "micro": p.micro.path if p.micro else None},
+            "rss_mb": {"before": round(rss0, 1), "after": round(rss_mb(), 1), "by_frame": src.rss},
+            "tracks_evicted": p.tracker.evicted,
+            "environment": environment(),
+        }
+    finally:
+        p.detector.close()

@@ -1,0 +1,122 @@
+"""Running a TensorRT engine behind the same :class:`Backend` interface as ONNX Runtime.
+
+An engine only works with the TensorRT version and GPU that built it, and fails obscurely
+(or not at all) elsewhere, so the sidecar written beside it is read and checked first: a
+wrong, replaced or foreign file is a one-line error saying how to rebuild, before TensorRT is
+even imported. Device buffers are torch CUDA tensors, since torch is already a dependency.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..config import config_from_dict
+from ..errors import CheckFailed, UserError
+from ..export.tensorrt import SIDECAR_FORMAT, gpu_info, require_tensorrt, sidecar_path
+from ..fileio import existing_file, read_json, sha256_file
+from .base import Backend
+
+
+def read_sidecar(engine_path: str | os.PathLike) -> dict:
+    """The engine's sidecar, checked against the engine file (no TensorRT needed)."""
+    engine = existing_file(engine_path, "TensorRT engine")
+    side = sidecar_path(engine)
+    if not side.is_file():
+        raise UserError(f"{engine} has no sidecar {side} (it holds the labels, input spec and build settings); "
+                        "rebuild the engine with emonas-edge")
+    data = read_json(side, "TensorRT sidecar")
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        raise UserError(f"{side} is not an emonas-edge TensorRT sidecar (expected format {SIDECAR_FORMAT!r})")
+    missing = [k for k in ("sha256", "tensorrt_version", "gpu", "input", "batch", "config", "trtexec") if k not in data]
+    if missing:
+        raise UserError(f"{side} lacks {', '.join(missing)}; rebuild the engine with emonas-edge")
+    if sha256_file(engine) != data["sha256"]:
+        raise UserError(f"{engine} does not match its sidecar {side.name} (sha256 differs): the engine was replaced "
+                        f"or is not an engine; rebuild it with: {data['trtexec']}")
+    return data
+
+
+def _sm(cc) -> str:
+    return "sm_" + str(cc).replace(".", "") if cc else "unknown sm"
+
+
+def check_environment(sidecar: dict, tensorrt_version: str, gpu: dict) -> None:
+    """UserError unless this TensorRT version and GPU are the ones the engine was built with."""
+    built = sidecar.get("gpu") or {}
+    if (sidecar.get("tensorrt_version") != tensorrt_version or built.get("name") != gpu.get("name")
+            or built.get("compute_capability") != gpu.get("compute_capability")):
+        raise UserError(
+            f"engine built for TensorRT {sidecar.get('tensorrt_version')} on GPU {built.get('name')} "
+            f"({_sm(built.get('compute_capability'))}), but this is TensorRT {tensorrt_version} on {gpu.get('name')} "
+            f"({_sm(gpu.get('compute_capability'))}); rebuild it on this device with: {sidecar.get('trtexec')}"
+        )
+
+
+class TrtBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, engine_path: str | os.PathLike):
+        side = read_sidecar(engine_path)
+        self.sidecar, self.path = side, str(engine_path)
+        self.config = config_from_dict(side["config"], str(sidecar_path(engine_path)))
+        self.static_batch = side["batch"].get("static")
+        self.max_batch = self.static_batch or int(side["batch"]["max"])
+        trt = require_tensorrt("running TensorRT engines")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("TensorRT engines need a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)")
+        check_environment(side, trt.__version__, gpu_info())
+        self._torch, self._trt = torch, trt
+        self._device = torch.device("cuda", torch.cuda.current_device())
+        self._stream = torch.cuda.Stream(self._device)
+        self._logger = trt.Logger(trt.Logger.ERROR)
+        self._runtime = trt.Runtime(self._logger)
+        with open(engine_path, "rb") as f:
+            self.engine = self._runtime.deserialize_cuda_engine(f.read())
+        if self.engine is None:
+            raise UserError(f"{engine_path} could not be loaded by TensorRT {trt.__version__} (not an engine, or "
+                            f"corrupt); rebuild it with: {side['trtexec']}")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(self.inputs) != 1 or not self.outputs:
+            raise UserError(f"{engine_path} has {len(self.inputs)} inputs and {len(self.outputs)} outputs; "
+                            "expected one image input and a logits output")
+
+    def _dtype(self, name: str):
+        dt = self.engine.get_tensor_dtype(name)
+        if dt == self._trt.float32:
+            return self._torch.float32
+        if dt == self._trt.float16:
+            return self._torch.float16
+        raise UserError(f"{self.path}: tensor {name!r} has type {dt}; only float32/float16 I/O is supported")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.static_batch and len(x) != self.static_batch:
+            raise UserError(f"{self.path} is built for batch {self.static_batch}, got {len(x)} (use run_all to pad)")
+        if len(x) > self.max_batch:
+            return np.concatenate([self.run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
+        torch, ctx, (name,) = self._torch, self.context, self.inputs
+        with torch.cuda.stream(self._stream):
+            inp = torch.from_numpy(x).to(self._device, dtype=self._dtype(name))
+            if not ctx.set_input_shape(name, tuple(inp.shape)):
+                raise UserError(f"{self.path}: input shape {tuple(inp.shape)} is outside the engine's profile")
+            ctx.set_tensor_address(name, inp.data_ptr())
+            outs = []
+            for out_name in self.outputs:
+                out = torch.empty(tuple(ctx.get_tensor_shape(out_name)), dtype=self._dtype(out_name), device=self._device)
+                ctx.set_tensor_address(out_name, out.data_ptr())
+                outs.append(out)
+            if not ctx.execute_async_v3(self._stream.cuda_stream):
+                raise CheckFailed(f"TensorRT failed to run {self.path}")
+            logits = outs[0].float().cpu()  # same stream: waits for the engine
+        self._stream.synchronize()
+        return logits.numpy()
+
+
+__all__ = ["TrtBackend", "read_sidecar", "check_environment"]

@@ -1,0 +1,80 @@
+"""`profile` and `profile-pipeline` on real models and real media (small iteration counts: figures are not asserted)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from emonas_edge.api import model_info
+from emonas_edge.profile.models import profile
+
+MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return {"EMONAS_EDGE_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+def test_profile_json_keys_and_sane_values(cli, tmp_path, cache):
+    out = tmp_path / "p.json"
+    r = cli("profile", "emonas-macro", "--json", out, "--iters", "200", "--warmup", "20", "--markdown", tmp_path / "p.md",
+            "--csv", tmp_path / "p.csv", "--plot", tmp_path / "p.png", env=cache)
+    assert r.returncode == 0, r.stderr
+    p = json.loads(out.read_text())
+    assert {"params", "macs", "p50_ms", "p90_ms", "p99_ms", "throughput", "runs", "environment"} <= set(p)
+    assert 0 < p["p50_ms"] <= p["p90_ms"] <= p["p99_ms"]
+    info = model_info("emonas-macro")
+    assert p["params"] == info["params"] and p["macs"] == info["macs"]
+    run = p["runs"][0]
+    assert run["iters"] == 200 and run["batch"] == 1 and run["threads"] == 1 and run["backend"] == "onnxruntime"
+    assert run["cold_start_ms"]["load"] > 0 and run["cold_start_ms"]["first_inference"] > 0
+    assert run["min_ms"] <= run["p50_ms"] <= run["max_ms"]
+    assert abs(run["throughput"] - 1000 / run["mean_ms"]) < 0.01 * run["throughput"]
+    assert p["environment"]["cpu_count"] >= 1 and "onnxruntime" in p["environment"]["packages"]
+    assert "| target |" in (tmp_path / "p.md").read_text()
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["p50_ms"]) == pytest.approx(run["p50_ms"])
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_grid_over_backends_batches_threads(tiny_genotype_file, monkeypatch, tmp_path):
+    monkeypatch.setenv("EMONAS_EDGE_CACHE", str(tmp_path))
+    report, lat = profile([str(tiny_genotype_file)], backends=("ort", "torch"), batches=(1, 4), threads=(1, 2), warmup=5, iters=30)
+    runs = report["runs"]
+    assert len(runs) == len(lat) == 8
+    assert {(r["backend"], r["batch"], r["threads"]) for r in runs} == {
+        (b, bs, t) for b in ("onnxruntime", "torch") for bs in (1, 4) for t in (1, 2)
+    }
+    assert all(len(x) == 30 for x in lat)
+    assert all(r["throughput"] > 0 and r["params"] == runs[0]["params"] for r in runs)
+
+
+def test_profile_bad_input(cli, tmp_path, tiny_genotype_file, cache):
+    r = cli("profile", "no-such-model", env=cache)
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    r = cli("profile", "emonas-macro", "--backend", "trt", env=cache)
+    assert r.returncode == 2 and "engine" in r.stderr
+    r = cli("profile", "emonas-macro", "--batch", "0", env=cache)
+    assert r.returncode == 2
+    r = cli("export", "--genotype", tiny_genotype_file, "--batch", "1", "--output", tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli("profile", tmp_path / "tiny.onnx", "--batch", "4", env=cache)
+    assert r.returncode == 2 and "fixed batch of 1" in r.stderr
+
+
+def test_profile_pipeline_stage_table(cli, tmp_path, cache):
+    if not MEDIA.is_dir():
+        pytest.skip(f"shared media folder {MEDIA} is not present beside the checkout")
+    out = tmp_path / "pp.json"
+    r = cli("profile-pipeline", "--source", MEDIA / "single_face.mp4", "--frames", "60", "--json", out, env=cache)
+    assert r.returncode == 0, r.stderr
+    for stage in ("decode", "detect", "align", "track", "macro"):
+        assert stage in r.stdout
+    p = json.loads(out.read_text())
+    assert p["frames"] == 60 and p["frames_with_faces"] >= 57 and p["fps"] > 0 and p["decode_fps"] > p["fps"]
+    for k, v in p["stages"].items():
+        assert v["p50_ms"] <= v["p90_ms"] <= v["p99_ms"] <= v["max_ms"], k
