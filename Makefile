@@ -24,7 +24,7 @@ demo: install
 	$(CLI) export --genotype emonas-macro --output export/demo
 	$(CLI) info export/demo/emonas-macro.onnx --plot export/demo/emonas-macro-cells.png
 	$(CLI) sample-video export/demo/astronaut.mp4
-	$(CLI) run --source export/demo/astronaut.mp4 --save-video export/demo/astronaut-annotated.mp4 --jsonl export/demo/astronaut.jsonl --summary-json export/demo/astronaut-summary.json --allow-untrained
+	$(CLI) run --source export/demo/astronaut.mp4 --save-video export/demo/astronaut-annotated.mp4 --jsonl export/demo/astronaut.jsonl --summary-json export/demo/astronaut-summary.json
 
 test: install
 	$(PY) -m pytest -q

@@ -32,6 +32,8 @@ def builtin_models() -> dict[str, BuiltinModel]:
     out = {}
     for g in sorted(root.glob("*.json")):
         name = g.stem
+        if "." in name:  # <name>.<what>.json beside a model (its evaluation report) is not a model
+            continue
         w = root / f"{name}.pt"
         c = root / f"{name}.md"
         out[name] = BuiltinModel(name, g, w if w.is_file() else None, c if c.is_file() else None)

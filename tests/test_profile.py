@@ -78,3 +78,12 @@ def test_profile_pipeline_stage_table(cli, tmp_path, cache):
     assert p["frames"] == 60 and p["frames_with_faces"] >= 57 and p["fps"] > 0 and p["decode_fps"] > p["fps"]
     for k, v in p["stages"].items():
         assert v["p50_ms"] <= v["p90_ms"] <= v["p99_ms"] <= v["max_ms"], k
+
+
+def test_export_cache_returns_the_fp32_export_beside_derived_precisions(tiny_genotype_file, monkeypatch, tmp_path):
+    from emonas_edge.runtime.compiled import cached_onnx
+
+    monkeypatch.setenv("EMONAS_EDGE_CACHE", str(tmp_path))
+    first = cached_onnx(tiny_genotype_file)
+    (first.parent / "tiny.int8.onnx").write_bytes(b"derived")  # sorts before tiny.onnx
+    assert cached_onnx(tiny_genotype_file) == first

@@ -150,7 +150,7 @@ class MediaPipeDetector(FaceDetector):
             raise UserError(f"{path}: not a usable face detector model ({' '.join(str(e).split())[:200]})") from e
         self._mp = mp
         self._rgb: np.ndarray | None = None
-        self._first = True
+        self._quiet_calls = 3
         # mediapipe closes through a thread pool that is shut down at interpreter exit, and its own
         # __del__ then prints a traceback; close before that pool goes (threading's exit hooks run
         # newest first, so this one runs before concurrent.futures' shutdown)
@@ -167,8 +167,8 @@ class MediaPipeDetector(FaceDetector):
         else:
             cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=self._rgb)
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=self._rgb)
-        if self._first:  # LiteRT logs its set-up on the first inference
-            self._first = False
+        if self._quiet_calls:  # LiteRT logs its set-up around the first inferences
+            self._quiet_calls -= 1
             with quiet_native_stderr():
                 result = self._det.detect(image)
         else:

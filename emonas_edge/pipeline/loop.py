@@ -154,17 +154,31 @@ class Pipeline:
         dets = sorted(dets, key=lambda d: d.area, reverse=True)  # largest first
         return dets[: self.s.max_faces]
 
-    def process(self, frame: Frame) -> FrameResult:
+    def detect(self, frame: Frame, n: int) -> tuple[list[Detection] | None, int]:
+        """Detections for the ``n``-th frame of the run (None on frames between detections) and ns taken.
+
+        Separate from :meth:`process` so the driver can detect frame n+1 on another thread while
+        frame n is classified: detection, ONNX Runtime and OpenCV all release the GIL.
+        """
+        if n % self.s.detect_every:
+            return None, 0
+        t0 = time.perf_counter_ns()
+        found = self.detector.detect(frame.image)
+        return found, time.perf_counter_ns() - t0
+
+    _NOT_GIVEN = object()
+
+    def process(self, frame: Frame, found=_NOT_GIVEN, detect_ns: int = 0) -> FrameResult:
+        """Everything after detection; detects itself unless ``found`` comes from :meth:`detect`."""
         t = time.perf_counter_ns
-        t0 = t()
-        detect_now = self.frames % self.s.detect_every == 0
+        if found is Pipeline._NOT_GIVEN:
+            found, detect_ns = self.detect(frame, self.frames)
+        t1 = t()
+        detect_now = found is not None
         n_found = 0
         if detect_now:
-            found = self.detector.detect(frame.image)
             n_found = len(found)
             dets = self._select(found)
-        t1 = t()
-        if detect_now:
             tracks = self.tracker.update(dets)
         else:
             tracks = self.tracker.coast()
@@ -172,7 +186,7 @@ class Pipeline:
             n_found = len(dets)
         t2 = t()
         faces = [FaceResult(tr.id, tr.det.box, tr.det.score, tr.det.eyes is not None) for tr in tracks]
-        self.times.add("detect", t1 - t0)
+        self.times.add("detect", detect_ns)
         self.times.add("track", t2 - t1)
         align_ns = 0
         if faces and self.macro is not None:
@@ -266,19 +280,39 @@ def run_pipeline(pipeline: Pipeline, source: Source, sinks=(), renderer=None, vi
 
     ``on_frame(result, image)`` may return False to stop (the window's quit key).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     summary = RunSummary()
     t = time.perf_counter_ns
     start = time.perf_counter()
     it = iter(source)
+
+    def fetch(n: int):
+        """Read and detect frame ``n`` (runs on the worker while the previous frame is classified)."""
+        d0 = t()
+        frame = next(it, None)
+        dec = t() - d0
+        if frame is None:
+            return None
+        found, det_ns = pipeline.detect(frame, n)
+        return frame, dec, found, det_ns
+
+    # two stages on two cores: [decode + detect] of frame n+1 overlaps [align ... sinks] of frame n
+    pool = ThreadPoolExecutor(1, thread_name_prefix="emonas-detect")
+    pending = pool.submit(fetch, 0)
+    n = 0
     try:
-        while max_frames is None or summary.frames < max_frames:
-            d0 = t()
-            try:
-                frame = next(it)
-            except StopIteration:
+        while pending is not None:
+            item = pending.result()
+            pending = None
+            if item is None:
                 break
-            pipeline.times.add("decode", t() - d0)
-            result = pipeline.process(frame)
+            n += 1
+            if max_frames is None or n < max_frames:
+                pending = pool.submit(fetch, n)
+            frame, dec_ns, found, det_ns = item
+            pipeline.times.add("decode", dec_ns)
+            result = pipeline.process(frame, found, det_ns)
             for s in sinks:
                 s.write(result)
             image = None
@@ -304,6 +338,7 @@ def run_pipeline(pipeline: Pipeline, source: Source, sinks=(), renderer=None, vi
         e.summary = summary  # what was done before the failure, for the caller's report
         raise
     finally:
+        pool.shutdown(wait=True)  # a read in flight finishes before the caller closes the source
         summary.wall_s = time.perf_counter() - start
         summary.tracks = pipeline.tracker._next_id - 1
         summary.stages_ms = pipeline.times.median_ms()

@@ -49,7 +49,8 @@ def _key(spec: str | os.PathLike) -> str:
 def cached_onnx(spec: str | os.PathLike) -> Path:
     """Path of the verified ONNX export of ``spec``, exporting it on first use."""
     out = cache_root() / _key(spec)
-    found = sorted(out.glob("*.onnx")) if out.is_dir() else []
+    # the fp32 export only: derived precisions (<name>.int8.onnx) may sit beside it
+    found = sorted(p for p in out.glob("*.onnx") if p.name.count(".") == 1) if out.is_dir() else []
     if found:
         return found[0]
     from ..api import load_model
