@@ -369,3 +369,18 @@ def test_sample_video_has_a_trackable_face(cli, built, tmp_path):
     out = tmp_path / "s.jsonl"
     s = run(clip, fresh(built), jsonl=out)
     assert s.frames == 30 and s.frames_with_faces >= 28 and s.tracks == 1
+
+
+def test_cli_demo_without_display_is_a_clear_error(cli):
+    r = cli("demo", env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
+    assert r.returncode == 2 and "no display" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_max_frames_and_detect_every(cli, media, tmp_path):
+    out = tmp_path / "o.jsonl"
+    r = cli("run", "--source", media / "single_face.mp4", "--max-frames", "9", "--detect-every", "3", "--jsonl", out,
+            "--allow-untrained")
+    assert r.returncode == 0, r.stderr
+    lines = read_jsonl(out)
+    assert [ln["frame"] for ln in lines] == list(range(9))
+    assert all(len(ln["faces"]) == 1 and ln["faces"][0]["track"] == 1 for ln in lines)
