@@ -20,9 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emonas_edge.api import model_info  # noqa: E402
 from emonas_edge.environment import environment  # noqa: E402
 from emonas_edge.export.metadata import config_from_metadata, load_onnx, read_metadata  # noqa: E402
-from emonas_edge.profile.models import _inputs  # noqa: E402
-from emonas_edge.profile.timing import time_interleaved  # noqa: E402
-from emonas_edge.runtime.base import OrtBackend  # noqa: E402
+from emonas_edge.profile.models import _inputs, time_artifacts  # noqa: E402
 from emonas_edge.runtime.compiled import cached_onnx  # noqa: E402
 from emonas_edge.zoo import builtin_models  # noqa: E402
 
@@ -45,9 +43,7 @@ def main() -> None:
             from emonas_edge.export.precision import derive_precision
 
             paths["int8"] = derive_precision(onnx_path, config, "int8", calib=args.calib, max_drop=100.0).path
-        x = _inputs(config, 1)
-        backends = {k: OrtBackend(p, "cpu", 1) for k, p in paths.items()}
-        t = time_interleaved({k: (lambda b=b: b.run(x)) for k, b in backends.items()}, iters=args.iters, warmup=200)
+        t = time_artifacts(paths, _inputs(config, 1), 1, args.iters)
         acc_file = entry.genotype.with_name(f"{name}.publictest.json")
         acc = json.loads(acc_file.read_text())["accuracy"] if acc_file.is_file() else None
         c, s = config.input_shape[0], config.input_shape[1]

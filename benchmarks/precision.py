@@ -26,7 +26,7 @@ from emonas_edge.data.preprocess import Preprocessor  # noqa: E402
 from emonas_edge.environment import environment  # noqa: E402
 from emonas_edge.export.onnx import export_onnx  # noqa: E402
 from emonas_edge.export.precision import derive_precision  # noqa: E402
-from emonas_edge.profile.timing import time_interleaved  # noqa: E402
+from emonas_edge.profile.models import time_artifacts  # noqa: E402
 from emonas_edge.runtime.base import OrtBackend  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -52,11 +52,7 @@ def main() -> None:
         x = Preprocessor(config).normalize(ds.images)
         logits = {k: OrtBackend(p, "cpu").run_all(x) for k, p in paths.items()}
         one = x[:1].copy()
-        lat = {}
-        for threads in (1, 2):
-            b = {k: OrtBackend(p, "cpu", threads) for k, p in paths.items()}
-            t = time_interleaved({k: (lambda v=v: v.run(one)) for k, v in b.items()}, iters=args.iters, warmup=200)
-            lat[threads] = {k: v.p50_ms for k, v in t.items()}
+        lat = {th: {k: v.p50_ms for k, v in time_artifacts(paths, one, th, args.iters).items()} for th in (1, 2)}
         ref = logits["fp32"].argmax(1)
         print(f"\n{len(ds)} PublicTest images; latency = median of {args.iters} batch-1 runs, interleaved\n")
         print("| precision | file (bytes) | p50 ms, 1 thread | p50 ms, 2 threads | PublicTest top-1 | agreement with fp32 |")

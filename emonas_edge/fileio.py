@@ -135,14 +135,23 @@ def atomic_outputs(*targets: str | os.PathLike) -> Iterator[list[Path]]:
                 os.close(fd)
                 temps.append(Path(tmp))
             yield temps
-            mode = 0o666 & ~_umask()
             for tmp, final in zip(temps, finals):
-                os.chmod(tmp, mode)  # mkstemp creates 0600; artifacts get the usual permissions
-                os.replace(tmp, final)
+                publish(tmp, final)
         finally:
             for tmp in temps:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Give a finished temporary file the usual permissions (mkstemp makes 0600) and rename it into place."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, final)
+
+
+def cache_dir() -> Path:
+    """Where derived data is cached ($EMONAS_EDGE_CACHE, default ~/.cache/emonas-edge)."""
+    return Path(os.environ.get("EMONAS_EDGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "emonas-edge"))
 
 
 def _umask() -> int:

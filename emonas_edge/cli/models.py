@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -112,31 +111,20 @@ def register(app: typer.Typer) -> None:
         init_channels: InitChannels = None, layers: Layers = None, num_classes: NumClasses = None, classes: Classes = None,
     ):
         """Export a genotype or checkpoint to a checked, simplified, parity-verified ONNX file with metadata."""
+        from ..export.formats import FORMATS
         from ..export.onnx import check_export_settings, export_onnx  # PyTorch loads only for commands that need it
-
-        from ..export.precision import CALIB_METHODS, PRECISIONS, derive_precision
+        from ..export.precision import check_precision_settings, derive_precision
 
         ov = overrides(name, task, in_channels, input_size, init_channels, layers, num_classes, classes)
         b = _parse_batch(batch)
         check_export_settings(opset, b, simplify, output, parity_data)
-        from ..export.formats import FORMATS
-
         if fmt not in FORMATS:
             raise UserError(f"unknown format {fmt!r} (choose from: {', '.join(FORMATS)})")
-        if precision not in PRECISIONS:
-            raise UserError(f"unknown precision {precision!r} (choose from: {', '.join(PRECISIONS)})")
+        check_precision_settings(precision, calib, calib_method, max_accuracy_drop, eval_data)
         if fmt == "engine":
             from ..export.tensorrt import require_tensorrt
 
             require_tensorrt()  # before any work: a clear message, exit 2
-        if calib_method not in CALIB_METHODS:
-            raise UserError(f"unknown calibration method {calib_method!r} (choose from: {', '.join(CALIB_METHODS)})")
-        if precision == "int8" and calib is None:
-            raise UserError("--precision int8 needs calibration faces: --calib DIR|CSV|VIDEO")
-        for what, path in (("calibration source", calib), ("eval data", eval_data)):
-            m = re.fullmatch(r"(.*\.csv)(?::\w+)?", str(path), flags=re.IGNORECASE) if path is not None else None
-            if path is not None and not Path(m.group(1) if m else path).exists():
-                raise UserError(f"{what} not found: {path}")
         config, model, wpath = load_model(genotype, weights, select, **ov)
         if not config.trained:
             err_console.print("[bold yellow]warning:[/] no trained weights: exporting random initial weights (metadata says trained=false); outputs are not predictions", soft_wrap=True)

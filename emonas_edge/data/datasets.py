@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import FER2013_CLASSES, ModelConfig
 from ..errors import UserError
+from ..fileio import cache_dir
 from .preprocess import IMAGE_SUFFIXES, Preprocessor, read_image
 
 MAX_UNREADABLE_FRACTION = 0.01
@@ -45,11 +46,6 @@ class ArrayDataset:
         return ArrayDataset(self.images[idx], self.labels[idx], self.classes, self.source, 0)
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("EMONAS_EDGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "emonas-edge")
-    return Path(root)
-
-
 def _cache_key(kind: str, root: Path, config: ModelConfig, listing: list[tuple[str, int, int]]) -> str:
     h = hashlib.sha256()
     h.update(f"{kind}|{root.resolve()}|{config.input_size}|{config.preprocess.grayscale}|{list(config.classes)}".encode())
@@ -59,7 +55,7 @@ def _cache_key(kind: str, root: Path, config: ModelConfig, listing: list[tuple[s
 
 
 def _load_cached(key: str) -> tuple[np.ndarray, np.ndarray, int] | None:
-    path = _cache_dir() / f"{key}.npz"
+    path = cache_dir() / f"{key}.npz"
     if not path.is_file():
         return None
     try:
@@ -73,7 +69,7 @@ def _store_cached(key: str, images: np.ndarray, labels: np.ndarray, skipped: int
     from ..fileio import atomic_outputs
 
     try:
-        with atomic_outputs(_cache_dir() / f"{key}.npz") as (tmp,):
+        with atomic_outputs(cache_dir() / f"{key}.npz") as (tmp,):
             with open(tmp, "wb") as f:
                 np.savez(f, images=images, labels=labels, skipped=np.int64(skipped))
     except OSError:
@@ -174,6 +170,12 @@ def load_fer2013_csv(path: str | os.PathLike, config: ModelConfig, usage: str = 
         raise UserError(f"{path}: no rows with Usage={usage}")
     _check_skipped(skipped, total, str(path))
     return ArrayDataset(np.stack(images), np.asarray(labels, np.int64), tuple(config.classes), f"{path}:{usage}", skipped)
+
+
+def dataset_path_exists(source: str | os.PathLike) -> bool:
+    """Whether ``source`` names something on disk (a ``.csv:Usage`` suffix names the CSV)."""
+    m = re.fullmatch(r"(.*\.csv)(?::\w+)?", str(source), flags=re.IGNORECASE)
+    return Path(m.group(1) if m else source).exists()
 
 
 def load_dataset(source: str | os.PathLike, config: ModelConfig, usage: str = "Training", limit_per_class: int | None = None) -> ArrayDataset:

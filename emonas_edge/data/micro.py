@@ -20,7 +20,8 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import UserError
-from .datasets import ArrayDataset, _cache_dir
+from ..fileio import cache_dir
+from .datasets import ArrayDataset
 from .dynamic_image import dynamic_image, select_span
 from .preprocess import IMAGE_SUFFIXES, Preprocessor, read_image
 
@@ -172,7 +173,7 @@ def load_micro_dataset(
             newest = max((f.stat().st_mtime_ns for f in folder.iterdir()), default=0)
             key.update(f"{ann.subject}/{ann.clip}|{st.st_mtime_ns}|{newest}\n".encode())
     key = key.hexdigest()[:24]
-    cache_file = _cache_dir() / f"micro-{key}.npz"
+    cache_file = cache_dir() / f"micro-{key}.npz"
     if cache and cache_file.is_file():
         with np.load(cache_file) as z:
             return ArrayDataset(z["images"], z["labels"], tuple(config.classes), str(annotations), int(z["skipped"])), [str(x) for x in z["subjects"]]

@@ -128,15 +128,23 @@ def _scores(y: np.ndarray, logits: np.ndarray, classes) -> dict:
     return {"top1": r["accuracy"], "uf1": r.get("uf1"), "per_class_f1": {c: round(v["f1"], 4) for c, v in r["per_class"].items()}}
 
 
-def _latency_ms(paths: dict[str, Path], shape: tuple[int, ...]) -> dict[str, float]:
-    """Batch-1, one thread, interleaved so all candidates see the same machine state."""
-    from ..profile.timing import time_interleaved
-    from ..runtime.base import OrtBackend
+def check_precision_settings(precision: str, calib=None, calib_method: str = "minmax", max_drop: float = 1.0,
+                             eval_data=None, derive: bool = False) -> None:
+    """Bad precision settings fail here, before any export work (the CLI calls it first too)."""
+    from ..data.datasets import dataset_path_exists
 
-    x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-    runners = {k: OrtBackend(p, "cpu", 1) for k, p in paths.items()}
-    t = time_interleaved({k: (lambda b=b: b.run(x)) for k, b in runners.items()}, iters=600, warmup=100)
-    return {k: v.p50_ms for k, v in t.items()}
+    if precision not in PRECISIONS or (derive and precision == "fp32"):
+        allowed = [p for p in PRECISIONS if not (derive and p == "fp32")]
+        raise UserError(f"unknown precision {precision!r} (choose from: {', '.join(allowed)})")
+    if precision == "int8" and calib is None:
+        raise UserError("--precision int8 needs calibration faces: --calib DIR|CSV|VIDEO")
+    if calib_method not in CALIB_METHODS:
+        raise UserError(f"unknown calibration method {calib_method!r} (choose from: {', '.join(CALIB_METHODS)})")
+    if max_drop < 0:
+        raise UserError(f"--max-accuracy-drop must be >= 0 points, got {max_drop}")
+    for what, path in (("calibration source", calib), ("eval data", eval_data)):
+        if path is not None and not dataset_path_exists(path):
+            raise UserError(f"{what} not found: {path}")
 
 
 def derive_precision(
@@ -154,14 +162,7 @@ def derive_precision(
 ) -> Derived:
     """Build the ``precision`` artifact (fp16 | int8 | auto) beside ``fp32_path``; gate it; write its manifest."""
     fp32_path = Path(fp32_path)
-    if precision not in PRECISIONS or precision == "fp32":
-        raise UserError(f"precision {precision!r}: derive fp16, int8 or auto (choose from: {', '.join(PRECISIONS)})")
-    if precision == "int8" and calib is None:
-        raise UserError("--precision int8 needs calibration faces: --calib DIR|CSV|VIDEO")
-    if calib_method not in CALIB_METHODS:
-        raise UserError(f"unknown calibration method {calib_method!r} (choose from: {', '.join(CALIB_METHODS)})")
-    if max_drop < 0:
-        raise UserError(f"--max-accuracy-drop must be >= 0 points, got {max_drop}")
+    check_precision_settings(precision, calib, calib_method, max_drop, eval_data, derive=True)
     pre = Preprocessor(config)
     notes: list[str] = []
     calib_x = held_x = None
@@ -208,19 +209,15 @@ def derive_precision(
                 table[k]["agreement_with_fp32"] = float(np.mean(lg.argmax(1) == ref.argmax(1)))
                 table[k]["max_abs_diff"] = float(np.abs(lg - ref).max())
                 table[k]["drop_points"] = round(100 * (table["fp32"]["top1"] - table[k]["top1"]), 3)
-        elif held_x is not None or calib_x is not None:
-            probe = held_x if held_x is not None else calib_x
-            ref = _logits(fp32_path, probe)
-            for k, p in built.items():
-                lg = ref if k == "fp32" else _logits(p, probe)
-                table[k]["agreement_with_fp32"] = float(np.mean(lg.argmax(1) == ref.argmax(1)))
-                table[k]["max_abs_diff"] = float(np.abs(lg - ref).max())
-            notes.append(f"accuracy not measured (no --eval): agreement with fp32 on {len(probe)} {'held-back ' if held_x is not None else ''}calibration faces")
         else:
-            notes.append("accuracy not measured (no --eval, no --calib): fp16 checked for agreement on the bundled parity faces")
-            from .parity import parity_inputs
+            if held_x is not None or calib_x is not None:
+                probe = held_x if held_x is not None else calib_x
+                notes.append(f"accuracy not measured (no --eval): agreement with fp32 on {len(probe)} {'held-back ' if held_x is not None else ''}calibration faces")
+            else:
+                from .parity import parity_inputs
 
-            probe, _ = parity_inputs(config)
+                probe, _ = parity_inputs(config)
+                notes.append("accuracy not measured (no --eval, no --calib): fp16 checked for agreement on the bundled parity faces")
             ref = _logits(fp32_path, probe)
             for k, p in built.items():
                 lg = ref if k == "fp32" else _logits(p, probe)
@@ -234,7 +231,9 @@ def derive_precision(
 
         selection = None
         if precision == "auto":
-            lat = _latency_ms(built, config.input_shape)
+            from ..profile.models import _inputs, time_artifacts
+
+            lat = {k: v.p50_ms for k, v in time_artifacts(built, _inputs(config, 1), threads=1, iters=600).items()}
             for k, v in lat.items():
                 table[k]["p50_ms_1thread"] = round(v, 4)
             ok = [k for k in built if within(k)]

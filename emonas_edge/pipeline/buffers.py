@@ -13,12 +13,16 @@ from ..data.dynamic_image import dynamic_image
 from ..errors import UserError
 
 
+def check_window(window: int, stride: int) -> None:
+    if window < 2:
+        raise UserError(f"--micro-window must be at least 2 frames, got {window}")
+    if stride < 1:
+        raise UserError(f"--micro-stride must be at least 1 frame, got {stride}")
+
+
 class FrameRing:
     def __init__(self, window: int, stride: int, crop_shape: tuple[int, ...]):
-        if window < 2:
-            raise UserError(f"--micro-window must be at least 2 frames, got {window}")
-        if stride < 1:
-            raise UserError(f"--micro-stride must be at least 1 frame, got {stride}")
+        check_window(window, stride)
         self.window, self.stride = window, stride
         self._buf = np.empty((window, *crop_shape), np.uint8)
         self._ordered = np.empty_like(self._buf)

@@ -17,7 +17,7 @@ from ..data.preprocess import Preprocessor
 from ..errors import UserError
 from ..runtime.base import Backend
 from .align import Aligner
-from .buffers import FrameRing
+from .buffers import FrameRing, check_window
 from .detect import Detection, FaceDetector
 from .sources import Frame, Source
 from .track import Tracker
@@ -99,6 +99,7 @@ class PipelineSettings:
             raise UserError(f"--smoothing must be in [0, 1), got {self.smoothing}")
         if self.max_age < 0:
             raise UserError(f"--max-age must be >= 0, got {self.max_age}")
+        check_window(self.micro_window, self.micro_stride)
 
 
 @dataclass
@@ -143,7 +144,6 @@ class Pipeline:
             c, sz = micro.config.in_channels, micro.config.input_size
             self._micro_crop = (sz, sz) if c == 1 else (sz, sz, 3)
             self._micro_in = np.empty((self.s.max_faces, c, sz, sz), np.float32)
-            FrameRing(self.s.micro_window, self.s.micro_stride, (1,))  # validates window/stride now
 
     @staticmethod
     def _check_model(b: Backend, role: str) -> None:
@@ -340,6 +340,6 @@ def run_pipeline(pipeline: Pipeline, source: Source, sinks=(), renderer=None, vi
     finally:
         pool.shutdown(wait=True)  # a read in flight finishes before the caller closes the source
         summary.wall_s = time.perf_counter() - start
-        summary.tracks = pipeline.tracker._next_id - 1
+        summary.tracks = pipeline.tracker.created
         summary.stages_ms = pipeline.times.median_ms()
     return summary

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
+from ..fileio import publish
 
 
 class _AtomicFile:
@@ -41,10 +42,7 @@ class _AtomicFile:
 
     def _publish(self, keep: bool) -> None:
         if keep:
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(self.tmp, 0o666 & ~mask)
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
         else:
             with contextlib.suppress(FileNotFoundError):
                 self.tmp.unlink()

@@ -111,10 +111,6 @@ class ImageSource(Source):
                     raise UserError(f"{p}: not a readable image")
                 self.unreadable.append(p)
                 continue
-            if img.ndim == 3 and img.shape[2] == 4:
-                img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-            if img.dtype != np.uint8:
-                img = (img / 257).astype(np.uint8)
             yield Frame(i, float(i), img)
             i += 1
 

@@ -50,6 +50,11 @@ class Tracker:
         self._next_id = 1
         self.evicted = 0
 
+    @property
+    def created(self) -> int:
+        """Tracks started so far (ids are 1..created, never reused)."""
+        return self._next_id - 1
+
     def update(self, dets: list[Detection]) -> list[Track]:
         """Match detections to tracks; returns the tracks seen this frame, in detection order."""
         boxes = np.array([d.box for d in dets], np.float32).reshape(-1, 4)

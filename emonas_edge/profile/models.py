@@ -9,7 +9,6 @@ every report carries the environment, and on a Jetson the power mode and tegrast
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 from pathlib import Path
@@ -63,8 +62,16 @@ def _artifact(target: str, backend: str, precision: str, calib: str | None) -> t
 def _load(spec: str, backend: str, threads: int):
     from ..runtime.base import load_backend
 
-    return load_backend(spec, provider="cpu" if backend == "ort" and os.environ.get("EMONAS_EDGE_PROVIDER") is None else None,
-                        threads=threads, engine="torch" if backend == "torch" else "onnxruntime")
+    return load_backend(spec, threads=threads, engine="torch" if backend == "torch" else "onnxruntime")
+
+
+def time_artifacts(paths: dict, x: np.ndarray, threads: int = 1, iters: int = 2000, warmup: int = 200) -> dict:
+    """ONNX files timed interleaved on the same input, so all see the same machine state."""
+    from ..runtime.base import OrtBackend
+    from .timing import time_interleaved
+
+    runners = {k: OrtBackend(p, "cpu", threads) for k, p in paths.items()}
+    return time_interleaved({k: (lambda b=b: b.run(x)) for k, b in runners.items()}, iters=iters, warmup=warmup)
 
 
 def _inputs(config, batch: int) -> np.ndarray:
@@ -94,37 +101,30 @@ def profile_one(target: str, *, backend: str = "ort", precision: str = "fp32", b
     t1b = time.perf_counter()
     b.run(x)
     t2 = time.perf_counter()
-    power = None
-    if duration is not None:
-        for _ in range(warmup):
-            b.run(x)
+    for _ in range(warmup):
+        b.run(x)
+
+    def measure() -> np.ndarray:
+        if duration is None:
+            return time_samples(lambda: b.run(x), iters=iters, warmup=0)
         ns, clock, end = [], time.perf_counter_ns, time.perf_counter() + duration
-        if sampler:
-            sampler.__enter__()
-        try:
-            while time.perf_counter() < end:
-                s = clock()
-                b.run(x)
-                ns.append(clock() - s)
-        finally:
-            if sampler:
-                sampler.__exit__(None, None, None)
-        samples = np.asarray(ns)
-        if sampler:
-            power = sampler.summary(duration, len(samples) * batch)
+        while time.perf_counter() < end:
+            s = clock()
+            b.run(x)
+            ns.append(clock() - s)
+        return np.asarray(ns)
+
+    power = None
+    if sampler:
+        with sampler:
+            ts = time.perf_counter()
+            samples = measure()
+            elapsed = time.perf_counter() - ts
+        power = sampler.summary(elapsed, len(samples) * batch)
     else:
-        if sampler:
-            for _ in range(warmup):
-                b.run(x)
-            with sampler:
-                ts = time.perf_counter()
-                samples = time_samples(lambda: b.run(x), iters=iters, warmup=0)
-                elapsed = time.perf_counter() - ts
-            power = sampler.summary(elapsed, len(samples) * batch)
-        else:
-            samples = time_samples(lambda: b.run(x), iters=iters, warmup=warmup)
+        samples = measure()
     timing = summarize(samples)
-    info = model_info(spec if backend != "trt" else target) if backend != "trt" else {"params": None, "macs": None}
+    info = model_info(spec) if backend != "trt" else {"params": None, "macs": None}
     run = {
         "target": str(target),
         "artifact": str(artifact) if artifact else None,

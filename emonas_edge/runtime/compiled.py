@@ -17,12 +17,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .. import __version__
-from ..fileio import sha256_file
+from ..fileio import cache_dir, sha256_file
 
 
 def cache_root() -> Path:
-    root = os.environ.get("EMONAS_EDGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "emonas-edge")
-    return Path(root) / "onnx"
+    return cache_dir() / "onnx"
 
 
 def _key(spec: str | os.PathLike) -> str:
