@@ -276,6 +276,27 @@ def test_evicted_tracks_free_their_buffers(media, built):
     assert ring() is None
 
 
+def test_no_track_treats_frames_as_unrelated_photos(media, built):
+    """The same face in the same place three times: one track normally, three with track=False."""
+    from emonas_edge.pipeline.sources import Frame
+
+    face = cv2.imread(str(media / "single_face.jpg"))
+    ids = {}
+    for track in (True, False):
+        p = fresh(built, track=track, micro_window=2, micro_stride=1).pipeline
+        # contrast changes from photo to photo, so probabilities differ and smoothing would show
+        results = [p.process(Frame(i, float(i), cv2.convertScaleAbs(face, alpha=1.0 - 0.25 * i, beta=20 * i))) for i in range(3)]
+        faces = [f for r in results for f in r.faces]
+        ids[track] = [f.track for f in faces]
+        # a two-frame window fills on a track's second frame; unrelated photos never make one
+        assert any(f.micro is not None for f in faces) == track
+        assert all(np.allclose(f.macro, f.macro_raw) for f in faces) == (not track), "smoothing only along a track"
+    assert ids[True] == [1, 1, 1]
+    assert ids[False] == [1, 2, 3]
+    with pytest.raises(UserError, match="--no-track"):
+        PipelineSettings(track=False, detect_every=2).check()
+
+
 def test_untrained_heads_are_off_by_default():
     # emonas-micro ships untrained: on its own it leaves nothing to run, and says why
     with pytest.raises(UserError, match="micro head off: emonas-micro has no trained weights"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from emonas_edge.api import model_info
+from emonas_edge.errors import UserError
 from emonas_edge.profile.models import profile
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
@@ -51,6 +52,15 @@ def test_profile_grid_over_backends_batches_threads(tiny_genotype_file, monkeypa
     }
     assert all(len(x) == 30 for x in lat)
     assert all(r["throughput"] > 0 and r["params"] == runs[0]["params"] for r in runs)
+
+
+def test_profile_grid_skips_torch_at_reduced_precision(tiny_genotype_file, monkeypatch, tmp_path):
+    monkeypatch.setenv("EMONAS_EDGE_CACHE", str(tmp_path))
+    report, lat = profile([str(tiny_genotype_file)], backends=("ort", "torch"), precisions=("fp32", "fp16"), warmup=2, iters=10)
+    assert {(r["backend"], r["precision"]) for r in report["runs"]} == {("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("torch", "fp32")}
+    assert [(s["backend"], s["precision"]) for s in report["skipped"]] == [("torch", "fp16")]
+    with pytest.raises(UserError, match="fp32 only"):
+        profile([str(tiny_genotype_file)], backends=("torch",), precisions=("fp16",), warmup=2, iters=10)
 
 
 def test_profile_bad_input(cli, tmp_path, tiny_genotype_file, cache):

@@ -270,6 +270,114 @@ def trained_run(fer_subsets, tmp_path_factory):
     return out, summary
 
 
+# ---------------------------------------------------------------------------------------------
+# Distillation
+# ---------------------------------------------------------------------------------------------
+
+
+def _targets(teachers, ds, temperature=4.0):
+    from emonas_edge.data.preprocess import Preprocessor
+    from emonas_edge.train.trainer import _to_tensor, teacher_targets
+
+    pre = Preprocessor(tiny_config())
+    images = _to_tensor(ds, "cpu")
+    return images, teacher_targets(teachers, images, torch.from_numpy(pre.unit_scale), torch.from_numpy(pre.shift), temperature)
+
+
+def test_teacher_targets_are_mirror_invariant_distributions(trained_run, fer_subsets):
+    out, _ = trained_run
+    tr, _ = fer_subsets
+    _, teacher, _ = load_checkpoint(out / "best.pt")
+    teacher.eval()
+    images, t = _targets([teacher], tr)
+    assert t.shape == (len(tr), 7)
+    assert torch.allclose(t.sum(1), torch.ones(len(tr)), atol=1e-5)
+    mirrored = ArrayDataset(np.ascontiguousarray(tr.images[:, :, ::-1]), tr.labels, tr.classes, "mirrored")
+    _, tm = _targets([teacher], mirrored)
+    assert torch.allclose(t, tm, atol=1e-5), "a flipped view must get the same target"
+    # not uniform, and a lower temperature makes it sharper
+    assert float(t.max(1).values.mean()) > 1 / 7
+    _, t1 = _targets([teacher], tr, temperature=1.0)
+    assert float(t1.max(1).values.mean()) > float(t.max(1).values.mean())
+
+
+def test_an_ensemble_of_teachers_averages_their_targets(trained_run, fer_subsets):
+    out, _ = trained_run
+    tr, _ = fer_subsets
+    _, a, _ = load_checkpoint(out / "best.pt")
+    b = fresh_model(tiny_config(), seed=5).eval()
+    _, ta = _targets([a.eval()], tr)
+    _, tb = _targets([b], tr)
+    _, tab = _targets([a, b], tr)
+    assert torch.allclose(tab, (ta + tb) / 2, atol=1e-6)
+    assert not torch.allclose(ta, tb, atol=1e-3)
+
+
+def _kl_to_targets(model, images, targets, temperature=4.0) -> float:
+    from emonas_edge.data.preprocess import Preprocessor
+    from emonas_edge.train.trainer import training_batch
+
+    pre = Preprocessor(tiny_config())
+    model.eval()
+    with torch.inference_mode():
+        x = training_batch(images, torch.arange(len(images)), torch.from_numpy(pre.unit_scale), torch.from_numpy(pre.shift), None, channels_last=False)
+        logp = torch.log_softmax(model(x) / temperature, 1)
+    return float(torch.nn.functional.kl_div(logp, targets, reduction="batchmean"))
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_distillation_pulls_the_student_towards_the_teacher(trained_run, fer_subsets, tmp_path, mode):
+    out, _ = trained_run
+    tr, _ = fer_subsets
+    _, teacher, _ = load_checkpoint(out / "best.pt")
+    images, targets = _targets([teacher.eval()], tr)
+    config = tiny_config()
+    student = fresh_model(config, seed=11)
+    before = _kl_to_targets(student, images, targets)
+    # alpha 1: the labels play no part, only the teacher does
+    settings = TrainSettings(epochs=5, batch=32, optimizer="adamw", lr=5e-3, augment=False, warmup_epochs=0.0, threads=1, seed=0,
+                             teachers=(str(out / "best.pt"),), distill=mode, distill_alpha=1.0)
+    summary = train(config, student, tr, None, tmp_path / "run", settings, log=quiet)
+    _, trained, _ = load_checkpoint(tmp_path / "run" / "last.pt")
+    after = _kl_to_targets(trained, images, targets)
+    assert after < 0.5 * before, (before, after)
+    saved = read_checkpoint(tmp_path / "run" / "last.pt")["config"]["meta"]["training"]["settings"]
+    assert list(saved["teachers"]) == [str(out / "best.pt")] and saved["distill"] == mode
+    assert len(summary["history"]) == 5
+
+
+def test_distilled_run_resumes_exactly(trained_run, fer_subsets, tmp_path):
+    out, _ = trained_run
+    tr, _ = fer_subsets
+    config = tiny_config()
+    a, b = tmp_path / "A", tmp_path / "B"
+    kw = dict(teachers=(str(out / "best.pt"),), distill_alpha=0.7)
+    train(config, fresh_model(config), tr, None, a, _resume_settings(2, **kw), log=quiet)
+    train(config, fresh_model(config), tr, None, b, _resume_settings(1, **kw), log=quiet)
+    train(config, fresh_model(config, seed=99), tr, None, b, _resume_settings(2, **kw), resume=True, log=quiet)
+    ha, hb = _history(a), _history(b)
+    assert hb[1]["train_loss"] == pytest.approx(ha[1]["train_loss"], abs=1e-6, rel=0)
+    _same_weights(a / "last.pt", b / "last.pt")
+
+
+def test_bad_teachers_are_user_errors(trained_run, fer_subsets, tmp_path):
+    from emonas_edge.checkpoint import save_checkpoint
+
+    out, _ = trained_run
+    tr, _ = fer_subsets
+    config = tiny_config()
+    untrained = save_checkpoint(tmp_path / "untrained.pt", fresh_model(config), config)
+    other = config_from_dict({**TINY, "classes": ["a", "b", "c"]})
+    other_classes = save_checkpoint(tmp_path / "other.pt", fresh_model(other), other.replace(trained=True))
+    for path, msg in ((untrained, "untrained"), (other_classes, "other classes"), (tmp_path / "missing.pt", "missing.pt")):
+        with pytest.raises(UserError, match=msg):
+            train(config, fresh_model(config), tr, None, tmp_path / "r", _resume_settings(1, teachers=(str(path),)), log=quiet)
+    with pytest.raises(UserError, match="offline or online"):
+        TrainSettings(distill="sometimes").resolved()
+    with pytest.raises(UserError, match="alpha"):
+        TrainSettings(distill_alpha=1.5).resolved()
+
+
 @pytest.fixture(scope="module")
 def eval_folder(tmp_path_factory):
     """A few real public-test images per class, copied into a class-folder tree."""

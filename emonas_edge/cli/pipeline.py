@@ -100,7 +100,7 @@ class Window:
 
 def _run(source, macro, micro, allow_untrained, detector, min_confidence, min_face, detect_every, max_faces, smoothing,
          micro_window, micro_stride, margin, max_age, engine, threads, save_video, jsonl, csv, show, max_frames, summary_json,
-         landmark_check, title="emonas-edge"):
+         landmark_check, title="emonas-edge", track=True):
     from ..fileio import write_json_atomic
     from ..pipeline import PipelineSettings, build_pipeline, open_source, run
 
@@ -110,7 +110,7 @@ def _run(source, macro, micro, allow_untrained, detector, min_confidence, min_fa
             raise UserError(why)
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames must be at least 1, got {max_frames}")
-    settings = PipelineSettings(detect_every, max_faces, smoothing, micro_window, micro_stride, margin, max_age)
+    settings = PipelineSettings(detect_every, max_faces, smoothing, micro_window, micro_stride, margin, max_age, track=track)
     src = open_source(source)  # a bad source fails before any model loads
     try:
         built = build_pipeline(
@@ -172,11 +172,12 @@ def register(app: typer.Typer) -> None:
         summary_json: Annotated[Optional[Path], typer.Option(help="Write the run summary as JSON.", rich_help_panel=P_OUT)] = None,
         show: Annotated[bool, typer.Option(help="Show the annotated frames in a window (q quit, space pause, s snapshot).", rich_help_panel=P_OUT)] = False,
         max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.", rich_help_panel=P_OUT)] = None,
+        track: Annotated[bool, typer.Option(help="--no-track: frames are unrelated photos (an image folder that is not a sequence): new ids per frame, no smoothing, no micro windows.", rich_help_panel=P_DETECT)] = True,
     ):
         """Real-time pipeline: detect, align, track, classify macro (per frame) and micro (per window) expressions."""
         _run(source, macro, micro, allow_untrained, detector, min_confidence, min_face, detect_every, max_faces, smoothing,
              micro_window, micro_stride, margin, max_age, engine, threads, save_video, jsonl, csv, show, max_frames, summary_json,
-             landmark_check)
+             landmark_check, track=track)
 
     @app.command()
     def demo(

@@ -73,6 +73,8 @@ def register(app: typer.Typer) -> None:
                                         threads=_ints(threads, "--threads"), warmup=warmup, iters=iters, duration=duration,
                                         calib=str(calib) if calib else None)
         console.print(runs_table(report))
+        for sk in report.get("skipped", []):
+            console.print(f"skipped {sk['target']} {sk['backend']} {sk['precision']}: {sk['reason']}", highlight=False, markup=False)
         env = report["environment"]
         console.print(f"[dim]{env.get('cpu')}, {env.get('cpu_count')} cores; onnxruntime {env['packages'].get('onnxruntime')}; "
                       f"{'Jetson ' + str(env['jetson']) if env.get('jetson') else 'not a Jetson'}[/]", highlight=False)

@@ -42,7 +42,10 @@ def register(app: typer.Typer) -> None:
         balanced: Annotated[bool, typer.Option(help="Class-balanced sampling.")] = False,
         no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn augmentation off.")] = False,
         ema: Annotated[float, typer.Option(help="EMA decay of the weights (0 = off, e.g. 0.999).")] = 0.0,
-        teacher: Annotated[Optional[Path], typer.Option(help="Checkpoint to distil from.")] = None,
+        teacher: Annotated[Optional[list[Path]], typer.Option(help="Checkpoint to distil from; repeat for an ensemble (probabilities averaged).", rich_help_panel="Distillation")] = None,
+        distill: Annotated[str, typer.Option(help="offline: teacher targets computed once on clean images and mirrors (cheap on CPUs) | online: on every augmented batch", rich_help_panel="Distillation")] = "offline",
+        distill_alpha: Annotated[float, typer.Option(help="Weight of the distillation loss (the rest: cross-entropy on labels).", rich_help_panel="Distillation")] = 0.5,
+        distill_temperature: Annotated[float, typer.Option(rich_help_panel="Distillation")] = 4.0,
         seed: Annotated[int, typer.Option()] = 0,
         threads: Annotated[Optional[int], typer.Option(help="PyTorch CPU threads.")] = None,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -76,7 +79,8 @@ def register(app: typer.Typer) -> None:
         settings = TrainSettings(
             epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing, balanced=balanced, augment=not no_augment, ema=ema,
-            teacher=str(teacher) if teacher else None, seed=seed, threads=threads, device=device, amp=amp, max_steps=max_steps,
+            teachers=tuple(str(t) for t in teacher or ()), distill=distill, distill_alpha=distill_alpha,
+            distill_temperature=distill_temperature, seed=seed, threads=threads, device=device, amp=amp, max_steps=max_steps,
         )
         if annotations is not None:
             from ..data.micro import load_micro_dataset

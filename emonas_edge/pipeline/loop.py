@@ -89,6 +89,7 @@ class PipelineSettings:
     margin: float = 0.0
     max_age: int = 15
     iou_threshold: float = 0.3
+    track: bool = True  # False: frames are unrelated photos (no ids carried, no smoothing, no micro windows)
 
     def check(self) -> None:
         if self.detect_every < 1:
@@ -100,6 +101,8 @@ class PipelineSettings:
         if self.max_age < 0:
             raise UserError(f"--max-age must be >= 0, got {self.max_age}")
         check_window(self.micro_window, self.micro_stride)
+        if not self.track and self.detect_every > 1:
+            raise UserError("--no-track needs detection on every frame (--detect-every 1): there are no tracks to carry boxes")
 
 
 @dataclass
@@ -179,6 +182,8 @@ class Pipeline:
         if detect_now:
             n_found = len(found)
             dets = self._select(found)
+            if not self.s.track:
+                self.tracker.forget()
             tracks = self.tracker.update(dets)
         else:
             tracks = self.tracker.coast()

@@ -165,10 +165,14 @@ def profile(targets: list[str], *, backends=("ort",), precisions=("fp32",), batc
     if not targets:
         raise UserError("give at least one target to profile")
     jetson = jetson_info()
-    runs, latencies = [], []
+    runs, latencies, skipped = [], [], []
     for t in targets:
         for be in backends:
             for pr in precisions:
+                if be == "torch" and pr != "fp32":
+                    # a grid such as --backend ort,torch --precision fp32,int8 is still useful without this cell
+                    skipped.append({"target": str(t), "backend": be, "precision": pr, "reason": "--backend torch profiles fp32 only"})
+                    continue
                 for bs in batches:
                     for th in threads:
                         sampler = TegrastatsSampler() if jetson else None
@@ -176,12 +180,15 @@ def profile(targets: list[str], *, backends=("ort",), precisions=("fp32",), batc
                                                duration=duration, calib=calib, sampler=sampler)
                         runs.append(run)
                         latencies.append(lat)
+    if not runs:
+        raise UserError("nothing to profile: " + "; ".join(sorted({f"{r['backend']} {r['precision']}: {r['reason']}" for r in skipped})))
     first = runs[0]
     env = environment()
     env["jetson"] = jetson
     return {
         **{k: first[k] for k in ("params", "macs", "p50_ms", "p90_ms", "p99_ms", "throughput")},
         "runs": runs,
+        "skipped": skipped,
         "environment": env,
         "method": {"timer": "time.perf_counter_ns", "warmup": warmup, "iters": iters, "duration_s": duration,
                    "inputs": "bundled astronaut face, 8 variants, preprocessed per the model's metadata",

@@ -45,7 +45,8 @@ class TrainSettings:
     aux_weight: float = 0.4  # cell networks with an auxiliary head
     augment: bool = True
     ema: float = 0.0  # e.g. 0.999: evaluate and keep an exponential moving average of the weights
-    teacher: str | None = None  # checkpoint to distil from
+    teachers: tuple[str, ...] = ()  # checkpoints to distil from (their tempered probabilities are averaged)
+    distill: str = "offline"  # offline: teacher targets computed once per run | online: on every augmented batch
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
     seed: int = 0
@@ -63,6 +64,11 @@ class TrainSettings:
             raise UserError(f"optimizer must be sgd or adamw, got {s.optimizer!r}")
         if s.epochs < 1 or s.batch < 1:
             raise UserError("epochs and batch must be at least 1")
+        if s.distill not in ("offline", "online"):
+            raise UserError(f"distill must be offline or online, got {s.distill!r}")
+        if not 0.0 <= s.distill_alpha <= 1.0 or s.distill_temperature <= 0:
+            raise UserError("distill alpha must lie in [0, 1] and the temperature be positive")
+        s.teachers = tuple(str(t) for t in s.teachers)
         if s.lr is None:
             s.lr = 0.1 * s.batch * world / 128 if s.optimizer == "sgd" else 2e-3
         if s.weight_decay is None:
@@ -161,6 +167,35 @@ def training_batch(images: torch.Tensor, idx: torch.Tensor, unit_scale: torch.Te
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def teacher_targets(teachers: list[torch.nn.Module], images: torch.Tensor, unit_scale: torch.Tensor, shift: torch.Tensor,
+                    temperature: float, batch: int = 512, channels_last: bool = True) -> torch.Tensor:
+    """Tempered class probabilities of the teachers on every clean image and its mirror, averaged.
+
+    Why offline: on a CPU an online teacher costs a forward pass per augmented image (+50% time
+    for a teacher as large as the student); one pass over the clean images costs about one epoch's
+    forward passes once. Averaging the mirror makes the target valid for flipped views too; the
+    other augmentations are small (a few degrees, pixels, an erased patch), which is what lets
+    a clean-image target stand in for the view's own.
+    """
+    parts = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            idx = torch.arange(i, min(i + batch, len(images)), device=images.device)
+            x = training_batch(images, idx, unit_scale, shift, None, channels_last=channels_last)
+            p = None
+            for t in teachers:
+                for view in (x, x.flip(3)):
+                    q = F.softmax(t(view).float() / temperature, 1)
+                    p = q if p is None else p + q
+            parts.append((p / (2 * len(teachers))).cpu())
+    return torch.cat(parts).to(images.device)
+
+
+def _online_targets(teachers: list[torch.nn.Module], x: torch.Tensor, temperature: float) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.stack([F.softmax(t(x).float() / temperature, 1) for t in teachers]).mean(0)
+
+
 def _to_tensor(ds: ArrayDataset, device) -> torch.Tensor:
     imgs = torch.from_numpy(ds.images)
     imgs = imgs.unsqueeze(1) if imgs.ndim == 3 else imgs.permute(0, 3, 1, 2)
@@ -218,16 +253,17 @@ def train(
         if start_epoch >= s.epochs:
             log(f"already trained {start_epoch} of {s.epochs} epochs")
 
-    teacher = None
-    if s.teacher:
+    teachers = []
+    for path in s.teachers:
         from ..checkpoint import load_checkpoint
 
-        tconfig, teacher, _ = load_checkpoint(s.teacher)
+        tconfig, teacher, _ = load_checkpoint(path)
         if list(tconfig.classes) != list(config.classes) or tconfig.input_shape != config.input_shape:
-            raise UserError(f"teacher {s.teacher} has other classes or input shape than the student")
+            raise UserError(f"teacher {path} has other classes or input shape than the student")
+        if not tconfig.trained:
+            raise UserError(f"teacher {path} holds untrained weights")
         teacher = teacher.to(device).eval()
-        if s.channels_last:
-            teacher = teacher.to(memory_format=torch.channels_last)
+        teachers.append(teacher.to(memory_format=torch.channels_last) if s.channels_last else teacher)
 
     net = model
     if world > 1:
@@ -250,6 +286,11 @@ def train(
     if s.balanced:
         counts = torch.bincount(labels.cpu(), minlength=len(config.classes)).float()
         class_w = (1.0 / counts.clamp(min=1))[labels.cpu()]
+    soft_targets = None
+    if teachers and s.distill == "offline":
+        t0 = time.perf_counter()
+        soft_targets = teacher_targets(teachers, images, unit_scale, shift, s.distill_temperature, s.eval_batch, s.channels_last)
+        log(f"teacher targets for {n:,} images from {len(teachers)} teacher(s) (with mirrors) in {time.perf_counter() - t0:.0f} s")
     aug = AugmentSettings()
     drop_path_max = float(config.network.get("drop_path", 0.0))
     trained_config = config.replace(trained=True)
@@ -280,11 +321,10 @@ def train(
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=s.label_smoothing)
                 if aux is not None:
                     loss = loss + s.aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=s.label_smoothing)
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(x).float()
+                if teachers:
                     temp = s.distill_temperature
-                    kd = F.kl_div(F.log_softmax(logits.float() / temp, 1), F.softmax(t_logits / temp, 1), reduction="batchmean") * temp * temp
+                    target = soft_targets[idx] if soft_targets is not None else _online_targets(teachers, x, temp)
+                    kd = F.kl_div(F.log_softmax(logits.float() / temp, 1), target, reduction="batchmean") * temp * temp
                     loss = (1 - s.distill_alpha) * loss + s.distill_alpha * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
