@@ -360,6 +360,13 @@ def test_distilled_run_resumes_exactly(trained_run, fer_subsets, tmp_path):
     _same_weights(a / "last.pt", b / "last.pt")
 
 
+def test_a_trained_builtin_name_can_teach(fer_subsets, tmp_path):
+    tr, _ = fer_subsets
+    config = tiny_config()
+    summary = train(config, fresh_model(config), tr, None, tmp_path / "r", _resume_settings(1, teachers=("emonas-macro",)), log=quiet)
+    assert len(summary["history"]) == 1 and np.isfinite(summary["history"][0]["train_loss"])
+
+
 def test_bad_teachers_are_user_errors(trained_run, fer_subsets, tmp_path):
     from emonas_edge.checkpoint import save_checkpoint
 

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         balanced: Annotated[bool, typer.Option(help="Class-balanced sampling.")] = False,
         no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn augmentation off.")] = False,
         ema: Annotated[float, typer.Option(help="EMA decay of the weights (0 = off, e.g. 0.999).")] = 0.0,
-        teacher: Annotated[Optional[list[Path]], typer.Option(help="Checkpoint to distil from; repeat for an ensemble (probabilities averaged).", rich_help_panel="Distillation")] = None,
+        teacher: Annotated[Optional[list[str]], typer.Option(help="Checkpoint or trained built-in model to distil from; repeat for an ensemble (probabilities averaged).", rich_help_panel="Distillation")] = None,
         distill: Annotated[str, typer.Option(help="offline: teacher targets computed once on clean images and mirrors (cheap on CPUs) | online: on every augmented batch", rich_help_panel="Distillation")] = "offline",
         distill_alpha: Annotated[float, typer.Option(help="Weight of the distillation loss (the rest: cross-entropy on labels).", rich_help_panel="Distillation")] = 0.5,
         distill_temperature: Annotated[float, typer.Option(rich_help_panel="Distillation")] = 4.0,

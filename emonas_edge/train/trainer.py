@@ -45,7 +45,7 @@ class TrainSettings:
     aux_weight: float = 0.4  # cell networks with an auxiliary head
     augment: bool = True
     ema: float = 0.0  # e.g. 0.999: evaluate and keep an exponential moving average of the weights
-    teachers: tuple[str, ...] = ()  # checkpoints to distil from (their tempered probabilities are averaged)
+    teachers: tuple[str, ...] = ()  # checkpoints or trained built-in names to distil from (their tempered probabilities are averaged)
     distill: str = "offline"  # offline: teacher targets computed once per run | online: on every augmented batch
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
@@ -255,9 +255,9 @@ def train(
 
     teachers = []
     for path in s.teachers:
-        from ..checkpoint import load_checkpoint
+        from ..api import load_model
 
-        tconfig, teacher, _ = load_checkpoint(path)
+        tconfig, teacher, _ = load_model(path)  # a checkpoint or a trained built-in name
         if list(tconfig.classes) != list(config.classes) or tconfig.input_shape != config.input_shape:
             raise UserError(f"teacher {path} has other classes or input shape than the student")
         if not tconfig.trained:
