@@ -74,7 +74,13 @@ def convert_fp16(src: Path, dst: Path) -> None:
 
 
 def quantize_int8(src: Path, dst: Path, calib: np.ndarray, method: str = "minmax", batch: int = 32) -> None:
-    """QDQ, symmetric int8 activations and weights, per-channel weights: what TensorRT's explicit quantization takes."""
+    """QDQ, symmetric int8 activations and weights, per-channel weights: what TensorRT's explicit quantization takes.
+
+    Weights use 7 bits (``reduce_range``): x86 CPUs without VNNI multiply u8 x s8 pairs into int16
+    (VPMADDUBSW), which saturates with full-range weights; on such a CPU full range cost this
+    model 4.6 points of accuracy. An artifact may run on another machine than the one that
+    built and gated it, so the safe range is always used; per-channel scales keep the loss small.
+    """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -109,6 +115,7 @@ def quantize_int8(src: Path, dst: Path, calib: np.ndarray, method: str = "minmax
         quantize_static(
             str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra,
+            reduce_range=True,
         )
     out = onnx.load(str(dst))
     write_metadata(out, {**meta, "precision": "int8"})
