@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         settings = TrainSettings(
             epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing, balanced=balanced, augment=not no_augment, ema=ema,
-            teachers=tuple(str(t) for t in teacher or ()), distill=distill, distill_alpha=distill_alpha,
+            teachers=tuple(teacher or ()), distill=distill, distill_alpha=distill_alpha,
             distill_temperature=distill_temperature, seed=seed, threads=threads, device=device, amp=amp, max_steps=max_steps,
         )
         if annotations is not None:

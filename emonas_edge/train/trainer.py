@@ -182,12 +182,7 @@ def teacher_targets(teachers: list[torch.nn.Module], images: torch.Tensor, unit_
         for i in range(0, len(images), batch):
             idx = torch.arange(i, min(i + batch, len(images)), device=images.device)
             x = training_batch(images, idx, unit_scale, shift, None, channels_last=channels_last)
-            p = None
-            for t in teachers:
-                for view in (x, x.flip(3)):
-                    q = F.softmax(t(view).float() / temperature, 1)
-                    p = q if p is None else p + q
-            parts.append((p / (2 * len(teachers))).cpu())
+            parts.append(((_online_targets(teachers, x, temperature) + _online_targets(teachers, x.flip(3), temperature)) / 2).cpu())
     return torch.cat(parts).to(images.device)
 
 
