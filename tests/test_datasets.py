@@ -392,6 +392,87 @@ def test_fer_csv_unknown_usage_is_an_error(fer_csv):
         load_dataset(f"{fer_csv}:Validation", make_config())
 
 
+# --- RAF-DB basic in its distributed layout ------------------------------------------------
+# label file lines "<split>_<n>.jpg <1-7>" (1 surprise, 2 fear, 3 disgust, 4 happy, 5 sad, 6 angry,
+# 7 neutral); Image/aligned/<split>_<n>_aligned.jpg (100x100 RGB).
+RAF_ROWS = [("train_00001.jpg", 1), ("train_00002.jpg", 4), ("test_0001.jpg", 6), ("train_00003.jpg", 7),
+            ("test_0002.jpg", 3), ("train_00004.jpg", 6), ("train_00005.jpg", 2), ("train_00006.jpg", 5), ("train_00007.jpg", 3)]
+
+
+def _raf_value(name: str) -> int:
+    listed = [n for n, _ in RAF_ROWS]
+    return 20 + 20 * listed.index(name) if name in listed else 128
+
+
+def write_rafdb(root: Path, rows=RAF_ROWS, aligned: bool = True, skip: tuple[str, ...] = ()) -> Path:
+    (root / "EmoLabel").mkdir(parents=True)
+    (root / "EmoLabel" / "list_patition_label.txt").write_text("".join(f"{n} {lab}\n" for n, lab in rows))
+    for name, _ in rows:
+        if name in skip:
+            continue
+        stem = name[:-4]
+        path = root / "Image" / ("aligned" if aligned else "original") / (f"{stem}_aligned.jpg" if aligned else name)
+        write_image(path, np.full((100, 100, 3), _raf_value(name), np.uint8))
+    return root
+
+
+def test_rafdb_layout_maps_its_labels_to_model_classes(tmp_path):
+    root = write_rafdb(tmp_path / "basic")
+    config = make_config()
+    ds = load_dataset(root, config)  # usage Training -> train_* rows
+    names = [c for c in FER2013_CLASSES]
+    assert [names[i] for i in ds.labels] == ["surprise", "happy", "neutral", "angry", "fear", "sad", "disgust"]
+    assert ds.images.shape == (7, 48, 48)
+    # each 100x100 crop was read, turned gray and resized: the flat value survives
+    train_names = [n for n, _ in RAF_ROWS if n.startswith("train")]
+    assert np.allclose(ds.images.mean((1, 2)), [_raf_value(n) for n in train_names], atol=2)
+
+    for spec, usage in [(f"{root}:test", "Training"), (root, "PublicTest"), (f"{root}:val", "Training")]:
+        test = load_dataset(spec, config, usage=usage)
+        assert [names[i] for i in test.labels] == ["angry", "disgust"]
+        assert test.source.endswith(":test")
+    assert datasets_mod.dataset_path_exists(f"{root}:test")
+
+
+def test_rafdb_original_images_when_no_aligned_folder(tmp_path):
+    root = write_rafdb(tmp_path / "basic", aligned=False)
+    ds = load_dataset(f"{root}:test", make_config(in_channels=3, input_size=32))
+    assert ds.images.shape == (2, 32, 32, 3)
+
+
+def test_rafdb_limit_per_class_and_missing_images(tmp_path):
+    root = write_rafdb(tmp_path / "basic", skip=("train_00003.jpg",))
+    # one of 7 listed train images missing is far more than 1%: an error that counts them
+    with pytest.raises(UserError, match=r"1 of 7 images are unreadable"):
+        load_dataset(root, make_config())
+    rows = RAF_ROWS + [(f"train_1{i:04d}.jpg", 4) for i in range(100)]
+    root2 = write_rafdb(tmp_path / "many", rows=rows, skip=("train_00003.jpg",))
+    ds = load_dataset(root2, make_config())  # 1 of 107 (under 1%): skipped and counted
+    assert ds.skipped == 1 and len(ds) == 106
+    ds = load_dataset(write_rafdb(tmp_path / "all", rows=rows), make_config(), limit_per_class=2)
+    assert len(ds) == 8 and np.bincount(ds.labels, minlength=7)[FER2013_CLASSES.index("happy")] == 2
+
+
+@pytest.mark.parametrize("line, match", [("train_00001.jpg 9", "expected '<name>.jpg <label 1-7>'"),
+                                          ("train_00001.jpg", "expected"), ("train_00001.jpg happy", "expected")])
+def test_rafdb_malformed_label_file(tmp_path, line, match):
+    root = write_rafdb(tmp_path / "basic")
+    (root / "EmoLabel" / "list_patition_label.txt").write_text("train_00002.jpg 4\n" + line + "\n")
+    with pytest.raises(UserError, match=r"list_patition_label.txt:2: " + match):
+        load_dataset(root, make_config())
+
+
+def test_rafdb_bad_split_and_foreign_classes(tmp_path):
+    root = write_rafdb(tmp_path / "basic")
+    with pytest.raises(UserError, match="unknown RAF-DB split 'holdout'"):
+        load_dataset(f"{root}:holdout", make_config())
+    with pytest.raises(UserError, match="RAF-DB labels .* are not classes"):
+        load_dataset(root, make_config(classes=["neg", "pos", "surprise"]))
+    (root / "Image" / "aligned").rename(root / "Image" / "elsewhere")
+    with pytest.raises(UserError, match="RAF-DB images not found"):
+        load_dataset(root, make_config())
+
+
 @pytest.mark.parametrize("header", ["label,pixels,Usage", "emotion,image,Usage", "emotion,pixels"])
 def test_fer_csv_wrong_columns_is_an_error(tmp_path, header):
     p = write_fer_csv(tmp_path / "bad.csv", [_row(0, _pixels(0), "Training")], header=header)

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         model: Annotated[str, typer.Option("--model", "-m", help="Built-in name, genotype file, or checkpoint to fine-tune.")],
-        data: Annotated[Path, typer.Option(help="Training data: class folders (train/<class>/*.jpg), a FER2013 CSV, or a micro clip frames folder (with --annotations).")],
+        data: Annotated[Path, typer.Option(help="Training data: class folders (train/<class>/*.jpg), a FER2013 CSV[:Usage], a RAF-DB basic folder[:train|test], or a micro clip frames folder (with --annotations).")],
         val: Annotated[Optional[Path], typer.Option(help="Validation data (same forms as --data).")] = None,
         out: Annotated[Path, typer.Option(help="Run folder: last.pt, best.pt, history.jsonl, summary.json.")] = Path("runs/train"),
         epochs: Annotated[int, typer.Option()] = 30,
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
         model: Annotated[str, typer.Option("--model", "-m", help="Built-in name, checkpoint or ONNX file.")],
-        data: Annotated[Path, typer.Option(help="Labelled data: class folders or FER2013 CSV[:Usage].")],
+        data: Annotated[Path, typer.Option(help="Labelled data: class folders, FER2013 CSV[:Usage] or RAF-DB basic folder[:train|test].")],
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report JSON here.")] = None,
         report: Annotated[Optional[Path], typer.Option(help="Folder for report.json and confusion_matrix.png.")] = None,
         provider: Annotated[Optional[str], typer.Option(help="ONNX Runtime provider: cpu | cuda | tensorrt.")] = None,
@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
     def compare(
         a: Annotated[str, typer.Argument(help="First artifact: built-in name, checkpoint or ONNX file.")],
         b: Annotated[str, typer.Argument(help="Second artifact.")],
-        data: Annotated[Path, typer.Option(help="Real samples: class folders or FER2013 CSV[:Usage].")],
+        data: Annotated[Path, typer.Option(help="Real samples: class folders, FER2013 CSV[:Usage] or RAF-DB basic folder[:train|test].")],
         limit_per_class: Annotated[Optional[int], typer.Option(help="At most N images per class.")] = None,
         provider: Annotated[Optional[str], typer.Option(help="ONNX Runtime provider: cpu | cuda | tensorrt.")] = None,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the comparison JSON here.")] = None,

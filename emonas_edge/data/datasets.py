@@ -172,15 +172,103 @@ def load_fer2013_csv(path: str | os.PathLike, config: ModelConfig, usage: str = 
     return ArrayDataset(np.stack(images), np.asarray(labels, np.int64), tuple(config.classes), f"{path}:{usage}", skipped)
 
 
+# RAF-DB "basic" as distributed: EmoLabel/list_patition_label.txt ("train_00001.jpg 5") and
+# Image/aligned/train_00001_aligned.jpg (or Image/original/train_00001.jpg). Labels are 1-based.
+RAFDB_LABELS = {1: "surprise", 2: "fear", 3: "disgust", 4: "happy", 5: "sad", 6: "angry", 7: "neutral"}
+RAFDB_LIST = Path("EmoLabel") / "list_patition_label.txt"
+RAFDB_SPLIT = {"training": "train", "train": "train", "publictest": "test", "privatetest": "test", "val": "test", "test": "test"}
+
+
+def is_rafdb(root: str | os.PathLike) -> bool:
+    return (Path(root) / RAFDB_LIST).is_file()
+
+
+def load_rafdb(root: str | os.PathLike, config: ModelConfig, split: str = "train", limit_per_class: int | None = None, cache: bool = True) -> ArrayDataset:
+    """RAF-DB basic in its own layout, so users need not re-sort 15,339 images into class folders.
+
+    The aligned 100x100 face crops are used when present, else the originals (whole photos:
+    crop faces first for those). ``split`` is ``train`` or ``test`` (the file-name prefix RAF-DB uses).
+    """
+    root = Path(root)
+    if split.lower() not in RAFDB_SPLIT:
+        raise UserError(f"{root}: unknown RAF-DB split {split!r} (train or test)")
+    split = RAFDB_SPLIT[split.lower()]
+    lookup = {c.lower(): i for i, c in enumerate(config.classes)}
+    missing = sorted({n for n in RAFDB_LABELS.values() if n not in lookup})
+    if missing:
+        raise UserError(f"{root}: RAF-DB labels {', '.join(missing)} are not classes of model '{config.name}' ({', '.join(config.classes)})")
+    aligned = root / "Image" / "aligned"
+    image_dir = aligned if aligned.is_dir() else root / "Image" / "original"
+    if not image_dir.is_dir():
+        raise UserError(f"{root}: RAF-DB images not found (expected Image/aligned/ or Image/original/)")
+    entries: list[tuple[str, int]] = []
+    per_class: dict[int, int] = {}
+    for n, line in enumerate((root / RAFDB_LIST).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) not in RAFDB_LABELS:
+            raise UserError(f"{root / RAFDB_LIST}:{n}: expected '<name>.jpg <label 1-7>', found {line.strip()!r}")
+        if not parts[0].startswith(split + "_"):
+            continue
+        label = lookup[RAFDB_LABELS[int(parts[1])]]
+        if limit_per_class and per_class.get(label, 0) >= limit_per_class:
+            continue
+        per_class[label] = per_class.get(label, 0) + 1
+        name = parts[0]
+        if image_dir == aligned:
+            stem, dot, ext = name.rpartition(".")
+            name = f"{stem}_aligned.{ext}"
+        entries.append((name, label))
+    if not entries:
+        raise UserError(f"{root / RAFDB_LIST}: no {split}_* images listed")
+    files = [(image_dir / name, label) for name, label in entries]
+    absent = [f for f, _ in files if not f.is_file()]
+    listing = [(str(f.relative_to(root)), f.stat().st_size, int(f.stat().st_mtime)) for f, _ in files if f.is_file()]
+    key = _cache_key(f"rafdb-{split}", root, config, listing + [(str(f), -1, -1) for f in absent])
+    cached = _load_cached(key) if cache else None
+    source = f"{root}:{split}"
+    if cached is not None:
+        images, labels, skipped = cached
+        return ArrayDataset(images, labels, tuple(config.classes), source, skipped)
+    pre = Preprocessor(config)
+    images, labels, skipped = [], [], 0
+    for f, label in files:
+        img = read_image(f) if f.is_file() else None
+        if img is None:
+            skipped += 1
+            continue
+        images.append(pre.to_model_pixels(img))
+        labels.append(label)
+    _check_skipped(skipped, len(files), source)
+    arr, lab = np.stack(images), np.asarray(labels, np.int64)
+    if cache:
+        _store_cached(key, arr, lab, skipped)
+    return ArrayDataset(arr, lab, tuple(config.classes), source, skipped)
+
+
+_SELECTOR = re.compile(r"(.+):(\w+)")
+
+
+def _split_selector(source: str | os.PathLike) -> tuple[Path, str | None]:
+    """``path:split`` -> (path, split) when ``path`` is a FER2013 CSV or a RAF-DB folder."""
+    m = _SELECTOR.fullmatch(str(source))
+    if m and not Path(source).exists() and (m.group(1).lower().endswith(".csv") or is_rafdb(m.group(1))):
+        return Path(m.group(1)), m.group(2)
+    return Path(source), None
+
+
 def dataset_path_exists(source: str | os.PathLike) -> bool:
-    """Whether ``source`` names something on disk (a ``.csv:Usage`` suffix names the CSV)."""
-    m = re.fullmatch(r"(.*\.csv)(?::\w+)?", str(source), flags=re.IGNORECASE)
-    return Path(m.group(1) if m else source).exists()
+    """Whether ``source`` names something on disk (a ``:split`` suffix names a CSV or RAF-DB folder)."""
+    return _split_selector(source)[0].exists()
 
 
 def load_dataset(source: str | os.PathLike, config: ModelConfig, usage: str = "Training", limit_per_class: int | None = None) -> ArrayDataset:
-    """A class-folder tree or a FER2013 CSV (``path.csv`` or ``path.csv:PublicTest``)."""
-    m = re.fullmatch(r"(.*\.csv)(?::(\w+))?", str(source), flags=re.IGNORECASE)
-    if m and not Path(source).is_dir():
-        return load_fer2013_csv(m.group(1), config, m.group(2) or usage)
-    return load_image_folder(source, config, limit_per_class=limit_per_class)
+    """A class-folder tree, a FER2013 CSV (``path.csv`` or ``path.csv:PublicTest``) or a RAF-DB
+    basic folder (``basic`` or ``basic:test``); ``usage`` picks the split when none is named."""
+    path, split = _split_selector(source)
+    if path.suffix.lower() == ".csv" and not path.is_dir():
+        return load_fer2013_csv(path, config, split or usage)
+    if is_rafdb(path):
+        return load_rafdb(path, config, split or usage, limit_per_class=limit_per_class)
+    return load_image_folder(path, config, limit_per_class=limit_per_class)
