@@ -149,6 +149,35 @@ def publish(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``target``; it becomes ``target`` only on success.
+
+    An existing ``target`` is an error unless ``replace``; then it is removed only after the new
+    folder is complete. On any exception, Ctrl-C or SIGTERM the temporary folder goes.
+    """
+    import shutil
+
+    final = Path(target)
+    if final.exists() and not replace:
+        raise UserError(f"{final} already exists")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _terminate_as_interrupt():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+        old = None
+        try:
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())
+            if final.exists():
+                old = final.parent / f".{final.name}.{os.getpid()}.old"
+                os.rename(final, old)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+
+
 def cache_dir() -> Path:
     """Where derived data is cached ($EMONAS_EDGE_CACHE, default ~/.cache/emonas-edge)."""
     return Path(os.environ.get("EMONAS_EDGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "emonas-edge"))

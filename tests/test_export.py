@@ -239,7 +239,11 @@ def test_export_metadata_and_manifest(exported, case):
 def test_cli_exports_darts_v2_text_genotype(tmp_path):
     gfile = tmp_path / "genotypes.py"
     gfile.write_text(DARTS_V2_TEXT, encoding="utf-8")
-    proc = run_cli("export", "--genotype", gfile, "--output", "out/", cwd=tmp_path)
+    # the defaults a DARTS text genotype gets (no network block in the file)
+    default_net = load_genotype(gfile).network
+    assert default_net["layers"] == 8 and default_net["init_channels"] == 16
+    # exported narrower and shallower: the parse and the graph are the same, the export 3x cheaper
+    proc = run_cli("export", "--genotype", gfile, "--output", "out/", "--layers", "3", "--init-channels", "8", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     out = tmp_path / "out"
     onnx_path = out / "DARTS_V2.onnx"
@@ -251,7 +255,7 @@ def test_cli_exports_darts_v2_text_genotype(tmp_path):
     assert meta["trained"] == "false"
     cfg = json.loads(meta["config"])
     assert cfg["normal"] == DARTS_V2_NORMAL and cfg["normal_concat"] == [2, 3, 4, 5]
-    assert cfg["network"]["layers"] == 8 and cfg["network"]["init_channels"] == 16
+    assert cfg["network"]["layers"] == 3 and cfg["network"]["init_channels"] == 8
 
     sess = session(onnx_path)
     inp = sess.get_inputs()[0]
@@ -265,6 +269,56 @@ def test_cli_exports_darts_v2_text_genotype(tmp_path):
     manifest = json.loads((out / "DARTS_V2.manifest.json").read_text(encoding="utf-8"))
     assert manifest["parity"]["passed"] is True
     assert "trained" in proc.stderr.lower() or "random" in proc.stderr.lower()  # untrained-weights warning
+
+
+# ------------------------------------------------------------------------------ exporters
+
+
+def test_both_exporters_pass_the_same_checks_and_are_recorded(tmp_path):
+    config = config_from_dict(TINY_GENOTYPE)
+    torch.manual_seed(0)
+    model = perturb(create_model(config), seed=4)
+    outs = {}
+    for exporter in ("torchscript", "dynamo", "auto"):
+        r = export_onnx(config, model, tmp_path / exporter, exporter=exporter)
+        used = "torchscript" if exporter == "auto" else exporter
+        assert r.manifest["exporter"] == {"requested": exporter, "used": used}
+        assert r.parity.passed and r.notes == []
+        assert graph_input_dims(r.path)[0] == "batch"
+        assert_matches_torch(model, r.path, config.input_shape, batches=(1, 3))
+        x = np.random.default_rng(1).standard_normal((5, *config.input_shape)).astype(np.float32)
+        outs[exporter] = session(r.path).run(None, {"input": x})[0]
+    np.testing.assert_allclose(outs["torchscript"], outs["dynamo"], rtol=1e-4, atol=1e-5)
+
+
+def test_auto_exporter_falls_back_to_dynamo_with_a_note(tmp_path, monkeypatch):
+    """A PyTorch without the TorchScript exporter (announced for removal) still exports."""
+    import emonas_edge.export.onnx as onnx_mod
+
+    real = onnx_mod._export
+
+    def without_torchscript(model, example, path, opset, batch, exporter):
+        if exporter == "torchscript":
+            raise RuntimeError("the TorchScript-based ONNX exporter has been removed\nmore text")
+        return real(model, example, path, opset, batch, exporter)
+
+    monkeypatch.setattr(onnx_mod, "_export", without_torchscript)
+    config = config_from_dict(TINY_GENOTYPE)
+    model = perturb(create_model(config), seed=5)
+    r = export_onnx(config, model, tmp_path / "auto")
+    assert r.manifest["exporter"] == {"requested": "auto", "used": "dynamo"}
+    assert r.notes == ["the TorchScript exporter failed (the TorchScript-based ONNX exporter has been removed); used the dynamo exporter"]
+    assert r.manifest["notes"] == r.notes and r.parity.passed
+    with pytest.raises(CheckFailed, match=r"torch.onnx.export \(TorchScript\) failed: the TorchScript-based ONNX exporter has been removed$"):
+        export_onnx(config, model, tmp_path / "forced", exporter="torchscript")
+    assert visible_and_hidden_files(tmp_path / "forced") == []
+
+
+def test_cli_rejects_an_unknown_exporter_before_any_work(tmp_path):
+    gfile = write_json(tmp_path / "tiny.json", TINY_GENOTYPE)
+    proc = run_cli("export", "-g", gfile, "-o", tmp_path / "out", "--exporter", "tflite")
+    assert proc.returncode == 2 and "--exporter must be one of auto, torchscript, dynamo, got 'tflite'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------ static batch
@@ -359,7 +413,7 @@ def genotypes(draw):
 
 
 @settings(
-    max_examples=6,
+    max_examples=4,
     deadline=None,
     derandomize=True,
     database=None,

@@ -93,6 +93,7 @@ def register(app: typer.Typer) -> None:
         opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = DEFAULT_OPSET,
         batch: Annotated[str, typer.Option(help="'dynamic' or a fixed batch size.")] = "dynamic",
         simplify: Annotated[str, typer.Option(help=f"{' | '.join(SIMPLIFIERS)} (onnxsim falls back to onnxslim).")] = "onnxsim",
+        exporter: Annotated[str, typer.Option(help="auto (TorchScript, ~10x faster; dynamo if it fails) | torchscript | dynamo.")] = "auto",
         parity_data: Annotated[Optional[Path], typer.Option(help="Image file or folder of face images for the parity check (default: bundled face).")] = None,
         atol: Annotated[float, typer.Option(help="Absolute tolerance of the parity check (plus 1e-4 x max |logit|).")] = 1e-4,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the manifest here.")] = None,
@@ -117,7 +118,7 @@ def register(app: typer.Typer) -> None:
 
         ov = overrides(name, task, in_channels, input_size, init_channels, layers, num_classes, classes)
         b = _parse_batch(batch)
-        check_export_settings(opset, b, simplify, output, parity_data)
+        check_export_settings(opset, b, simplify, output, parity_data, exporter)
         if fmt not in FORMATS:
             raise UserError(f"unknown format {fmt!r} (choose from: {', '.join(FORMATS)})")
         check_precision_settings(precision, calib, calib_method, max_accuracy_drop, eval_data)
@@ -130,7 +131,7 @@ def register(app: typer.Typer) -> None:
             err_console.print("[bold yellow]warning:[/] no trained weights: exporting random initial weights (metadata says trained=false); outputs are not predictions", soft_wrap=True)
         result = export_onnx(
             config, model, output, opset=opset, batch=b, simplify=simplify, parity_data=parity_data, atol=atol,
-            weights=wpath, log=lambda m: console.print(f"[dim]·[/] {m}"),
+            weights=wpath, exporter=exporter, log=lambda m: console.print(f"[dim]·[/] {m}"),
         )
         for note in result.notes:
             err_console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)

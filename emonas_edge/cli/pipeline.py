@@ -202,3 +202,37 @@ def register(app: typer.Typer) -> None:
 
         path = make_sample_video(output, frames, width, height)
         console.print(f"wrote {path} ({frames} frames, {width}x{height})", highlight=False, markup=False)
+
+    @app.command("crop-faces")
+    def crop_faces_cmd(
+        data: Annotated[Path, typer.Option(help="Folder of images (class folders or flat); searched recursively.")],
+        out: Annotated[Path, typer.Option(help="New folder for the crops: the same tree, one .png per image with a face, plus crops.json.")],
+        model: Annotated[str, typer.Option(help="Model whose input the crops match (size, gray/RGB).")] = "emonas-macro",
+        size: Annotated[Optional[int], typer.Option(help="Crop side in pixels instead of the model's input size.")] = None,
+        detector: Annotated[str, typer.Option(help="auto (MediaPipe if installed), mediapipe, haar.", rich_help_panel=P_DETECT)] = "auto",
+        min_confidence: Annotated[float, typer.Option(help="Minimum face detection confidence.", rich_help_panel=P_DETECT)] = 0.4,
+        min_face: Annotated[int, typer.Option(help="Minimum face size in pixels.", rich_help_panel=P_DETECT)] = 24,
+        margin: Annotated[float, typer.Option(help="Extra context around the aligned face (0.2 = 20% more).", rich_help_panel=P_DETECT)] = 0.0,
+        overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists (only once the new crops are complete).")] = False,
+    ):
+        """Crop and align the largest face of every image the way `run` does, for training on whole photos."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from ..api import load_genotype
+        from ..pipeline.crops import crop_faces
+
+        config = load_genotype(model)
+        with Progress(TextColumn("cropping"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("crop", total=None)
+            r = crop_faces(data, out, config, size=size, detector=detector, min_confidence=min_confidence, min_face=min_face,
+                           margin=margin, overwrite=overwrite, progress=lambda i, n: bar.update(task, completed=i, total=n))
+        t = Table(show_header=False, box=None)
+        t.add_row("images", f"{r['images']:,} under {r['source']}")
+        t.add_row("crops written", f"{r['written']:,} ({r['settings']['size']}x{r['settings']['size']} {'gray' if r['settings']['gray'] else 'RGB'}, {r['settings']['detector']})")
+        t.add_row("no face", f"{r['no_face']:,}")
+        t.add_row("several faces", f"{r['several_faces']:,} (largest kept)")
+        t.add_row("unreadable", f"{r['unreadable']:,}")
+        for folder, n in r["per_folder"].items():
+            t.add_row(f"  {folder}", f"{n:,}")
+        console.print(t)
+        console.print(f"wrote {out} (list of skipped files in {out / 'crops.json'})", highlight=False, markup=False)

@@ -30,7 +30,7 @@ from ..errors import CheckFailed, UserError
 from ..fileio import atomic_outputs, check_safe_name, sha256_file
 from ..macs import macs_torch
 from ..nn import count_params
-from .formats import DEFAULT_OPSET, FORMATS, MIN_OPSET, SIMPLIFIERS, artifact_name, manifest_name
+from .formats import DEFAULT_OPSET, EXPORTERS, FORMATS, MIN_OPSET, SIMPLIFIERS, artifact_name, manifest_name
 from .metadata import build_metadata, write_metadata
 from .parity import ParityReport, check_parity, parity_inputs
 
@@ -61,26 +61,44 @@ def _quiet():
     return stack
 
 
-def torch_to_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, opset: int, batch: int | None) -> None:
-    """Dynamo export to a single file; ``batch=None`` gives a dynamic batch axis."""
+def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, batch: int | None, exporter: str) -> None:
+    common = dict(opset_version=opset, input_names=["input"], output_names=["logits"], verbose=False)
+    with _quiet():
+        if exporter == "torchscript":
+            dynamic_axes = None if batch is not None else {"input": {0: "batch"}, "logits": {0: "batch"}}
+            torch.onnx.export(model, (example,), str(path), dynamo=False, dynamic_axes=dynamic_axes, do_constant_folding=True, **common)
+        else:
+            dynamic = None if batch is not None else ({0: torch.export.Dim("batch", min=1, max=65536)},)
+            torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, dynamic_shapes=dynamic, **common)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def torch_to_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, opset: int, batch: int | None,
+                  exporter: str = "auto") -> tuple[str, list[str]]:
+    """Export to a single file; ``batch=None`` gives a dynamic batch axis.
+
+    Returns ``(exporter used, notes)``. Whichever exporter ran, the caller checks the graph and
+    its parity with PyTorch, so the choice changes export time, not what is accepted.
+    """
     example = torch.randn(2 if batch is None else batch, *input_shape)
-    dynamic = None if batch is not None else ({0: torch.export.Dim("batch", min=1, max=65536)},)
+    notes: list[str] = []
+    if exporter in ("auto", "torchscript"):
+        try:
+            _export(model, example, path, opset, batch, "torchscript")
+            return "torchscript", notes
+        except Exception as e:
+            if exporter == "torchscript":
+                raise ExportError(f"torch.onnx.export (TorchScript) failed: {_first_line(e)}") from None
+            notes.append(f"the TorchScript exporter failed ({_first_line(e)[:120]}); used the dynamo exporter")
+            path.unlink(missing_ok=True)
     try:
-        with _quiet():
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=True,
-                external_data=False,
-                opset_version=opset,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_shapes=dynamic,
-                verbose=False,
-            )
+        _export(model, example, path, opset, batch, "dynamo")
     except Exception as e:
-        raise ExportError(f"torch.onnx.export failed: {str(e).strip().splitlines()[0][:200]}") from None
+        raise ExportError(f"torch.onnx.export (dynamo) failed: {_first_line(e)}") from None
+    return "dynamo", notes
 
 
 def simplify_onnx(model: onnx.ModelProto, method: str) -> tuple[onnx.ModelProto, str, list[str]]:
@@ -112,10 +130,12 @@ def simplify_onnx(model: onnx.ModelProto, method: str) -> tuple[onnx.ModelProto,
         return model, "none", notes
 
 
-def check_export_settings(opset: int, batch: int | None, simplify: str, output, parity_data=None) -> None:
+def check_export_settings(opset: int, batch: int | None, simplify: str, output, parity_data=None, exporter: str = "auto") -> None:
     """Every flag problem is reported before any work (or warning) happens."""
     if opset < MIN_OPSET:
-        raise UserError(f"opset {opset} is too old: the dynamo exporter needs opset >= {MIN_OPSET}")
+        raise UserError(f"opset {opset} is too old: emonas-edge exports need opset >= {MIN_OPSET} (LayerNormalization, dynamo)")
+    if exporter not in EXPORTERS:
+        raise UserError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     if simplify not in SIMPLIFIERS:
         raise UserError(f"--simplify must be one of {', '.join(SIMPLIFIERS)}, got {simplify!r}")
     if batch is not None and not 1 <= batch <= 4096:
@@ -139,6 +159,7 @@ def export_onnx(
     random_inputs: bool = False,
     atol: float = 1e-4,
     weights: str | os.PathLike | None = None,
+    exporter: str = "auto",
     log: Callable[[str], None] = lambda msg: None,
 ) -> ExportResult:
     """Export ``model`` (built from ``config``) to ``output/<name>.onnx`` plus its manifest.
@@ -147,7 +168,7 @@ def export_onnx(
     fails (nothing is written then).
     """
     t0 = time.perf_counter()
-    check_export_settings(opset, batch, simplify, output, parity_data)
+    check_export_settings(opset, batch, simplify, output, parity_data, exporter)
     name = check_safe_name(config.name, "model name")
     out_dir = Path(output)
     target = out_dir / artifact_name(name)
@@ -160,10 +181,11 @@ def export_onnx(
     notes: list[str] = []
 
     with atomic_outputs(target, manifest_path) as (tmp_onnx, tmp_manifest):
-        log(f"exporting {name} ({config.family}, {params:,} params) with the dynamo exporter, opset {opset}")
         t = time.perf_counter()
-        torch_to_onnx(model, config.input_shape, tmp_onnx, opset, batch)
+        used_exporter, export_notes = torch_to_onnx(model, config.input_shape, tmp_onnx, opset, batch, exporter)
         t_export = time.perf_counter() - t
+        notes += export_notes
+        log(f"exported {name} ({config.family}, {params:,} params) with the {used_exporter} exporter, opset {opset}, in {t_export:.1f} s")
         proto = onnx.load(str(tmp_onnx))
         try:
             onnx.checker.check_model(proto, full_check=True)
@@ -206,6 +228,7 @@ def export_onnx(
                 "input_spec": json.loads(build_metadata(config, params, macs, __version__, batch)["input_spec"]),
             },
             "weights": {"path": str(weights), "sha256": sha256_file(weights)} if weights else None,
+            "exporter": {"requested": exporter, "used": used_exporter},
             "simplifier": {"requested": simplify, "used": used},
             "parity": parity.to_dict(),
             "notes": notes,

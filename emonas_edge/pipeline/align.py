@@ -59,10 +59,11 @@ def similarity(det: Detection, size: int, margin: float = 0.0) -> np.ndarray:
 class Aligner:
     """Crops faces to one model's input spec, writing into a reused batch buffer."""
 
-    def __init__(self, config: ModelConfig, margin: float = 0.0, max_faces: int = 16):
+    def __init__(self, config: ModelConfig, margin: float = 0.0, max_faces: int = 16, size: int | None = None):
+        """``size`` overrides the model's input size (crops stored for several models)."""
         if not -0.5 < margin <= 2.0:
             raise UserError(f"--margin must be in (-0.5, 2], got {margin}")
-        self.size = config.input_size
+        self.size = size or config.input_size
         self.gray = config.preprocess.grayscale or config.in_channels == 1
         self.margin = margin
         shape = (self.size, self.size) if self.gray else (self.size, self.size, 3)
