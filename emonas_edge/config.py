@@ -22,6 +22,18 @@ MEGC_CLASSES = ("negative", "positive", "surprise")
 TASKS = ("macro", "micro")
 FAMILIES = ("cell", "mit")
 
+# SegFormer's widths and depths (Xie et al., 2021); a MiT network may override any of them.
+MIT_VARIANTS = {
+    "b0": dict(dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), heads=(1, 2, 5, 8), decoder=256),
+    "b1": dict(dims=(64, 128, 320, 512), depths=(2, 2, 2, 2), heads=(1, 2, 5, 8), decoder=256),
+    "b2": dict(dims=(64, 128, 320, 512), depths=(3, 4, 6, 3), heads=(1, 2, 5, 8), decoder=768),
+}
+
+
+def _ints(v, n: int, lo: int, hi: int) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == n and all(isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi for x in v)
+
+
 # Network settings per family: name -> (default, check, description). Defaults are the
 # text-genotype defaults of the issue tracker: 1x48x48 gray, 16 channels, 8 cells.
 _COMMON = {
@@ -42,7 +54,12 @@ NETWORK_KEYS = {
     },
     "mit": {
         **_COMMON,
-        "variant": ("b0", lambda v: v in ("b0", "b1", "b2"), "b0, b1 or b2"),
+        "variant": ("b0", lambda v: v in MIT_VARIANTS, "b0, b1 or b2"),
+        # Each defaults to the variant's; set them for smaller (edge) or custom MiTs.
+        "dims": (None, lambda v: v is None or _ints(v, 4, 8, 2048), "4 integers from 8 to 2048 (stage widths)"),
+        "depths": (None, lambda v: v is None or _ints(v, 4, 1, 16), "4 integers from 1 to 16 (blocks per stage)"),
+        "heads": (None, lambda v: v is None or _ints(v, 4, 1, 64), "4 integers from 1 to 64 (attention heads per stage)"),
+        "decoder": (None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096), "an integer from 8 to 4096 (fusion width)"),
     },
 }
 TOP_KEYS = {"format", "name", "task", "family", "network", "classes", "preprocess", "trained", "description", "meta", *CELL_KEYS}
@@ -152,6 +169,18 @@ def supported_sizes_message(family: str, network: dict) -> str | None:
     return None
 
 
+def _resolve_mit(network: dict, source: str) -> None:
+    """Unset widths/depths/heads/decoder come from the variant, so a config always says what it builds."""
+    base = MIT_VARIANTS[network["variant"]]
+    for key in ("dims", "depths", "heads"):
+        network[key] = list(network[key] if network[key] is not None else base[key])
+    if network["decoder"] is None:
+        network["decoder"] = base["decoder"]
+    bad = [f"{d}/{h}" for d, h in zip(network["dims"], network["heads"]) if d % h]
+    if bad:
+        raise UserError(f"{source}: MiT stage widths must divide by their head counts; not so for {', '.join(bad)} (dims/heads)")
+
+
 def config_from_dict(d: object, source: str = "genotype") -> ModelConfig:
     if not isinstance(d, dict):
         raise UserError(f"{source} must be a JSON object, got {type(d).__name__}")
@@ -205,6 +234,8 @@ def config_from_dict(d: object, source: str = "genotype") -> ModelConfig:
     msg = supported_sizes_message(family, network)
     if msg:
         raise UserError(f"{source}: {msg}")
+    if family == "mit":
+        _resolve_mit(network, source)
 
     pre_in = d.get("preprocess", {})
     if not isinstance(pre_in, dict) or set(pre_in) - {"grayscale", "mean", "std"}:

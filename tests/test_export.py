@@ -151,7 +151,7 @@ CASES = {
     "cell-rgb64": ("cell", dict(in_channels=3, input_size=64, init_channels=6)),
     "cell-rgb112-stem2": ("cell", dict(in_channels=3, input_size=112, init_channels=4, stem_stride=2)),
     "mit-b0-gray48": ("mit", dict(in_channels=1, input_size=48)),
-    "mit-b0-rgb112": ("mit", dict(in_channels=3, input_size=112)),
+    "mit-small-rgb112": ("mit", dict(in_channels=3, input_size=112)),  # custom widths/depths, see below
 }
 
 
@@ -171,6 +171,8 @@ def exported(tmp_path_factory):
                     raw["network"]["stem_stride"] = net.pop("stem_stride")
             else:
                 raw = {"name": case, "family": "mit", "network": {"variant": "b0"}}
+                if "small" in case:
+                    raw["network"].update(dims=[16, 32, 64, 128], depths=[1, 1, 2, 1], heads=[1, 2, 2, 4], decoder=64)
             gfile = write_json(root / f"{case}.json", raw)
             config = load_genotype(gfile, **net)
             assert config.input_size == net["input_size"] and config.in_channels == net["in_channels"]

@@ -112,9 +112,25 @@ def test_rgb_defaults_follow_in_channels():
     assert cfg.input_spec()["color"] == "rgb"
 
 
+@pytest.mark.parametrize("net, message", [
+    ({"dims": [16, 32, 64]}, "network 'dims' must be 4 integers from 8 to 2048"),
+    ({"dims": [16, 32, 64, "128"]}, "network 'dims' must be 4 integers"),
+    ({"depths": [0, 1, 1, 1]}, "network 'depths' must be 4 integers from 1 to 16"),
+    ({"heads": [1, 2, 5, True]}, "network 'heads' must be 4 integers from 1 to 64"),
+    ({"decoder": 4}, "network 'decoder' must be an integer from 8 to 4096"),
+    ({"dims": [32, 64, 161, 256]}, "widths must divide by their head counts; not so for 161/5"),
+])
+def test_bad_mit_settings_are_named(net, message):
+    assert message in user_error({"family": "mit", "name": "m", "network": {"variant": "b0", **net}})
+
+
 def test_mit_family_takes_a_variant_and_no_cells():
     cfg = config_from_dict({"family": "mit", "name": "m", "network": {"variant": "b1", "input_size": 64}})
     assert cfg.genotype is None and cfg.network["variant"] == "b1" and cfg.input_shape == (1, 64, 64)
+    # the variant's widths are written out, so a saved config says what it builds
+    assert (cfg.network["dims"], cfg.network["depths"], cfg.network["heads"], cfg.network["decoder"]) == (
+        [64, 128, 320, 512], [2, 2, 2, 2], [1, 2, 5, 8], 256)
+    assert config_from_dict(cfg.to_dict()).network == cfg.network
     msg = user_error({**cells_only(TINY_GENOTYPE), "family": "mit"})
     assert "mit" in msg and "normal" in msg
 

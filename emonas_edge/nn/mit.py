@@ -15,14 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import MIT_VARIANTS as VARIANTS  # noqa: F401  (re-exported: the table lives with the settings)
 from ..config import ModelConfig
 
-# SegFormer's widths and depths (Xie et al., 2021).
-VARIANTS = {
-    "b0": dict(dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), heads=(1, 2, 5, 8), decoder=256),
-    "b1": dict(dims=(64, 128, 320, 512), depths=(2, 2, 2, 2), heads=(1, 2, 5, 8), decoder=256),
-    "b2": dict(dims=(64, 128, 320, 512), depths=(3, 4, 6, 3), heads=(1, 2, 5, 8), decoder=768),
-}
 SR_RATIOS = (8, 4, 2, 1)
 MLP_RATIO = 4
 
@@ -142,7 +137,7 @@ class MiTClassifier(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         net = config.network
-        v = VARIANTS[net["variant"]]
+        v = net  # dims/depths/heads/decoder: the variant's unless the config overrides them
         total = sum(v["depths"])
         dpr = [net["drop_path"] * i / max(total - 1, 1) for i in range(total)]
         self.stages = nn.ModuleList()
