@@ -63,6 +63,16 @@ def test_crops_mirror_the_tree_and_count_what_was_skipped(tmp_path):
     assert len(ds) == 3 and sorted(ds.counts().items()) == sorted({**{c: 0 for c in config.classes}, "happy": 2, "neutral": 1}.items())
 
 
+def test_same_stem_different_formats_keep_both(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    img = cv2.imread(str(MEDIA / "single_face.jpg"))
+    cv2.imwrite(str(src / "face.png"), img)
+    (src / "face.jpg").write_bytes((MEDIA / "single_face.jpg").read_bytes())
+    r = crop_faces(src, tmp_path / "crops", load_genotype("emonas-macro"))
+    assert r["written"] == 2 and sorted(p.name for p in (tmp_path / "crops").glob("*.png")) == ["face.png", "face.png.png"]  # face.jpg came first
+
+
 def test_rgb_crops_at_another_size(tmp_path, tiny_genotype, write_json):
     src = photo_tree(tmp_path / "src")
     rgb = load_genotype(write_json({**tiny_genotype, "network": {**tiny_genotype["network"], "in_channels": 3},

@@ -87,6 +87,8 @@ def crop_faces(
                         several.append(str(rel))
                     crop = aligner.align_one(img, max(dets, key=lambda d: d.area))
                     target = (tmp / rel).with_suffix(".png")
+                    if target.exists():  # face.jpg beside face.png: keep both
+                        target = (tmp / rel).with_name(rel.name + ".png")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     pixels = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
                     if not cv2.imwrite(str(target), pixels):
