@@ -101,27 +101,32 @@ def load_image_folder(root: str | os.PathLike, config: ModelConfig, limit_per_cl
         if limit_per_class:
             found = found[:limit_per_class]
         files += [(f, lookup[folder.name.lower()]) for f in found]
-    listing = [(str(f.relative_to(root)), f.stat().st_size, int(f.stat().st_mtime)) for f, _ in files]
-    key = _cache_key("folder", root, config, listing)
+    return _decode_cached("folder", root, files, config, str(root), cache)
+
+
+def _decode_cached(kind: str, root: Path, files: list[tuple[Path, int]], config: ModelConfig, source: str, cache: bool) -> ArrayDataset:
+    """Decode ``(file, label)`` pairs once at model size, or take them from the disk cache;
+    missing and unreadable files are skipped and counted (more than 1% is an error)."""
+    listing = [(str(f.relative_to(root)), *((f.stat().st_size, int(f.stat().st_mtime)) if f.is_file() else (-1, -1))) for f, _ in files]
+    key = _cache_key(kind, root, config, listing)
     cached = _load_cached(key) if cache else None
     if cached is not None:
         images, labels, skipped = cached
-        return ArrayDataset(images, labels, tuple(config.classes), str(root), skipped)
+        return ArrayDataset(images, labels, tuple(config.classes), source, skipped)
     pre = Preprocessor(config)
     images, labels, skipped = [], [], 0
     for f, label in files:
-        img = read_image(f)
+        img = read_image(f) if f.is_file() else None
         if img is None:
             skipped += 1
             continue
         images.append(pre.to_model_pixels(img))
         labels.append(label)
-    _check_skipped(skipped, len(files), str(root))
-    arr = np.stack(images)
-    lab = np.asarray(labels, np.int64)
+    _check_skipped(skipped, len(files), source)
+    arr, lab = np.stack(images), np.asarray(labels, np.int64)
     if cache:
         _store_cached(key, arr, lab, skipped)
-    return ArrayDataset(arr, lab, tuple(config.classes), str(root), skipped)
+    return ArrayDataset(arr, lab, tuple(config.classes), source, skipped)
 
 
 def _check_skipped(skipped: int, total: int, source: str) -> None:
@@ -223,28 +228,7 @@ def load_rafdb(root: str | os.PathLike, config: ModelConfig, split: str = "train
     if not entries:
         raise UserError(f"{root / RAFDB_LIST}: no {split}_* images listed")
     files = [(image_dir / name, label) for name, label in entries]
-    absent = [f for f, _ in files if not f.is_file()]
-    listing = [(str(f.relative_to(root)), f.stat().st_size, int(f.stat().st_mtime)) for f, _ in files if f.is_file()]
-    key = _cache_key(f"rafdb-{split}", root, config, listing + [(str(f), -1, -1) for f in absent])
-    cached = _load_cached(key) if cache else None
-    source = f"{root}:{split}"
-    if cached is not None:
-        images, labels, skipped = cached
-        return ArrayDataset(images, labels, tuple(config.classes), source, skipped)
-    pre = Preprocessor(config)
-    images, labels, skipped = [], [], 0
-    for f, label in files:
-        img = read_image(f) if f.is_file() else None
-        if img is None:
-            skipped += 1
-            continue
-        images.append(pre.to_model_pixels(img))
-        labels.append(label)
-    _check_skipped(skipped, len(files), source)
-    arr, lab = np.stack(images), np.asarray(labels, np.int64)
-    if cache:
-        _store_cached(key, arr, lab, skipped)
-    return ArrayDataset(arr, lab, tuple(config.classes), source, skipped)
+    return _decode_cached(f"rafdb-{split}", root, files, config, f"{root}:{split}", cache)
 
 
 _SELECTOR = re.compile(r"(.+):(\w+)")

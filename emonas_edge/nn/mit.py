@@ -137,19 +137,18 @@ class MiTClassifier(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         net = config.network
-        v = net  # dims/depths/heads/decoder: the variant's unless the config overrides them
-        total = sum(v["depths"])
+        total = sum(net["depths"])  # dims/depths/heads/decoder: the variant's unless the config overrides them
         dpr = [net["drop_path"] * i / max(total - 1, 1) for i in range(total)]
         self.stages = nn.ModuleList()
         c_in, k = net["in_channels"], 0
-        for s, (dim, depth, heads) in enumerate(zip(v["dims"], v["depths"], v["heads"])):
+        for s, (dim, depth, heads) in enumerate(zip(net["dims"], net["depths"], net["heads"])):
             patch, stride = (7, 4) if s == 0 else (3, 2)
             self.stages.append(MiTStage(c_in, dim, depth, heads, SR_RATIOS[s], patch, stride, dpr[k : k + depth]))
             c_in, k = dim, k + depth
-        self.fusion = MultiscaleFusion(v["dims"], v["decoder"])
+        self.fusion = MultiscaleFusion(net["dims"], net["decoder"])
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(net["dropout"]) if net["dropout"] > 0 else nn.Identity()
-        self.classifier = nn.Linear(v["decoder"], net["num_classes"])
+        self.classifier = nn.Linear(net["decoder"], net["num_classes"])
         self.apply(self._init)
 
     @staticmethod
