@@ -33,12 +33,13 @@ def main() -> None:
     ap.add_argument("--micro", default="emonas-micro")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--detect-every", type=int, default=1)
+    ap.add_argument("--detector", default="auto", help="auto | mediapipe | mediapipe-full | haar")
     ap.add_argument("--render", action="store_true", help="draw the overlay too (as --show/--save-video do)")
     args = ap.parse_args()
     if not args.source.is_file():
         sys.exit(f"error: {args.source}: no such clip")
     r = profile_pipeline(args.source, macro=args.macro, micro=args.micro, frames=args.frames, detect_every=args.detect_every,
-                         render=args.render, engine=args.engine)
+                         render=args.render, engine=args.engine, detector=args.detector)
     w, h = r["frame_size"]
     st = r["settings"]
     print(f"clip {r['source']} {w}x{h}; cores {os.cpu_count()}; detector {st['detector']}; detect every {st['detect_every']}; render {st['render']}")

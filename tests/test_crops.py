@@ -48,11 +48,12 @@ def test_crops_mirror_the_tree_and_count_what_was_skipped(tmp_path):
     assert r["files"] == {"no_face": ["neutral/noise.png"], "unreadable": ["neutral/broken.jpg"], "several_faces": ["neutral/two_people.jpg"]}
     assert r["per_folder"] == {"happy": 2, "neutral": 1}
     assert json.loads((tmp_path / "crops" / "crops.json").read_text()) == r
+    assert r["settings"]["detector"] == "mediapipe-full"
     assert hidden(tmp_path) == []
 
     # the crop is the runtime's: the largest face aligned by the pipeline's own aligner
     img = cv2.imread(str(src / "happy" / "obama.jpg"))
-    with create_detector() as det:
+    with create_detector("mediapipe-full") as det:  # what auto means for crop-faces
         face = max(det.detect(img), key=lambda d: d.area)
     expected = Aligner(config).align_one(img, face)
     got = cv2.imread(str(tmp_path / "crops" / "happy" / "obama.png"), cv2.IMREAD_UNCHANGED)

@@ -112,6 +112,24 @@ def test_detectors_find_the_face_and_mediapipe_gives_eyes(media):
         assert eyes[0][0] < eyes[1][0]  # subject's right eye is on the image's left
 
 
+def test_full_range_model_is_bundled_and_finds_small_faces(media):
+    """Group photo shrunk to half size (faces ~50 px in a 1000 px frame): full-range BlazeFace
+    still finds them with eyes; short-range (the faster default) does not, which is why both ship."""
+    from emonas_edge.pipeline.detect import BLAZEFACE_FULL_MODEL
+
+    assert BLAZEFACE_FULL_MODEL.is_file() and BLAZEFACE_FULL_MODEL.stat().st_size == 676_746
+    img = cv2.imread(str(media / "multi_face.jpg"))
+    h, w = img.shape[:2]
+    far = np.full_like(img, 127)
+    far[: h // 2, : w // 2] = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    with create_detector("mediapipe-full") as full, create_detector("mediapipe") as short:
+        assert (full.name, short.name) == ("mediapipe-full", "mediapipe")
+        assert len(full.detect(img)) == 5
+        small = full.detect(far)
+        assert len(small) >= 4 and all(d.eyes is not None and d.box[2] <= w // 2 + 2 for d in small)
+        assert len(short.detect(far)) < len(small)
+
+
 def test_multi_face_image_gives_at_least_four_faces(media):
     with create_detector() as det:
         assert len(det.detect(cv2.imread(str(media / "multi_face.jpg")))) >= 4
@@ -363,6 +381,16 @@ def test_cli_run_single_face(cli, media, tmp_path, _onnx_cache):
     assert "frames with faces" in r.stdout
     assert (tmp_path / "a.mp4").stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "out.jsonl"]
+
+
+def test_cli_run_full_range_detector_on_a_group_photo(cli, media, tmp_path, _onnx_cache):
+    out = tmp_path / "g.jsonl"
+    r = cli("run", "--source", media / "multi_face.jpg", "--detector", "mediapipe-full", "--micro", "none", "--jsonl", out,
+            env={"EMONAS_EDGE_CACHE": str(_onnx_cache)})
+    assert r.returncode == 0, r.stderr
+    assert "detector mediapipe-full" in r.stdout
+    (line,) = read_jsonl(out)
+    assert len(line["faces"]) == 5 and all(f["landmarks"] for f in line["faces"])
 
 
 @pytest.mark.parametrize("source", ["missing.mp4", "garbage.mp4", "7"])

@@ -88,6 +88,7 @@ def register(app: typer.Typer) -> None:
         micro: Annotated[str, typer.Option(help="Micro model (untrained heads run for timing only).")] = "emonas-micro",
         frames: Annotated[Optional[int], typer.Option(help="Frames to process (the clip loops; default 5 passes).")] = None,
         detect_every: Annotated[int, typer.Option(help="Detect every k-th frame.")] = 1,
+        detector: Annotated[str, typer.Option(help="auto, mediapipe, mediapipe-full, haar (as for run).")] = "auto",
         render: Annotated[bool, typer.Option(help="Include drawing the overlay.")] = False,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Report JSON.", rich_help_panel=P_OUT)] = None,
         markdown: Annotated[Optional[Path], typer.Option(help="Markdown stage table.", rich_help_panel=P_OUT)] = None,
@@ -97,7 +98,7 @@ def register(app: typer.Typer) -> None:
         from ..fileio import atomic_outputs, write_json_atomic
         from ..profile.pipeline import profile_pipeline
 
-        r = profile_pipeline(source, macro=macro, micro=micro, frames=frames, detect_every=detect_every, render=render)
+        r = profile_pipeline(source, macro=macro, micro=micro, frames=frames, detect_every=detect_every, render=render, detector=detector)
         t = Table(title=f"pipeline on {source.name}: {r['fps']:.1f} frames/s, decode alone {r['decode_fps']:.0f}, ratio {r['ratio']:.3f}")
         for c in ("stage", "calls", "p50 ms", "p90 ms", "p99 ms", "max ms", "share"):
             t.add_column(c, justify="left" if c == "stage" else "right")

@@ -29,14 +29,20 @@ class AugmentSettings:
 
 
 def augment_batch(x: torch.Tensor, g: torch.Generator, s: AugmentSettings = AugmentSettings()) -> torch.Tensor:
-    """``x``: float (N, C, H, W) in [0, 1]; returns a new tensor, same shape, in [0, 1]."""
+    """``x``: float (N, C, H, W) in [0, 1], on any device; returns a new tensor, same shape, in [0, 1].
+
+    The random draws come from the CPU generator ``g`` and move to ``x``'s device, so a batch is
+    augmented the same way on a GPU as on the CPU (and a resumed run takes the same draws), while
+    the warp itself runs where the images are.
+    """
     n, _, h, w = x.shape
-    rand = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    dev = x.device
+    rand = lambda *shape: torch.rand(*shape, generator=g).to(dev)  # noqa: E731
     angle = (rand(n) * 2 - 1) * math.radians(s.rotate_deg)
     scale = s.scale[0] + rand(n) * (s.scale[1] - s.scale[0])
     tx = (rand(n) * 2 - 1) * (2 * s.shift_px / w)
     ty = (rand(n) * 2 - 1) * (2 * s.shift_px / h)
-    flip = torch.where(rand(n) < 0.5, -1.0, 1.0) if s.flip else torch.ones(n)
+    flip = torch.where(rand(n) < 0.5, -1.0, 1.0) if s.flip else torch.ones(n, device=dev)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
@@ -57,8 +63,8 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, s: AugmentSettings = Augm
         ew = torch.sqrt(area / aspect).clamp(1, w)
         y0 = rand(n) * (h - eh)
         x0 = rand(n) * (w - ew)
-        ys = torch.arange(h).view(1, h, 1)
-        xs = torch.arange(w).view(1, 1, w)
+        ys = torch.arange(h, device=dev).view(1, h, 1)
+        xs = torch.arange(w, device=dev).view(1, 1, w)
         mask = (
             (ys >= y0.view(n, 1, 1)) & (ys < (y0 + eh).view(n, 1, 1)) & (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1))
         ) & (rand(n) < s.erase_p).view(n, 1, 1)

@@ -48,7 +48,9 @@ def crop_faces(
 ) -> dict:
     """Crop the largest face of every image under ``source`` into ``output`` (same tree, .png).
 
-    Crops have the model's input size (or ``size``) and colour mode. Images without a face,
+    Crops have the model's input size (or ``size``) and colour mode. ``auto`` uses the full-range
+    BlazeFace here: photos hold faces of any size, and speed matters less than finding them and
+    placing their eyes right. Images without a face,
     unreadable ones and those with several faces (the largest is kept) are counted and listed
     in ``output/crops.json``. Nothing is left behind unless it finishes: the tree is built in a
     hidden folder and renamed into place.
@@ -72,7 +74,7 @@ def crop_faces(
     unreadable: list[str] = []
     several: list[str] = []
     written = 0
-    with create_detector(detector, min_confidence, min_face) as det, atomic_folder(out, replace=overwrite) as tmp:
+    with create_detector(detector, min_confidence, min_face, auto_full_range=True) as det, atomic_folder(out, replace=overwrite) as tmp:
         for i, f in enumerate(files):
             rel = f.relative_to(src)
             img = read_image(f)

@@ -65,7 +65,7 @@ class LoopedVideo(Source):
 
 
 def profile_pipeline(source: str | os.PathLike, *, macro="emonas-macro", micro="emonas-micro", frames: int | None = None,
-                     detect_every: int = 1, render: bool = False, engine: str = "auto") -> dict:
+                     detect_every: int = 1, render: bool = False, engine: str = "auto", detector: str = "auto") -> dict:
     from ..environment import environment
     from ..pipeline import PipelineSettings, build_pipeline
     from ..pipeline.loop import run_pipeline
@@ -80,7 +80,8 @@ def profile_pipeline(source: str | os.PathLike, *, macro="emonas-macro", micro="
     total = frames or 5 * max(n_clip, 1)
     if total < 1:
         raise UserError(f"--frames must be at least 1, got {frames}")
-    built = build_pipeline(macro, micro, allow_untrained=True, engine=engine, settings=PipelineSettings(detect_every=detect_every))
+    built = build_pipeline(macro, micro, allow_untrained=True, engine=engine, detector=detector,
+                           settings=PipelineSettings(detect_every=detect_every))
     p = built.pipeline
     try:
         run_pipeline(p, VideoFileSource(path), max_frames=10)  # warm-up: arenas, kernels

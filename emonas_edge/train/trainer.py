@@ -162,7 +162,7 @@ def training_batch(images: torch.Tensor, idx: torch.Tensor, unit_scale: torch.Te
     :class:`Preprocessor` gives at inference (the tests hold the two together)."""
     x = images[idx].float().div_(255)
     if g is not None:
-        x = augment_batch(x.cpu(), g, aug).to(x.device)
+        x = augment_batch(x, g, aug)
     x = x * unit_scale + shift
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
