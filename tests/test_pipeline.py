@@ -378,19 +378,21 @@ def test_cli_run_single_face(cli, media, tmp_path, _onnx_cache):
     assert r.returncode == 0, r.stderr
     lines = read_jsonl(out)
     assert len(lines) == 72 and sum(1 for ln in lines if ln["faces"]) >= 0.95 * 72
-    assert "frames with faces" in r.stdout
+    assert "frames with faces" in r.stdout and "detector mediapipe |" in r.stdout
     assert (tmp_path / "a.mp4").stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "out.jsonl"]
 
 
-def test_cli_run_full_range_detector_on_a_group_photo(cli, media, tmp_path, _onnx_cache):
+def test_cli_run_photos_take_the_full_range_detector(cli, media, tmp_path, _onnx_cache):
+    """auto = short-range for video and cameras (speed), full-range for photos (faces of any size)."""
     out = tmp_path / "g.jsonl"
-    r = cli("run", "--source", media / "multi_face.jpg", "--detector", "mediapipe-full", "--micro", "none", "--jsonl", out,
-            env={"EMONAS_EDGE_CACHE": str(_onnx_cache)})
+    r = cli("run", "--source", media / "multi_face.jpg", "--micro", "none", "--jsonl", out, env={"EMONAS_EDGE_CACHE": str(_onnx_cache)})
     assert r.returncode == 0, r.stderr
-    assert "detector mediapipe-full" in r.stdout
+    assert "detector mediapipe-full |" in r.stdout
     (line,) = read_jsonl(out)
     assert len(line["faces"]) == 5 and all(f["landmarks"] for f in line["faces"])
+    r = cli("run", "--source", media / "multi_face.jpg", "--micro", "none", "--detector", "mediapipe", env={"EMONAS_EDGE_CACHE": str(_onnx_cache)})
+    assert r.returncode == 0 and "detector mediapipe |" in r.stdout, r.stderr
 
 
 @pytest.mark.parametrize("source", ["missing.mp4", "garbage.mp4", "7"])

@@ -115,7 +115,7 @@ def _run(source, macro, micro, allow_untrained, detector, min_confidence, min_fa
     try:
         built = build_pipeline(
             macro, micro, detector=detector, min_confidence=min_confidence, min_face=min_face, allow_untrained=allow_untrained,
-            threads=threads, engine=engine, landmark_check=landmark_check, settings=settings,
+            threads=threads, engine=engine, landmark_check=landmark_check, settings=settings, photos=getattr(src, "kind", None) == "image",
         )
     except BaseException:
         src.close()
@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
         allow_untrained: Annotated[bool, typer.Option(help="Run heads whose model has no trained weights; every result of theirs is marked untrained.", rich_help_panel=P_MODELS)] = False,
         engine: Annotated[str, typer.Option(help="auto/onnxruntime: export non-ONNX models once (cached, parity-checked) and run them in ONNX Runtime; torch: run in PyTorch.", rich_help_panel=P_MODELS)] = "auto",
         threads: Annotated[int, typer.Option(help="Inference threads per model.", rich_help_panel=P_MODELS)] = 1,
-        detector: Annotated[str, typer.Option(help="auto (MediaPipe if installed), mediapipe (BlazeFace short-range), mediapipe-full (full-range: small/distant faces, ~2x slower), haar.", rich_help_panel=P_DETECT)] = "auto",
+        detector: Annotated[str, typer.Option(help="auto (MediaPipe if installed: short-range for video and cameras, full-range for photos; else Haar), mediapipe (BlazeFace short-range), mediapipe-full (full-range: small/distant faces, ~2x slower), haar.", rich_help_panel=P_DETECT)] = "auto",
         min_confidence: Annotated[float, typer.Option(help="Minimum face detection confidence.", rich_help_panel=P_DETECT)] = 0.4,
         min_face: Annotated[int, typer.Option(help="Minimum face size in pixels.", rich_help_panel=P_DETECT)] = 24,
         landmark_check: Annotated[bool, typer.Option(help="Drop MediaPipe detections whose keypoints are not laid out like a face.", rich_help_panel=P_DETECT)] = True,

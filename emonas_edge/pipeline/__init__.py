@@ -37,9 +37,14 @@ def build_pipeline(
     engine: str = "auto",
     landmark_check: bool = True,
     settings: PipelineSettings | None = None,
+    photos: bool = False,
 ) -> Built:
     """Load models and detector once. A model whose config says ``trained: false`` is left out
-    unless ``allow_untrained`` (then every result of it is marked untrained)."""
+    unless ``allow_untrained`` (then every result of it is marked untrained).
+
+    ``photos``: the source is still images, so ``detector="auto"`` takes the full-range BlazeFace:
+    photos hold faces of any size and there is no frame rate to keep up with.
+    """
     from ..runtime import load_backend
 
     notes = []
@@ -59,7 +64,7 @@ def build_pipeline(
         backends[role] = b
     if backends["macro"] is None and backends["micro"] is None:
         raise UserError("no classifier left to run: " + "; ".join(notes) if notes else "no classifier given (--macro/--micro)")
-    det = create_detector(detector, min_confidence, min_face, landmark_check)
+    det = create_detector(detector, min_confidence, min_face, landmark_check, auto_full_range=photos)
     try:
         p = Pipeline(det, backends["macro"], backends["micro"], settings)
     except BaseException:
@@ -94,7 +99,7 @@ def run(
 
     src = source if isinstance(source, Source) else open_source(source)  # bad sources fail before models load
     try:
-        built = built or build_pipeline(**build_kw)
+        built = built or build_pipeline(**{"photos": getattr(src, "kind", None) == "image", **build_kw})
     except BaseException:
         src.close()
         raise
