@@ -3,9 +3,10 @@
 BlazeFace gives eye keypoints, which alignment needs for a rotation-corrected crop; Haar gives
 only a box. Two BlazeFace models are bundled: short-range (128x128 input, the default) is made
 for faces within ~2 m of a webcam and is about twice as fast; full-range (192x192, sparse) keeps
-finding faces a third of that size and places boxes and eyes of small faces correctly (group
-photos, robots looking across a room), where short-range misses them or misplaces their eyes. Both return the same :class:`Detection` so nothing downstream cares which ran.
-Detectors take the BGR frame as read and allocate nothing per frame beyond the detector's own.
+finding faces half that size and places boxes and eyes of small faces correctly (group photos,
+robots looking across a room), where short-range misses them or misplaces their eyes. All return
+the same :class:`Detection` so nothing downstream cares which ran. Detectors take the BGR frame
+as read and allocate nothing per frame beyond the detector's own.
 """
 
 from __future__ import annotations
