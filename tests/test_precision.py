@@ -199,3 +199,24 @@ def test_compare_int8_with_fp32(cli, tiny_onnx, fer, tmp_path):
     assert r.returncode == 0, r.stderr
     c = json.loads((tmp_path / "c.json").read_text())
     assert c["samples"] == 15 and 0 <= c["top1_agreement"] <= 1 and c["max_abs_diff"] >= c["mean_abs_diff"] > 0
+
+
+def test_calibration_from_photos_and_video_finds_faces_the_way_run_does(tmp_path):
+    """A large photo goes through full-range BlazeFace (all five faces of the group photo, as `run`
+    on photos), a video through short-range on every 5th frame, each face aligned to the model."""
+    media = SHARED / "media"
+    if not media.is_dir():
+        pytest.skip(f"shared media folder {media} is not present beside the checkout")
+    from emonas_edge.api import load_genotype
+    from emonas_edge.export.calibration import calibration_pixels
+
+    config = load_genotype("emonas-macro")
+    src = tmp_path / "calib"
+    src.mkdir()
+    (src / "group.jpg").write_bytes((media / "multi_face.jpg").read_bytes())
+    pixels, what, _ = calibration_pixels(src / "group.jpg", config)
+    assert pixels.shape == (5, 48, 48) and pixels.dtype == np.uint8 and "5 face crops" in what
+    (src / "clip.mp4").write_bytes((media / "single_face.mp4").read_bytes())
+    pixels, _, warnings = calibration_pixels(src, config)
+    assert pixels.shape == (5 + len(range(0, 72, 5)), 48, 48)  # frames 0, 5, ..., 70 of the clip, one face each
+    assert any("only 20 calibration samples" in w for w in warnings)

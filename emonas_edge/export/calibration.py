@@ -22,13 +22,14 @@ CROP_MAX_SIDE = 160  # images no larger than this are taken as face crops; large
 FEW_SAMPLES = 300
 
 
-def _faces_in(frames, config: ModelConfig, limit: int) -> list[np.ndarray]:
+def _faces_in(frames, config: ModelConfig, limit: int, photos: bool) -> list[np.ndarray]:
+    """Faces found the way ``run`` finds them in that kind of source (full-range BlazeFace for photos)."""
     from ..pipeline.align import Aligner
     from ..pipeline.detect import create_detector
 
     out: list[np.ndarray] = []
     aligner = Aligner(config, max_faces=8)
-    with create_detector() as det:
+    with create_detector(auto_full_range=photos) as det:
         for img in frames:
             if len(out) >= limit:
                 break
@@ -86,7 +87,7 @@ def calibration_pixels(source: str | os.PathLike, config: ModelConfig, n: int = 
         frames: list[np.ndarray] = []
         for f in files:
             if f.suffix.lower() in VIDEO_SUFFIXES:
-                crops.extend(_faces_in(_video_frames(f), config, n - len(crops)))
+                crops.extend(_faces_in(_video_frames(f), config, n - len(crops), photos=False))
                 continue
             img = read_image(f)
             if img is None:
@@ -97,7 +98,7 @@ def calibration_pixels(source: str | os.PathLike, config: ModelConfig, n: int = 
             else:
                 frames.append(img)
         if frames:
-            crops.extend(_faces_in(frames, config, max(0, n - len(crops))))
+            crops.extend(_faces_in(frames, config, max(0, n - len(crops)), photos=True))
         if not crops:
             raise UserError(f"{source}: no usable faces for calibration (no face crops, and no faces detected in the frames)")
         pixels = np.stack(crops[:n])
