@@ -130,6 +130,21 @@ def test_full_range_model_is_bundled_and_finds_small_faces(media):
         assert len(short.detect(far)) < len(small)
 
 
+def test_full_range_finds_no_face_in_the_no_face_clip(media):
+    """Full-range fires on the clip's skin-coloured lettering far more than short-range (70 of 95
+    frames here); the keypoint-layout check is what keeps those out."""
+    cap = cv2.VideoCapture(str(media / "no_face.mp4"))
+    frames = with_face = 0
+    with create_detector("mediapipe-full") as det:
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            frames += 1
+            with_face += bool(det.detect(img))
+        assert frames > 50 and with_face <= 0.02 * frames and det.rejected > 0
+
+
 def test_multi_face_image_gives_at_least_four_faces(media):
     with create_detector() as det:
         assert len(det.detect(cv2.imread(str(media / "multi_face.jpg")))) >= 4
