@@ -115,7 +115,7 @@ def _run(source, macro, micro, allow_untrained, detector, min_confidence, min_fa
     try:
         built = build_pipeline(
             macro, micro, detector=detector, min_confidence=min_confidence, min_face=min_face, allow_untrained=allow_untrained,
-            threads=threads, engine=engine, landmark_check=landmark_check, settings=settings, photos=getattr(src, "kind", None) == "image",
+            threads=threads, engine=engine, landmark_check=landmark_check, settings=settings, photos=src.kind == "image",
         )
     except BaseException:
         src.close()

@@ -99,7 +99,7 @@ def run(
 
     src = source if isinstance(source, Source) else open_source(source)  # bad sources fail before models load
     try:
-        built = built or build_pipeline(**{"photos": getattr(src, "kind", None) == "image", **build_kw})
+        built = built or build_pipeline(**{"photos": src.kind == "image", **build_kw})
     except BaseException:
         src.close()
         raise
