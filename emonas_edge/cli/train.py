@@ -21,7 +21,7 @@ def report_table(r: dict) -> Table:
         t.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     t.add_section()
     t.add_row("accuracy", "", "", f"[bold]{r['accuracy']:.4f}[/]", str(r["samples"]))
-    t.add_row("UF1 / UAR", "", f"{r['uar']:.4f}", f"{r['uf1']:.4f}", "")
+    t.add_row("UAR / UF1", "", f"{r['uar']:.4f}", f"{r['uf1']:.4f}", "")
     return t
 
 
