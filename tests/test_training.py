@@ -360,6 +360,23 @@ def test_distilled_run_resumes_exactly(trained_run, fer_subsets, tmp_path):
     _same_weights(a / "last.pt", b / "last.pt")
 
 
+def test_resuming_with_another_teacher_is_refused(trained_run, fer_subsets, tmp_path):
+    out, _ = trained_run
+    tr, _ = fer_subsets
+    config = tiny_config()
+    run = tmp_path / "run"
+    train(config, fresh_model(config), tr, None, run, _resume_settings(1, teachers=(str(out / "best.pt"),)), log=quiet)
+    assert len(read_checkpoint(run / "last.pt")["train"]["teachers"]) == 1
+    for teachers in (("emonas-macro",), (str(out / "best.pt"), "emonas-macro"), ()):
+        with pytest.raises(UserError, match="not the ones this run started with"):
+            train(config, fresh_model(config), tr, None, run, _resume_settings(2, teachers=teachers), resume=True, log=quiet)
+    # the same weights under another file name are the same teacher
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes((out / "best.pt").read_bytes())
+    summary = train(config, fresh_model(config), tr, None, run, _resume_settings(2, teachers=(str(copy),)), resume=True, log=quiet)
+    assert len(summary["history"]) == 2
+
+
 def test_a_trained_builtin_name_can_teach(fer_subsets, tmp_path):
     tr, _ = fer_subsets
     config = tiny_config()

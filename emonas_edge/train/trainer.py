@@ -11,6 +11,7 @@ uninterrupted one. Started under ``torchrun``, the same code runs distributed da
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -186,6 +187,20 @@ def teacher_targets(teachers: list[torch.nn.Module], images: torch.Tensor, unit_
     return torch.cat(parts).to(images.device)
 
 
+def teacher_fingerprint(teacher: torch.nn.Module) -> str:
+    """SHA-256 of a teacher's weights, whatever file or built-in name they came from.
+
+    A resumed distillation run recomputes its targets from the teachers it is given; if a file
+    or a built-in name now holds other weights, the second half of the run would silently learn
+    from another teacher. The fingerprints saved with the run let ``--resume`` refuse that.
+    """
+    h = hashlib.sha256()
+    for k, v in sorted(teacher.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _online_targets(teachers: list[torch.nn.Module], x: torch.Tensor, temperature: float) -> torch.Tensor:
     with torch.no_grad():
         return torch.stack([F.softmax(t(x).float() / temperature, 1) for t in teachers]).mean(0)
@@ -248,7 +263,7 @@ def train(
         if start_epoch >= s.epochs:
             log(f"already trained {start_epoch} of {s.epochs} epochs")
 
-    teachers = []
+    teachers, fingerprints = [], []
     for path in s.teachers:
         from ..api import load_model
 
@@ -257,8 +272,15 @@ def train(
             raise UserError(f"teacher {path} has other classes or input shape than the student")
         if not tconfig.trained:
             raise UserError(f"teacher {path} holds untrained weights")
+        fingerprints.append(teacher_fingerprint(teacher))
         teacher = teacher.to(device).eval()
         teachers.append(teacher.to(memory_format=torch.channels_last) if s.channels_last else teacher)
+
+    if resume and tr.get("teachers") is not None and sorted(tr["teachers"]) != sorted(fingerprints):
+        raise UserError(
+            f"--resume: the teachers given ({', '.join(s.teachers) or 'none'}) are not the ones this run started with "
+            f"(their weights differ); resume with the same teacher files"
+        )
 
     net = model
     if world > 1:
@@ -365,6 +387,7 @@ def train(
                 "history": history,
                 "best": best,
                 "ema": {k: v.cpu() for k, v in ema.state.items()} if ema is not None else None,
+                "teachers": fingerprints,
             }
             # last.pt keeps the raw weights (resuming needs them); best.pt the evaluated (EMA) ones.
             model.cpu()
