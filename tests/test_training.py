@@ -656,3 +656,21 @@ def test_torchrun_distributed_data_parallel(tmp_path, tiny_file):
     assert payload["train"]["epoch"] == 1
     assert payload["train"]["history"][0]["lr"] == pytest.approx(0.1 * (2 * 16) / 128)  # scaled by the global batch
     assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 reports
+
+
+def test_cli_train_a_trained_name_fine_tunes_unless_scratch(tmp_path):
+    """`--model emonas-macro` means the shipped weights; --scratch keeps only the architecture."""
+    from emonas_edge.api import load_model
+
+    _, shipped, _ = load_model("emonas-macro")
+    ref = shipped.state_dict()
+    distance = {}
+    for flag in ((), ("--scratch",)):
+        out = tmp_path / ("scratch" if flag else "tune")
+        proc = run_cli("train", "--model", "emonas-macro", *flag, "--data", fer_dir("train"), "--out", out, "--epochs", 1,
+                       "--max-steps", 1, "--limit-per-class", 4, "--batch", 16, "--threads", 1, tmp_path=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert ("random weights (--scratch)" if flag else "fine-tuning the trained weights of emonas-macro") in proc.stdout
+        weights = read_checkpoint(out / "last.pt")["state_dict"]
+        distance[bool(flag)] = max(float((weights[k].float() - ref[k].float()).abs().max()) for k in ref if k.endswith("weight"))
+    assert distance[False] < 0.05 < distance[True], distance

@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         max_steps: Annotated[Optional[int], typer.Option(help="At most this many steps per epoch (smoke tests).")] = None,
         limit_per_class: Annotated[Optional[int], typer.Option(help="Use at most N images per class (quick runs).")] = None,
         resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
+        scratch: Annotated[bool, typer.Option(help="Start from random weights even when --model is a trained built-in name or checkpoint (only its architecture and config are used).")] = False,
         annotations: Annotated[Optional[Path], typer.Option(help="Micro-expression annotation CSV (then --data is the frames folder).", rich_help_panel="Micro-expressions")] = None,
         convention: Annotated[str, typer.Option(help="generic | casme2 | samm | smic", rich_help_panel="Micro-expressions")] = "generic",
         window: Annotated[str, typer.Option(help="onset-offset | apex", rich_help_panel="Micro-expressions")] = "onset-offset",
@@ -75,7 +76,13 @@ def register(app: typer.Typer) -> None:
             config = config_from_dict(read_checkpoint(out / "last.pt")["config"], str(out / "last.pt")).replace(trained=False)
             net = create_model(config)
         else:
-            config, net, _ = load_model(model)
+            config, net, weights = load_model(model)
+            if config.trained and scratch:
+                config = config.replace(trained=False)
+                net = create_model(config)
+                console.print(f"training {model}'s architecture from random weights (--scratch)")
+            elif config.trained:
+                console.print(f"fine-tuning the trained weights of {model} ({weights}); --scratch starts from random weights instead")
         settings = TrainSettings(
             epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing, balanced=balanced, augment=not no_augment, ema=ema,
