@@ -51,8 +51,8 @@ def crop_faces(
     Crops have the model's input size (or ``size``) and colour mode. ``auto`` uses the full-range
     BlazeFace here: photos hold faces of any size, and speed matters less than finding them and
     placing their eyes right. Images without a face, unreadable ones and those with several faces
-    (the largest is kept) are counted and listed in ``output/crops.json``. Nothing is left behind unless it finishes: the tree is built in a
-    hidden folder and renamed into place.
+    (the largest is kept) are counted and listed in ``output/crops.json``. Nothing is left behind
+    unless it finishes: the tree is built in a hidden folder and renamed into place.
     """
     src, out = Path(source), Path(output)
     if not src.is_dir():
