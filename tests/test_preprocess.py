@@ -1,6 +1,7 @@
 """One preprocessing: what training feeds the network equals what inference feeds it."""
 
 import numpy as np
+import pytest
 import torch
 
 from emonas_edge.config import config_from_dict
@@ -44,3 +45,52 @@ def test_augmented_batch_stays_in_normalised_range():
     lo, hi = (0 - 0.3) / 0.2, (1 - 0.3) / 0.2
     assert x.min() >= lo - 1e-5 and x.max() <= hi + 1e-5
     assert x.std() > 0.5  # not collapsed to a constant (the double-scaling bug did that)
+
+
+def _batch(n=6, c=1, h=12, w=10):
+    return torch.from_numpy(np.random.default_rng(1).random((n, c, h, w), dtype=np.float32))
+
+
+def test_mixup_blends_each_image_with_its_partner():
+    from emonas_edge.data.augment import mix_batch
+
+    x = _batch()
+    out, partner, lam = mix_batch(x, torch.Generator().manual_seed(0), "mixup", alpha=1.0, p=1.0)
+    assert partner is not None and sorted(partner.tolist()) == list(range(6)) and 0 < lam < 1
+    torch.testing.assert_close(out, lam * x + (1 - lam) * x[partner])
+    again = mix_batch(x, torch.Generator().manual_seed(0), "mixup", alpha=1.0, p=1.0)
+    assert again[2] == lam and torch.equal(again[1], partner)  # the draws come from the generator only
+
+
+def test_cutmix_pastes_one_box_and_lam_is_the_area_left():
+    from emonas_edge.data.augment import mix_batch
+
+    x = _batch()
+    seen = set()
+    for seed in range(20):
+        out, partner, lam = mix_batch(x, torch.Generator().manual_seed(seed), "cutmix", alpha=1.0, p=1.0)
+        box = (out != x).any(0).any(0)  # where any image changed
+        # every image took that box from its partner and kept the rest
+        assert torch.equal(out[:, :, box], x[partner][:, :, box])
+        assert torch.equal(out[:, :, ~box], x[:, :, ~box])
+        assert lam == pytest.approx(1 - int(box.sum()) / box.numel(), abs=1e-12)
+        rows, cols = box.any(1).nonzero().flatten(), box.any(0).nonzero().flatten()
+        if len(rows):
+            assert int(box.sum()) == len(rows) * len(cols)  # a rectangle
+            assert rows.tolist() == list(range(rows.min(), rows.max() + 1))
+        seen.add(round(lam, 3))
+    assert len(seen) > 5  # the box size varies
+
+
+def test_mixing_off_or_unlucky_leaves_the_batch_alone():
+    from emonas_edge.data.augment import mix_batch
+
+    x = _batch()
+    g = torch.Generator().manual_seed(5)
+    state = g.get_state()
+    assert mix_batch(x, g, "none") == (x, None, 1.0)
+    assert torch.equal(g.get_state(), state)  # "none" draws nothing: unmixed runs keep their streams
+    out, partner, lam = mix_batch(x, g, "cutmix", p=0.0)
+    assert out is x and partner is None and lam == 1.0
+    with pytest.raises(ValueError, match="mix mode"):
+        mix_batch(x, g, "mosaic")

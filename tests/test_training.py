@@ -245,7 +245,7 @@ def test_training_data_with_other_classes_is_an_error(tmp_path):
         train(config, fresh_model(config), ds, None, tmp_path / "r", _resume_settings(1), log=quiet)
 
 
-@pytest.mark.parametrize("bad", [dict(optimizer="lamb"), dict(epochs=0), dict(batch=0)])
+@pytest.mark.parametrize("bad", [dict(optimizer="lamb"), dict(epochs=0), dict(batch=0), dict(mix="mosaic"), dict(mix="mixup", mix_alpha=0.0), dict(mix_p=1.5)])
 def test_bad_settings_are_user_errors(bad):
     with pytest.raises(UserError):
         TrainSettings(**bad).resolved()
@@ -358,6 +358,24 @@ def test_distilled_run_resumes_exactly(trained_run, fer_subsets, tmp_path):
     ha, hb = _history(a), _history(b)
     assert hb[1]["train_loss"] == pytest.approx(ha[1]["train_loss"], abs=1e-6, rel=0)
     _same_weights(a / "last.pt", b / "last.pt")
+
+
+def test_mixed_distilled_run_resumes_exactly_and_differs_from_an_unmixed_one(trained_run, fer_subsets, tmp_path):
+    out, _ = trained_run
+    tr, _ = fer_subsets
+    config = tiny_config()
+    a, b, c = tmp_path / "A", tmp_path / "B", tmp_path / "C"
+    kw = dict(teachers=(str(out / "best.pt"),), mix="cutmix", mix_p=1.0)
+    train(config, fresh_model(config), tr, None, a, _resume_settings(2, **kw), log=quiet)
+    train(config, fresh_model(config), tr, None, b, _resume_settings(1, **kw), log=quiet)
+    train(config, fresh_model(config, seed=99), tr, None, b, _resume_settings(2, **kw), resume=True, log=quiet)
+    ha, hb = _history(a), _history(b)
+    assert all(np.isfinite(h["train_loss"]) for h in ha)
+    assert hb[1]["train_loss"] == pytest.approx(ha[1]["train_loss"], abs=1e-6, rel=0)
+    _same_weights(a / "last.pt", b / "last.pt")
+    train(config, fresh_model(config), tr, None, c, _resume_settings(1, teachers=kw["teachers"]), log=quiet)
+    assert _history(c)[0]["train_loss"] != ha[0]["train_loss"]  # mixing really changed the inputs
+    assert read_checkpoint(a / "last.pt")["config"]["meta"]["training"]["settings"]["mix"] == "cutmix"
 
 
 def test_resuming_with_another_teacher_is_refused(trained_run, fer_subsets, tmp_path):

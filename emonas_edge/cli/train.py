@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         distill: Annotated[str, typer.Option(help="offline: teacher targets computed once on clean images and mirrors (cheap on CPUs) | online: on every augmented batch", rich_help_panel="Distillation")] = "offline",
         distill_alpha: Annotated[float, typer.Option(help="Weight of the distillation loss (the rest: cross-entropy on labels).", rich_help_panel="Distillation")] = 0.5,
         distill_temperature: Annotated[float, typer.Option(rich_help_panel="Distillation")] = 4.0,
+        mix: Annotated[str, typer.Option(help="none | mixup | cutmix: blend each mixed batch with a shuffled copy of itself; labels, auxiliary loss and teacher targets are blended alike.", rich_help_panel="Regularisation")] = "none",
+        mix_alpha: Annotated[float, typer.Option(help="The blend weight is drawn from Beta(alpha, alpha).", rich_help_panel="Regularisation")] = 1.0,
+        mix_p: Annotated[float, typer.Option(help="Fraction of batches mixed.", rich_help_panel="Regularisation")] = 0.5,
         seed: Annotated[int, typer.Option()] = 0,
         threads: Annotated[Optional[int], typer.Option(help="PyTorch CPU threads.")] = None,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -87,7 +90,7 @@ def register(app: typer.Typer) -> None:
             epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing, balanced=balanced, augment=not no_augment, ema=ema,
             teachers=tuple(teacher or ()), distill=distill, distill_alpha=distill_alpha,
-            distill_temperature=distill_temperature, seed=seed, threads=threads, device=device, amp=amp, max_steps=max_steps,
+            distill_temperature=distill_temperature, mix=mix, mix_alpha=mix_alpha, mix_p=mix_p, seed=seed, threads=threads, device=device, amp=amp, max_steps=max_steps,
         )
         if annotations is not None:
             from ..data.micro import load_micro_dataset

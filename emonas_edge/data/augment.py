@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -71,3 +72,42 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, s: AugmentSettings = Augm
         noise = rand(n, x.shape[1], h, w)
         out = torch.where(mask.unsqueeze(1), noise.to(out.dtype), out)
     return out.clamp_(0, 1)
+
+
+MIX_MODES = ("none", "mixup", "cutmix")
+
+
+def mix_batch(x: torch.Tensor, g: torch.Generator, mode: str, alpha: float = 1.0, p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Mixup or CutMix of a batch with a shuffled copy of itself: ``(x_mixed, partner, lam)``.
+
+    Why: the FER2013 nets here end 8–10 points more accurate on augmented training images than
+    on PublicTest; mixing is a regulariser that costs no extra forward pass. The caller mixes its
+    losses and soft targets with the same ``lam`` (the weight of the original image) and
+    ``partner`` (the index of each image's partner in the batch); ``partner is None`` means the
+    batch was left unmixed (probability ``1 - p``). One ``lam`` per batch, as in timm. All draws
+    come from ``g`` so a resumed run mixes exactly as an uninterrupted one; ``none`` draws nothing,
+    so runs without mixing keep their random streams.
+    """
+    if mode not in MIX_MODES:
+        raise ValueError(f"mix mode must be one of {MIX_MODES}, got {mode!r}")
+    n, _, h, w = x.shape
+    if mode == "none":
+        return x, None, 1.0
+    apply = float(torch.rand(1, generator=g)) < p
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))  # always drawn: the stream stays aligned
+    partner = torch.randperm(n, generator=g).to(x.device)
+    if not apply or n < 2:
+        return x, None, 1.0
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    if mode == "mixup":
+        return x * lam + x[partner] * (1 - lam), partner, lam
+    # CutMix: a box of area (1 - lam), centred anywhere, clipped at the borders; lam then follows the box
+    rng = np.random.default_rng(seed + 1)
+    cut = math.sqrt(1 - lam)
+    bh, bw = int(round(h * cut)), int(round(w * cut))
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0, y1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, h)
+    x0, x1 = max(cx - bw // 2, 0), min(cx + bw - bw // 2, w)
+    out = x.clone()
+    out[:, :, y0:y1, x0:x1] = x[partner][:, :, y0:y1, x0:x1]
+    return out, partner, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import ModelConfig
-from ..data.augment import AugmentSettings, augment_batch
+from ..data.augment import MIX_MODES, AugmentSettings, augment_batch, mix_batch
 from ..data.datasets import ArrayDataset
 from ..data.preprocess import Preprocessor
 from ..errors import UserError
@@ -50,6 +50,9 @@ class TrainSettings:
     distill: str = "offline"  # offline: teacher targets computed once per run | online: on every augmented batch
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
+    mix: str = "none"  # none | mixup | cutmix (labels, auxiliary loss and teacher targets mixed alike)
+    mix_alpha: float = 1.0  # Beta(alpha, alpha) mixing weight
+    mix_p: float = 0.5  # fraction of batches mixed
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
@@ -69,6 +72,10 @@ class TrainSettings:
             raise UserError(f"distill must be offline or online, got {s.distill!r}")
         if not 0.0 <= s.distill_alpha <= 1.0 or s.distill_temperature <= 0:
             raise UserError("distill alpha must lie in [0, 1] and the temperature be positive")
+        if s.mix not in MIX_MODES:
+            raise UserError(f"mix must be one of {', '.join(MIX_MODES)}, got {s.mix!r}")
+        if s.mix_alpha <= 0 or not 0.0 <= s.mix_p <= 1.0:
+            raise UserError("mix alpha must be positive and mix p lie in [0, 1]")
         s.teachers = tuple(str(t) for t in s.teachers)
         if s.lr is None:
             s.lr = 0.1 * s.batch * world / 128 if s.optimizer == "sgd" else 2e-3
@@ -332,15 +339,32 @@ def train(
             idx = idx[rank * s.batch : (rank + 1) * s.batch].to(device)
             x = training_batch(images, idx, unit_scale, shift, g if s.augment else None, aug, s.channels_last)
             y = labels[idx]
+            partner, lam = None, 1.0
+            if s.mix != "none":
+                x, partner, lam = mix_batch(x, g, s.mix, s.mix_alpha, s.mix_p)
+                if s.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+
+            def ce(out: torch.Tensor) -> torch.Tensor:
+                loss = F.cross_entropy(out.float(), y, label_smoothing=s.label_smoothing)
+                if partner is None:
+                    return loss
+                return lam * loss + (1 - lam) * F.cross_entropy(out.float(), y[partner], label_smoothing=s.label_smoothing)
+
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp):
                 outputs = net(x)
                 logits, aux = outputs if isinstance(outputs, tuple) else (outputs, None)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=s.label_smoothing)
+                loss = ce(logits)
                 if aux is not None:
-                    loss = loss + s.aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=s.label_smoothing)
+                    loss = loss + s.aux_weight * ce(aux)
                 if teachers:
                     temp = s.distill_temperature
-                    target = soft_targets[idx] if soft_targets is not None else _online_targets(teachers, x, temp)
+                    if soft_targets is None:  # online: the teachers see the mixed image itself
+                        target = _online_targets(teachers, x, temp)
+                    else:
+                        target = soft_targets[idx]
+                        if partner is not None:
+                            target = lam * target + (1 - lam) * target[partner]
                     kd = F.kl_div(F.log_softmax(logits.float() / temp, 1), target, reduction="batchmean") * temp * temp
                     loss = (1 - s.distill_alpha) * loss + s.distill_alpha * kd
             opt.zero_grad(set_to_none=True)
