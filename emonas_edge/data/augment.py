@@ -109,5 +109,5 @@ def mix_batch(x: torch.Tensor, g: torch.Generator, mode: str, alpha: float = 1.0
     y0, y1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, h)
     x0, x1 = max(cx - bw // 2, 0), min(cx + bw - bw // 2, w)
     out = x.clone()
-    out[:, :, y0:y1, x0:x1] = x[partner][:, :, y0:y1, x0:x1]
+    out[:, :, y0:y1, x0:x1] = x[partner, :, y0:y1, x0:x1]  # only the box is gathered
     return out, partner, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
