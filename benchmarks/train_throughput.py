@@ -2,8 +2,9 @@
 
 Why: on a 2-core CPU the price of a teacher or student is its training throughput, and a figure
 measured on another machine (the issue's ~580 images/s for a VGG-style net) does not transfer. Each
-network takes the same SGD steps (batch 128, channels-last, cross-entropy, 48x48 gray) as
-`emonas-edge train`; the data are random because only time is measured here. Prints images/s and
+network takes Nesterov SGD steps like `emonas-edge train` (batch 128, channels-last, cross-entropy,
+48x48 gray; no augmentation, EMA or distillation, which cost the same for every network); the data are
+random because only time is measured here. Prints images/s and
 the ratio to the VGG-style baseline.
 
     .venv/bin/python benchmarks/train_throughput.py [GENOTYPE.json[:key=int,...] ...] [--threads 2] [--steps 10]
@@ -92,14 +93,17 @@ def main() -> None:
     torch.manual_seed(0)
     base = vgg_style()
     base_ips = images_per_s(base, args.steps)
+
+    def row(name: str, model, ips: float) -> None:
+        print(f"{name:<52} {count_params(model):>9,} {macs_torch(model.eval(), (1, 48, 48)) / 1e6:>7.1f} "
+              f"{ips:>7.0f} {ips / base_ips:>7.2f}")
+
     print(f"{'network':<52} {'params':>9} {'MMACs':>7} {'img/s':>7} {'vs VGG':>7}")
-    print(f"{'VGG-style 3x3 ' + '-'.join(map(str, VGG)):<52} {count_params(base):>9,} "
-          f"{macs_torch(base.eval(), (1, 48, 48)) / 1e6:>7.1f} {base_ips:>7.0f} {1.0:>7.2f}")
+    row("VGG-style 3x3 " + "-".join(map(str, VGG)), base, base_ips)
     for g, config in configs:
         model = create_model(config)
-        ips = images_per_s(model, args.steps)
-        print(f"{g:<52} {count_params(model):>9,} {macs_torch(model.eval(), (1, 48, 48)) / 1e6:>7.1f} "
-              f"{ips:>7.0f} {ips / base_ips:>7.2f}")
+        row(g, model, images_per_s(model, args.steps))
+
 
 if __name__ == "__main__":
     main()
