@@ -152,6 +152,45 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {report}/report.json and confusion_matrix.png")
 
     @app.command()
+    def slim(
+        model: Annotated[str, typer.Option("--model", "-m", help="Trained cell-network checkpoint or built-in name to cut down.")],
+        channels: Annotated[int, typer.Option(help="init_channels of the slimmed network (later stages scale with it).")],
+        data: Annotated[Path, typer.Option(help="Real training images (same forms as train --data): rank channels and re-estimate batch-norm statistics.")],
+        out: Annotated[Path, typer.Option(help="Checkpoint to write (fine-tune it with `train --model OUT`).")],
+        val: Annotated[Optional[Path], typer.Option(help="Score the slimmed network here before fine-tuning.")] = None,
+        limit_per_class: Annotated[Optional[int], typer.Option(help="Use at most N images per class of --data / --val.")] = None,
+        threads: Annotated[Optional[int], typer.Option(help="PyTorch CPU threads.")] = None,
+    ):
+        """Structured width pruning: keep the channels that matter most, as a start for fine-tuning."""
+        import torch
+
+        from ..api import load_model
+        from ..checkpoint import save_checkpoint
+        from ..data.datasets import load_dataset
+        from ..train.slim import slim_cell_network
+
+        if threads:
+            torch.set_num_threads(threads)
+        config, net, weights = load_model(model)
+        if not config.trained:
+            raise UserError(f"{model} has no trained weights: slimming random weights gives random weights; train it first")
+        train_ds = load_dataset(data, config, "Training", limit_per_class)
+        new_config, small, rep = slim_cell_network(config, net, channels, train_ds.images)
+        save_checkpoint(out, small, new_config)
+        console.print(f"{model}: {rep['params_before']:,} -> {rep['params_after']:,} parameters "
+                      f"(init_channels {rep['init_channels_before']} -> {channels}); batch-norm statistics re-estimated on {len(train_ds):,} images")
+        if val is not None:
+            from ..data.preprocess import Preprocessor
+            from ..train.trainer import evaluate_arrays
+
+            val_ds = load_dataset(val, new_config, "PublicTest", limit_per_class)
+            imgs = torch.as_tensor(val_ds.images)
+            imgs = imgs.unsqueeze(1) if imgs.ndim == 3 else imgs.permute(0, 3, 1, 2).contiguous()
+            r = evaluate_arrays(small, imgs, val_ds.labels, Preprocessor(new_config), new_config.classes)
+            console.print(f"before fine-tuning: accuracy {r['accuracy']:.4f} on {len(val_ds):,} images of {val}")
+        console.print(f"wrote {out}")
+
+    @app.command()
     def compare(
         a: Annotated[str, typer.Argument(help="First artifact: built-in name, checkpoint or ONNX file.")],
         b: Annotated[str, typer.Argument(help="Second artifact.")],
