@@ -113,7 +113,8 @@ def test_the_channels_nobody_reads_are_the_ones_dropped():
     with torch.no_grad():
         net.cells[0].preprocess1[1].weight[:, [2, 6]] = 0  # stem channels 2 and 6 feed nothing
         net.classifier.weight[:, 30] = 0  # nor does the last cell's channel 30
-    _, _, rep = slim_cell_network(config, net, 6, images(64, 48), recalibrate=False)
+    new_config, _, rep = slim_cell_network(config, net, 6, images(64, 48), recalibrate=False, name="g1-small")
+    assert new_config.name == "g1-small" and new_config.meta["slimmed_from"]["name"] == "g1"
     assert len(rep["kept"][0]) == 6 and not {2, 6} & set(rep["kept"][0])
     assert len(rep["kept"][-1]) == 24 and 30 not in rep["kept"][-1]
 
@@ -182,7 +183,7 @@ def test_cli_slims_the_shipped_model_and_the_result_fine_tunes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     config, small, _ = load_checkpoint(out)
     _, shipped, _ = load_checkpoint(ROOT / "models" / "emonas-macro.pt")
-    assert config.network["init_channels"] == 24 and config.trained
+    assert config.network["init_channels"] == 24 and config.trained and config.name == "emonas-macro-c24"
     assert config.meta["slimmed_from"]["init_channels"] == 32
     assert count_params(small) < 0.6 * count_params(shipped)
     acc = float(re.search(r"before fine-tuning: accuracy ([0-9.]+)", proc.stdout).group(1))

@@ -158,6 +158,7 @@ def register(app: typer.Typer) -> None:
         data: Annotated[Path, typer.Option(help="Real training images (same forms as train --data): rank channels and re-estimate batch-norm statistics.")],
         out: Annotated[Path, typer.Option(help="Checkpoint to write (fine-tune it with `train --model OUT`).")],
         val: Annotated[Optional[Path], typer.Option(help="Score the slimmed network here before fine-tuning.")] = None,
+        name: Annotated[Optional[str], typer.Option(help="Model name of the slimmed network (default: the original's name with -c<channels>).")] = None,
         limit_per_class: Annotated[Optional[int], typer.Option(help="Use at most N images per class of --data / --val.")] = None,
         threads: Annotated[Optional[int], typer.Option(help="PyTorch CPU threads.")] = None,
     ):
@@ -175,7 +176,7 @@ def register(app: typer.Typer) -> None:
         if not config.trained:
             raise UserError(f"{model} has no trained weights: slimming random weights gives random weights; train it first")
         train_ds = load_dataset(data, config, "Training", limit_per_class)
-        new_config, small, rep = slim_cell_network(config, net, channels, train_ds.images)
+        new_config, small, rep = slim_cell_network(config, net, channels, train_ds.images, name=name)
         save_checkpoint(out, small, new_config)
         console.print(f"{model}: {rep['params_before']:,} -> {rep['params_after']:,} parameters "
                       f"(init_channels {rep['init_channels_before']} -> {channels}); batch-norm statistics re-estimated on {len(train_ds):,} images")

@@ -154,7 +154,7 @@ def to_input(images: torch.Tensor, pre: Preprocessor) -> torch.Tensor:
 
 def slim_cell_network(
     config: ModelConfig, model: nn.Module, channels: int, images: np.ndarray | torch.Tensor,
-    recalibrate: bool = True, importance_images: int = 2048, seed: int = 0,
+    recalibrate: bool = True, importance_images: int = 2048, seed: int = 0, name: str | None = None,
 ) -> tuple[ModelConfig, nn.Module, dict]:
     """``(config, model, report)`` of ``model`` cut to ``init_channels = channels``.
 
@@ -184,6 +184,7 @@ def slim_cell_network(
         raise UserError(f"init_channels {old_c} -> {channels} does not divide the stage widths {sorted(set(widths))} evenly")
     keep = [_keep(s, n) for s, n in zip(scores, new_widths)]
     new_config = config.replace(
+        name=name or f"{config.name}-c{channels}",
         network={**config.network, "init_channels": channels},
         description=f"{config.name} slimmed from {old_c} to {channels} channels at the first stage (structured pruning by measured channel importance); fine-tune before use.",
         meta={**config.meta, "slimmed_from": {"name": config.name, "init_channels": old_c, "params": count_params(model)}},
