@@ -8,6 +8,7 @@ One resolver so every command accepts the same things in the same way: a built-i
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -39,8 +40,8 @@ def source_kind(spec: str | os.PathLike) -> str:
 
 
 def _architecture(config: ModelConfig) -> dict:
-    """What the weights depend on: training-only settings are left out."""
-    net = {k: v for k, v in config.network.items() if k not in ("drop_path", "dropout", "auxiliary")}
+    """What the weights depend on: training-only and inference-only settings are left out."""
+    net = {k: v for k, v in config.network.items() if k not in ("drop_path", "dropout", "auxiliary", "test_time_flip")}
     g = config.genotype.to_dict() if config.genotype else None
     return {"family": config.family, "genotype": g, "network": net}
 
@@ -103,6 +104,12 @@ def load_model(
             f"weights {weights} were trained for a different network than {spec} "
             f"(checkpoint: {wconfig.family} {wconfig.network}; genotype: {config.family} {config.network})"
         )
+    # Test-time flip costs a second pass, not other weights: the genotype given decides it, so the
+    # shipped weights can run without it (half the latency) from a copy of the genotype.
+    flip = config.network.get("test_time_flip", False)
+    if wconfig.network.get("test_time_flip", False) != flip:
+        wconfig = replace(wconfig, network={**wconfig.network, "test_time_flip": flip})
+        model.test_time_flip = flip
     return wconfig, model, Path(weights)
 
 

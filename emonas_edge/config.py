@@ -42,6 +42,8 @@ _COMMON = {
     "num_classes": (None, lambda v: isinstance(v, int) and 2 <= v <= 10000, "an integer >= 2"),
     "drop_path": (0.0, lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a probability in [0, 1)"),
     "dropout": (0.0, lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a probability in [0, 1)"),
+    # Average each prediction over the image and its mirror inside the network (nn/flip.py).
+    "test_time_flip": (False, lambda v: isinstance(v, bool), "true or false"),
 }
 NETWORK_KEYS = {
     "cell": {
@@ -221,7 +223,7 @@ def config_from_dict(d: object, source: str = "genotype") -> ModelConfig:
         value = net_in.get(key, default)
         if key == "num_classes" and value is None:
             value = len(classes_in) if classes_in else (7 if task == "macro" else 3)
-        if isinstance(value, bool) and key not in ("auxiliary",):
+        if isinstance(value, bool) and key not in ("auxiliary", "test_time_flip"):
             raise UserError(f"{source}: network '{key}' must be {what}, got {value!r}")
         if not check(value):
             raise UserError(f"{source}: network '{key}' must be {what}, got {value!r}")

@@ -58,6 +58,7 @@ TINY_GENOTYPE = {
         "dropout": 0.0,
         "stem_stride": 1,
         "stem_multiplier": 3,
+        "test_time_flip": False,
     },
     "classes": ["negative", "neutral", "positive"],
     "preprocess": {"grayscale": True, "mean": [0.5], "std": [0.25]},

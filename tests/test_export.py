@@ -149,6 +149,8 @@ def visible_and_hidden_files(folder: Path) -> list[str]:
 CASES = {
     "cell-gray48": ("cell", dict(in_channels=1, input_size=48, init_channels=8)),
     "cell-rgb64": ("cell", dict(in_channels=3, input_size=64, init_channels=6)),
+    # The mirror view runs inside the graph (nn/flip.py): the artifact must average like PyTorch.
+    "cell-gray48-flip": ("cell", dict(in_channels=1, input_size=48, init_channels=8, test_time_flip=True)),
     "cell-rgb112-stem2": ("cell", dict(in_channels=3, input_size=112, init_channels=4, stem_stride=2)),
     "mit-b0-gray48": ("mit", dict(in_channels=1, input_size=48)),
     "mit-small-rgb112": ("mit", dict(in_channels=3, input_size=112)),  # custom widths/depths, see below

@@ -82,6 +82,7 @@ def test_minimal_json_gets_the_documented_defaults(write_json):
     assert cfg.network == {
         "in_channels": 1, "input_size": 48, "num_classes": 7, "drop_path": 0.0, "dropout": 0.0,
         "init_channels": 16, "layers": 8, "auxiliary": False, "stem_stride": 1, "stem_multiplier": 3,
+        "test_time_flip": False,
     }
     assert cfg.classes == FER2013_CLASSES
     assert cfg.preprocess.grayscale is True and cfg.preprocess.mean == (0.5,) and cfg.preprocess.std == (0.5,)
@@ -133,6 +134,14 @@ def test_mit_family_takes_a_variant_and_no_cells():
     assert config_from_dict(cfg.to_dict()).network == cfg.network
     msg = user_error({**cells_only(TINY_GENOTYPE), "family": "mit"})
     assert "mit" in msg and "normal" in msg
+
+
+def test_test_time_flip_must_be_a_boolean():
+    assert "network 'test_time_flip' must be true or false, got 'yes'" in user_error(
+        {**cells_only(TINY_GENOTYPE), "network": {"test_time_flip": "yes"}})
+    assert "must be true or false, got 1" in user_error(
+        {"family": "mit", "name": "m", "network": {"variant": "b0", "test_time_flip": 1}})
+    assert config_from_dict({**cells_only(TINY_GENOTYPE), "network": {"test_time_flip": True}}).network["test_time_flip"]
 
 
 # --------------------------------------------------------------------------- DARTS text form

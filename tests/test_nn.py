@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from emonas_edge.config import config_from_dict
+from emonas_edge.errors import UserError
 from emonas_edge.macs import macs_onnx, macs_torch
 from emonas_edge.nn import count_params, create_model
 from emonas_edge.nn.cellnet import AuxiliaryHead, CellNetwork
@@ -184,6 +185,40 @@ def test_every_op_matches_onnx_runtime(all_ops_onnx):
 
 
 # --------------------------------------------------------------------------- cell network
+
+
+@pytest.mark.parametrize("family", ["cell", "mit"])
+def test_test_time_flip_averages_the_mirror_in_eval_mode_only(family):
+    make = cell_config if family == "cell" else mit_config
+    torch.manual_seed(0)
+    plain = randomize_norm_stats(create_model(make(num_classes=5)), seed=3)
+    flip = create_model(make(num_classes=5, test_time_flip=True))
+    flip.load_state_dict(plain.state_dict())  # the option adds no weights
+    assert count_params(flip) == count_params(plain)
+    x = torch.randn(4, 1, 48, 48) + torch.linspace(-2, 2, 48)  # a left-right ramp: the mirror is another image
+    plain.eval(), flip.eval()
+    with torch.no_grad():
+        p = torch.softmax(plain(x), 1)
+        pm = torch.softmax(plain(x.flip(3)), 1)
+        out = flip(x)
+    assert float((p - pm).abs().max()) > 1e-4, "the mirror view must differ for the test to mean anything"
+    torch.testing.assert_close(torch.softmax(out, 1), (p + pm) / 2, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(torch.logsumexp(out, 1), torch.zeros(4), atol=1e-5, rtol=0)  # log-probabilities
+    # One image and a batch give the same rows (the two views must not mix across the batch).
+    with torch.no_grad():
+        torch.testing.assert_close(flip(x[2:3]), out[2:3], atol=1e-5, rtol=1e-4)
+    # Training sees each image once, as it is: augmentation already flips.
+    flip.train(), plain.train()
+    torch.manual_seed(1)
+    a = flip(x)
+    torch.manual_seed(1)
+    b = plain(x)
+    torch.testing.assert_close(a, b)
+
+
+def test_test_time_flip_must_be_a_boolean():
+    with pytest.raises(UserError, match="test_time_flip"):
+        cell_config(test_time_flip=1)
 
 
 @pytest.mark.parametrize("aux", [False, True])

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..genotype import Genotype
+from .flip import FlipAveraged
 from .ops import FactorizedReduce, ReLUConvBN, build_op, drop_path
 
 
@@ -72,7 +73,7 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class CellNetwork(nn.Module):
+class CellNetwork(FlipAveraged, nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         net = config.network
@@ -82,6 +83,7 @@ class CellNetwork(nn.Module):
         c = net["init_channels"]
         c_stem = net["stem_multiplier"] * c
         self.drop_path_prob = 0.0  # set per epoch by the trainer, from config.network["drop_path"]
+        self.test_time_flip = net["test_time_flip"]
         self.stem = nn.Sequential(
             nn.Conv2d(net["in_channels"], c_stem, 3, stride=net["stem_stride"], padding=1, bias=False),
             nn.BatchNorm2d(c_stem),
@@ -107,7 +109,7 @@ class CellNetwork(nn.Module):
         self.dropout = nn.Dropout(net["dropout"]) if net["dropout"] > 0 else nn.Identity()
         self.classifier = nn.Linear(c_p, net["num_classes"])
 
-    def forward(self, x: torch.Tensor):
+    def _forward(self, x: torch.Tensor):
         aux = None
         s0 = s1 = self.stem(x)
         for i, cell in enumerate(self.cells):

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import MIT_VARIANTS as VARIANTS  # noqa: F401  (re-exported: the table lives with the settings)
 from ..config import ModelConfig
+from .flip import FlipAveraged
 
 SR_RATIOS = (8, 4, 2, 1)
 MLP_RATIO = 4
@@ -133,10 +134,11 @@ class MultiscaleFusion(nn.Module):
         return self.fuse(torch.cat(ups, dim=1))
 
 
-class MiTClassifier(nn.Module):
+class MiTClassifier(FlipAveraged, nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         net = config.network
+        self.test_time_flip = net["test_time_flip"]
         total = sum(net["depths"])  # dims/depths/heads/decoder: the variant's unless the config overrides them
         dpr = [net["drop_path"] * i / max(total - 1, 1) for i in range(total)]
         self.stages = nn.ModuleList()
@@ -163,7 +165,7 @@ class MiTClassifier(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x):
+    def _forward(self, x):
         feats = []
         for stage in self.stages:
             x = stage(x)

@@ -1,0 +1,66 @@
+"""PublicTest accuracy of each epoch's EMA weights of a run, without and with the test-time flip.
+
+    .venv/bin/python benchmarks/flip_by_epoch.py RUN_DIR [--epochs 1,2,...] [--data DIR]
+
+The trainer scores each epoch without the flip; a model shipped with ``test_time_flip`` is judged
+with it, and the two rankings of epochs differ. Reads ``RUN_DIR/epochs/e<N>.pt``: copies of each
+epoch's ``last.pt`` (raw weights, optimizer and the EMA weights that ``best.pt`` would hold), kept
+while the run trains, e.g. by
+
+    while sleep 20; do [ last.pt -nt epochs/stamp ] && sleep 5 && cp last.pt epochs/e$(wc -l < history.jsonl).pt \
+        && touch epochs/stamp; done      # in RUN_DIR, beside `emonas-edge train`
+
+Prints images right and accuracy per epoch; PyTorch on the CPU, as `emonas-edge evaluate` scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--epochs", help="comma-separated epochs (default: every epochs/e<N>.pt)")
+    ap.add_argument("--data", type=Path, default=SHARED / "datasets" / "fer2013" / "publictest")
+    args = ap.parse_args()
+
+    import torch
+
+    from emonas_edge.checkpoint import load_checkpoint, read_checkpoint
+    from emonas_edge.data.datasets import load_dataset
+    from emonas_edge.data.preprocess import Preprocessor
+    from emonas_edge.train.trainer import _to_tensor, training_batch
+
+    files = sorted(args.run.glob("epochs/e*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    if args.epochs:
+        files = [args.run / "epochs" / f"e{int(e)}.pt" for e in args.epochs.split(",")]
+    if not files:
+        sys.exit(f"no epoch checkpoints under {args.run / 'epochs'}")
+    config, model, _ = load_checkpoint(files[0])
+    ds = load_dataset(args.data, config, "PublicTest", None)
+    pre = Preprocessor(config)
+    x = training_batch(_to_tensor(ds, "cpu"), torch.arange(len(ds)), torch.from_numpy(pre.unit_scale), torch.from_numpy(pre.shift), None, channels_last=False)
+    y = torch.from_numpy(ds.labels)
+    model.test_time_flip = False
+    print(f"{len(ds):,} images from {args.data}")
+    for f in files:
+        payload = read_checkpoint(f)
+        model.load_state_dict(payload.get("train", {}).get("ema") or payload["state_dict"])
+        model.eval()
+        with torch.inference_mode():
+            p = torch.cat([torch.softmax(model(c), 1) for c in x.split(512)])
+            pf = torch.cat([torch.softmax(model(c.flip(3)), 1) for c in x.split(512)])
+        a, b = int((p.argmax(1) == y).sum()), int(((p + pf).argmax(1) == y).sum())
+        print(f"{f.stem}: {a} right ({a / len(y):.4f}), with flip {b} ({b / len(y):.4f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
