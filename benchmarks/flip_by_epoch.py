@@ -2,13 +2,12 @@
 
     .venv/bin/python benchmarks/flip_by_epoch.py RUN_DIR [--epochs 1,2,...] [--data DIR]
 
-The trainer scores each epoch without the flip; a model shipped with ``test_time_flip`` is judged
-with it, and the two rankings of epochs differ. Reads ``RUN_DIR/epochs/e<N>.pt``: copies of each
-epoch's ``last.pt`` (raw weights, optimizer and the EMA weights that ``best.pt`` would hold), kept
-while the run trains, e.g. by
-
-    while sleep 20; do [ last.pt -nt epochs/stamp ] && sleep 5 && cp last.pt epochs/e$(wc -l < history.jsonl).pt \
-        && touch epochs/stamp; done      # in RUN_DIR, beside `emonas-edge train`
+The trainer scores each epoch as the model's config says, so a run whose config lacks
+``network.test_time_flip`` is scored without the flip, while the model shipped with it is judged with
+it, and the two rankings of epochs differ. Reads ``RUN_DIR/epochs/e<N>.pt``, the evaluated (EMA)
+weights of each epoch that ``emonas-edge train --keep-epochs`` saves (copies of each epoch's ``last.pt``
+work too: their EMA weights are used). A model trained with ``network.test_time_flip`` set is already
+scored with the flip by the trainer; this script is for runs whose config did not have it.
 
 Prints images right and accuracy per epoch; PyTorch on the CPU, as `emonas-edge evaluate` scores.
 """

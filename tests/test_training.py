@@ -497,6 +497,38 @@ def test_onnx_evaluation_equals_checkpoint_evaluation(trained_run, exported, eva
     assert written["backend"] == "onnxruntime" and written["accuracy"] == ox["accuracy"]
 
 
+def test_kept_epochs_are_each_epochs_evaluated_weights_scored_with_the_models_flip(fer_subsets, eval_folder, tmp_path):
+    """--keep-epochs: epochs/e<N>.pt holds what epoch N scored (EMA weights; a flip model scored with its flip),
+    and benchmarks/flip_by_epoch.py reads those files and reproduces the trainer's with-flip figures."""
+    tr, _ = fer_subsets
+    config = config_from_dict({**TINY, "network": {**TINY["network"], "test_time_flip": True}})
+    val = load_image_folder(eval_folder, config)
+    out = tmp_path / "run"
+    settings = TrainSettings(epochs=2, batch=32, optimizer="adamw", lr=5e-3, augment=False, threads=1, seed=1,
+                             ema=0.9, keep_epochs=True)
+    summary = train(config, fresh_model(config), tr, val, out, settings, log=quiet)
+    assert sorted(p.name for p in (out / "epochs").glob("*.pt")) == ["e1.pt", "e2.pt"]
+    for h in summary["history"]:
+        kept = out / "epochs" / f"e{h['epoch']}.pt"
+        payload = read_checkpoint(kept)
+        assert payload["config"]["network"]["test_time_flip"] is True and payload["train"]["epoch"] == h["epoch"]
+        assert evaluate(kept, eval_folder)["accuracy"] == h["val"]["accuracy"]
+    _same_weights(out / "best.pt", out / "epochs" / f"e{summary['best']['epoch']}.pt")
+    # the kept weights are the EMA ones, not the raw weights of last.pt
+    raw, ema2 = read_checkpoint(out / "last.pt")["state_dict"], read_checkpoint(out / "epochs" / "e2.pt")["state_dict"]
+    assert any(not torch.equal(raw[k], ema2[k]) for k in raw if raw[k].is_floating_point())
+
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "flip_by_epoch.py"),
+                           str(out), "--data", str(eval_folder)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("e")]
+    assert [ln.split(":")[0] for ln in lines] == ["e1", "e2"]
+    n = len(val)
+    for ln, h in zip(lines, summary["history"]):
+        with_flip = int(ln.split("with flip ")[1].split()[0])
+        assert with_flip / n == pytest.approx(h["val"]["accuracy"], abs=1e-12), ln
+
+
 def test_evaluate_json_accuracy_is_a_fraction_and_report_has_a_png(trained_run, eval_folder, tmp_path):
     out, _ = trained_run
     r = evaluate(out / "best.pt", eval_folder, json_path=tmp_path / "r.json", report_dir=tmp_path / "report")
@@ -556,10 +588,10 @@ def test_cli_train_end_to_end(tmp_path, tiny_file):
     data = fer_dir("train")
     out = tmp_path / "run"
     proc = run_cli("train", "--model", tiny_file, "--data", data, "--out", out, "--epochs", 1, "--max-steps", 2,
-                   "--limit-per-class", 10, "--batch", 16, "--threads", 1, tmp_path=tmp_path)
+                   "--limit-per-class", 10, "--batch", 16, "--threads", 1, "--keep-epochs", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    for name in ("last.pt", "best.pt", "summary.json", "history.jsonl"):
+    for name in ("last.pt", "best.pt", "summary.json", "history.jsonl", "epochs/e1.pt"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 1 and len(summary["history"]) == 1

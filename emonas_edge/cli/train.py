@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         max_steps: Annotated[Optional[int], typer.Option(help="At most this many steps per epoch (smoke tests).")] = None,
         limit_per_class: Annotated[Optional[int], typer.Option(help="Use at most N images per class (quick runs).")] = None,
         resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
+        keep_epochs: Annotated[bool, typer.Option(help="Also save each epoch's evaluated (EMA) weights as OUT/epochs/e<N>.pt, to re-score or average epochs later (benchmarks/flip_by_epoch.py).")] = False,
         scratch: Annotated[bool, typer.Option(help="Start from random weights even when --model is a trained built-in name or checkpoint (only its architecture and config are used).")] = False,
         annotations: Annotated[Optional[Path], typer.Option(help="Micro-expression annotation CSV (then --data is the frames folder).", rich_help_panel="Micro-expressions")] = None,
         convention: Annotated[str, typer.Option(help="generic | casme2 | samm | smic", rich_help_panel="Micro-expressions")] = "generic",
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
             epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing, balanced=balanced, augment=not no_augment, ema=ema,
             teachers=tuple(teacher or ()), distill=distill, distill_alpha=distill_alpha,
-            distill_temperature=distill_temperature, mix=mix, mix_alpha=mix_alpha, mix_p=mix_p, seed=seed, threads=threads, device=device, amp=amp, max_steps=max_steps,
+            distill_temperature=distill_temperature, mix=mix, mix_alpha=mix_alpha, mix_p=mix_p, seed=seed, threads=threads, device=device, amp=amp, max_steps=max_steps, keep_epochs=keep_epochs,
         )
         if annotations is not None:
             from ..data.micro import load_micro_dataset

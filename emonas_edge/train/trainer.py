@@ -59,6 +59,7 @@ class TrainSettings:
     amp: bool = False  # bfloat16 autocast
     channels_last: bool = True
     max_steps: int | None = None  # per epoch; for smoke tests
+    keep_epochs: bool = False  # also save each epoch's evaluated (EMA) weights as epochs/e<N>.pt (averaging, re-scoring)
     eval_batch: int = 512
 
     def resolved(self, world: int = 1) -> "TrainSettings":
@@ -419,6 +420,10 @@ def train(
             model.to(device)
             if improved:
                 save_checkpoint(best_path, deploy_state, cfg, train={"epoch": epoch + 1, "history": history, "best": best})
+            if s.keep_epochs:
+                # best.pt is picked by one score; keeping every epoch lets a run be re-scored or averaged later
+                (out / "epochs").mkdir(exist_ok=True)
+                save_checkpoint(out / "epochs" / f"e{epoch + 1}.pt", deploy_state, cfg, train={"epoch": epoch + 1, "val": record.val})
             eval_model.to(device)
             with open(out / "history.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(asdict(record)) + "\n")
