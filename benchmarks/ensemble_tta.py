@@ -54,6 +54,7 @@ def main() -> None:
             if list(cfg.classes) != list(config.classes) or cfg.input_shape != config.input_shape:
                 sys.exit(f"{name}: other classes or input shape than {args.models[0]}")
             model.eval()
+            model.test_time_flip = False  # "top-1" is one view even for a model built with the flip
             p = probs(model, x)
             pf = probs(model, x.flip(3))
             total = total + p

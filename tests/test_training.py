@@ -21,6 +21,7 @@ import torch
 from emonas_edge.checkpoint import load_checkpoint, read_checkpoint
 from emonas_edge.config import FER2013_CLASSES, MEGC_CLASSES, config_from_dict
 from emonas_edge.data.datasets import ArrayDataset, load_image_folder
+from emonas_edge.data.preprocess import Preprocessor
 from emonas_edge.errors import UserError
 from emonas_edge.nn import create_model
 from emonas_edge.runtime import load_backend
@@ -527,6 +528,26 @@ def test_kept_epochs_are_each_epochs_evaluated_weights_scored_with_the_models_fl
     for ln, h in zip(lines, summary["history"]):
         with_flip = int(ln.split("with flip ")[1].split()[0])
         assert with_flip / n == pytest.approx(h["val"]["accuracy"], abs=1e-12), ln
+
+    # benchmarks/ensemble_tta.py on the same files: one view, with flip, and the two epochs averaged
+    kept = [out / "epochs" / "e1.pt", out / "epochs" / "e2.pt"]
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "ensemble_tta.py"),
+                           *map(str, kept), "--data", str(eval_folder)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    x = torch.from_numpy(Preprocessor(config).normalize(val.images))
+    total = 0
+    per_model = [ln for ln in proc.stdout.splitlines() if ln.startswith(str(out))]
+    assert len(per_model) == 2, proc.stdout
+    for f, h, ln in zip(kept, summary["history"], per_model):
+        _, model, _ = load_checkpoint(f)
+        model.test_time_flip = False
+        with torch.inference_mode():
+            p = torch.softmax(model(x), 1)
+        total = total + p
+        one_view = float((p.argmax(1).numpy() == val.labels).mean())
+        assert f"top-1 {one_view:.4f}, with flip TTA {h['val']['accuracy']:.4f}" in ln, ln
+    ensemble = float((total.argmax(1).numpy() == val.labels).mean())
+    assert f"ensemble of 2: top-1 {ensemble:.4f}" in proc.stdout, proc.stdout
 
 
 def test_evaluate_json_accuracy_is_a_fraction_and_report_has_a_png(trained_run, eval_folder, tmp_path):
