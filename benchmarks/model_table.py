@@ -31,6 +31,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--calib", type=Path, default=SHARED / "datasets" / "fer2013" / "train")
+    ap.add_argument("--eval", type=Path, default=SHARED / "datasets" / "fer2013" / "publictest",
+                    help="labelled faces: INT8 is then judged by accuracy (any drop allowed here: this table reports, it does not gate)")
     args = ap.parse_args()
     env = environment()
     rows = []
@@ -42,7 +44,8 @@ def main() -> None:
         if config.trained and config.task == "macro" and args.calib.is_dir():
             from emonas_edge.export.precision import derive_precision
 
-            paths["int8"] = derive_precision(onnx_path, config, "int8", calib=args.calib, max_drop=100.0).path
+            paths["int8"] = derive_precision(onnx_path, config, "int8", calib=args.calib, max_drop=100.0,
+                                             eval_data=args.eval if args.eval.is_dir() else None).path
         t = time_artifacts(paths, _inputs(config, 1), 1, args.iters)
         acc_file = entry.genotype.with_name(f"{name}.publictest.json")
         acc = json.loads(acc_file.read_text())["accuracy"] if acc_file.is_file() else None

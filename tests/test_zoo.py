@@ -63,6 +63,23 @@ def test_the_fast_variant_is_the_smaller_trained_model_without_flip():
     assert fast.classes == macro.classes and fast.input_shape == macro.input_shape
 
 
+def test_the_lite_variant_is_emonas_macro_slimmed_and_scores_what_its_card_says(tmp_path, monkeypatch):
+    macro, big, _ = load_model("emonas-macro")
+    lite, small, weights = load_model("emonas-macro-lite")
+    assert weights == builtin("emonas-macro-lite").weights and lite.trained is True
+    assert lite.network["test_time_flip"] is False and lite.network["init_channels"] == 24
+    assert lite.meta["slimmed_from"]["name"] == "emonas-macro" and "epoch 35" in lite.meta["selection"]
+    assert count_params(small) < 0.4 * count_params(big)
+    assert lite.classes == macro.classes and lite.input_shape == macro.input_shape
+    if not PUBLICTEST.is_dir():
+        pytest.skip(f"FER2013 PublicTest not found at {PUBLICTEST} (../shared absent)")
+    monkeypatch.setenv("EMONAS_EDGE_CACHE", str(tmp_path))
+    report = json.loads((ROOT / "models" / "emonas-macro-lite.publictest.json").read_text())
+    r = evaluate("emonas-macro-lite", PUBLICTEST)
+    assert r["samples"] == 3589 and 0.67 <= r["accuracy"] < 0.70, r["accuracy"]  # the card: 67.23%
+    assert r["confusion_matrix"] == report["confusion_matrix"]
+
+
 def test_the_shipped_weights_run_without_flip_from_a_genotype_that_says_so(tmp_path):
     genotype = json.loads((ROOT / "models" / "emonas-macro.json").read_text())
     genotype["network"]["test_time_flip"] = False
