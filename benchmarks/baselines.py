@@ -44,3 +44,24 @@ class MiniXception(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.head(self.blocks(self.stem(x)))).flatten(1)
+
+
+def minixception_onnx(path) -> tuple:
+    """``(path, one 1x1x64x64 input)``: mini-Xception exported and simplified as our models are, and the
+    bundled real face prepared the way `fer` feeds it (gray 64x64, scaled to [-1, 1])."""
+    from pathlib import Path
+
+    import cv2
+    import onnx
+    import onnxsim
+
+    from emonas_edge.export.onnx import torch_to_onnx
+    from emonas_edge.export.parity import ASSETS
+
+    path = Path(path)
+    torch_to_onnx(MiniXception().eval(), (1, 64, 64), path, 18, None)
+    simplified, _ = onnxsim.simplify(onnx.load(str(path)))
+    onnx.save(simplified, str(path))
+    face = cv2.imread(str(ASSETS / "astronaut_face.png"))
+    gray64 = cv2.resize(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY), (64, 64), interpolation=cv2.INTER_AREA)
+    return path, ((gray64.astype("float32") / 255.0 - 0.5) / 0.5)[None, None]

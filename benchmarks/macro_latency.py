@@ -36,13 +36,11 @@ def main() -> None:
 
     import cv2
     import onnx
-    import onnxsim
 
-    from baselines import MiniXception
+    from baselines import minixception_onnx
     from emonas_edge import export_onnx, load_model
     from emonas_edge.data.preprocess import Preprocessor
     from emonas_edge.environment import environment
-    from emonas_edge.export.onnx import torch_to_onnx
     from emonas_edge.export.parity import ASSETS
     from emonas_edge.macs import macs_onnx
     from emonas_edge.profile.timing import time_interleaved
@@ -57,15 +55,10 @@ def main() -> None:
         else:
             config, model, _ = load_model(args.model)
             ours = export_onnx(config, model, tmp / "ours").path
-        base = tmp / "minixception.onnx"
-        torch_to_onnx(MiniXception().eval(), (1, 64, 64), base, 18, None)
-        simplified, _ = onnxsim.simplify(onnx.load(str(base)))
-        onnx.save(simplified, str(base))
-
+        base, x_base = minixception_onnx(tmp / "minixception.onnx")
+        simplified = onnx.load(str(base))
         face = cv2.imread(str(ASSETS / "astronaut_face.png"))
         x_ours = Preprocessor(config)([face])
-        gray64 = cv2.resize(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY), (64, 64), interpolation=cv2.INTER_AREA)
-        x_base = ((gray64.astype("float32") / 255.0 - 0.5) / 0.5)[None, None]
 
         env = environment(("onnxruntime",))
         print(f"machine: {env['cpu']} ({env['cpu_count']} cores), onnxruntime {env['packages']['onnxruntime']}")

@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/model_table.py [--iters 2000]
 
 For each built-in model: task, input, parameters and MACs (counted from the ONNX graph), batch-1
-ONNX Runtime latency at one thread (fp32 and, for trained models, calibrated INT8; interleaved),
+ONNX Runtime latency at one thread (fp32 and, for trained models, calibrated INT8), timed interleaved with
+`fer`'s mini-Xception (benchmarks/baselines.py) so each row also gives ratios that this machine's drift
+between runs does not move,
 whether it is trained, and its PublicTest accuracy as recorded in ``models/<name>.publictest.json``
 by ``emonas-edge evaluate``. Prints a Markdown table.
 """
@@ -13,14 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from emonas_edge.api import model_info  # noqa: E402
 from emonas_edge.environment import environment  # noqa: E402
 from emonas_edge.export.metadata import config_from_metadata, load_onnx, read_metadata  # noqa: E402
-from emonas_edge.profile.models import _inputs, time_artifacts  # noqa: E402
+from emonas_edge.profile.models import _inputs  # noqa: E402
+from emonas_edge.profile.timing import time_interleaved  # noqa: E402
+from emonas_edge.runtime.base import OrtBackend  # noqa: E402
 from emonas_edge.runtime.compiled import cached_onnx  # noqa: E402
 from emonas_edge.zoo import builtin_models  # noqa: E402
 
@@ -35,7 +41,17 @@ def main() -> None:
                     help="labelled faces: INT8 is then judged by accuracy (any drop allowed here: this table reports, it does not gate)")
     args = ap.parse_args()
     env = environment()
-    rows = []
+    import onnxruntime as ort
+
+    from baselines import minixception_onnx
+
+    tmp = tempfile.TemporaryDirectory()
+    base_path, x_base = minixception_onnx(Path(tmp.name) / "minixception.onnx")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
+    base = ort.InferenceSession(str(base_path), opts, providers=["CPUExecutionProvider"])
+    base_in = base.get_inputs()[0].name
+    rows, bases = [], []
     for name, entry in builtin_models().items():
         onnx_path = cached_onnx(name)
         config = config_from_metadata(read_metadata(load_onnx(onnx_path)), str(onnx_path))
@@ -46,7 +62,11 @@ def main() -> None:
 
             paths["int8"] = derive_precision(onnx_path, config, "int8", calib=args.calib, max_drop=100.0,
                                              eval_data=args.eval if args.eval.is_dir() else None).path
-        t = time_artifacts(paths, _inputs(config, 1), 1, args.iters)
+        x = _inputs(config, 1)
+        fns = {k: (lambda b=OrtBackend(p, "cpu", 1): b.run(x)) for k, p in paths.items()}
+        fns["base"] = lambda: base.run(None, {base_in: x_base})
+        t = time_interleaved(fns, iters=args.iters)
+        ratio = " / ".join(f"{t[k].p50_ms / t['base'].p50_ms:.2f}" for k in ("fp32", "int8") if k in t)
         acc_file = entry.genotype.with_name(f"{name}.publictest.json")
         acc = json.loads(acc_file.read_text())["accuracy"] if acc_file.is_file() else None
         c, s = config.input_shape[0], config.input_shape[1]
@@ -56,11 +76,12 @@ def main() -> None:
             f"| `{name}` | {config.task} | {c}×{s}×{s} {'gray' if c == 1 else 'RGB'} | {info['params']:,} | {info['macs'] / 1e6:.1f} M | "
             f"{t['fp32'].p50_ms:.3f} | – |"
         )
-        rows[-1] += f" {'yes' if config.trained else 'no'} | {f'{100 * acc:.1f}%' if acc is not None else '–'} |"
+        rows[-1] += f" {ratio} | {'yes' if config.trained else 'no'} | {f'{100 * acc:.1f}%' if acc is not None else '–'} |"
+        bases.append(t["base"].p50_ms)
     print(f"<!-- made by: .venv/bin/python benchmarks/model_table.py --iters {args.iters}; {env['cpu']}, {env['cpu_count']} cores, "
-          f"onnxruntime {env['packages']['onnxruntime']} -->")
-    print("| model | task | input | params | MACs | ORT fp32 p50 ms (1 thread) | ORT INT8 p50 ms (1 thread) | trained | FER2013 PublicTest top-1 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"onnxruntime {env['packages']['onnxruntime']}; mini-Xception p50 {min(bases):.3f}-{max(bases):.3f} ms across rows -->")
+    print("| model | task | input | params | MACs | ORT fp32 p50 ms (1 thread) | ORT INT8 p50 ms (1 thread) | × mini-Xception (fp32 / INT8) | trained | FER2013 PublicTest top-1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
