@@ -119,6 +119,18 @@ def test_the_channels_nobody_reads_are_the_ones_dropped():
     assert len(rep["kept"][-1]) == 24 and 30 not in rep["kept"][-1]
 
 
+def test_the_flip_setting_is_kept_unless_given():
+    config, net = random_network(SHIPPED_GRAPH)
+    flip_config = config.replace(network={**config.network, "test_time_flip": True}, meta={"selection": "epoch 3"})
+    x = images(64, 48)
+    kept, _, _ = slim_cell_network(flip_config, net, 6, x, recalibrate=False)
+    off, small, _ = slim_cell_network(flip_config, net, 6, x, recalibrate=False, test_time_flip=False)
+    on, _, _ = slim_cell_network(config, net, 6, x, recalibrate=False, test_time_flip=True)
+    assert kept.network["test_time_flip"] is True and off.network["test_time_flip"] is False and small.test_time_flip is False
+    assert on.network["test_time_flip"] is True
+    assert "selection" not in kept.meta and kept.meta["slimmed_from"]["name"] == config.name
+
+
 def test_recalibrated_batch_norm_matches_the_slimmed_networks_own_statistics():
     config, net = random_network(SHIPPED_GRAPH)
     data = images(96, 48)
@@ -179,9 +191,11 @@ def test_cli_slims_the_shipped_model_and_the_result_fine_tunes(tmp_path):
         pytest.skip(f"FER2013 images not present under {SHARED} (shared data folder absent)")
     out = tmp_path / "slim32.pt"
     proc = run_cli("slim", "--model", "emonas-macro", "--channels", 32, "--data", train_dir, "--val", val_dir,
-                   "--limit-per-class", 40, "--out", out, "--threads", 1, tmp_path=tmp_path)
+                   "--limit-per-class", 40, "--out", out, "--threads", 1, "--no-test-time-flip", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     config, small, _ = load_checkpoint(out)
+    # emonas-macro runs with the flip; --no-test-time-flip turns it off; its selection note is not inherited
+    assert config.network["test_time_flip"] is False and "selection" not in config.meta
     shipped_config, shipped, _ = load_checkpoint(ROOT / "models" / "emonas-macro.pt")
     assert config.network["init_channels"] == 32 and config.trained and config.name == "emonas-macro-c32"
     assert config.meta["slimmed_from"]["init_channels"] == shipped_config.network["init_channels"] == 40

@@ -162,6 +162,7 @@ def register(app: typer.Typer) -> None:
         name: Annotated[Optional[str], typer.Option(help="Model name of the slimmed network (default: the original's name with -c<channels>).")] = None,
         limit_per_class: Annotated[Optional[int], typer.Option(help="Use at most N images per class of --data / --val.")] = None,
         threads: Annotated[Optional[int], typer.Option(help="PyTorch CPU threads.")] = None,
+        test_time_flip: Annotated[Optional[bool], typer.Option("--test-time-flip/--no-test-time-flip", help="Average each face with its mirror in the slimmed network (default: as the original). Set it before fine-tuning: the trainer scores and picks epochs the way the network runs.")] = None,
     ):
         """Structured width pruning: keep the channels that matter most, as a start for fine-tuning."""
         import torch
@@ -177,7 +178,7 @@ def register(app: typer.Typer) -> None:
         if not config.trained:
             raise UserError(f"{model} has no trained weights: slimming random weights gives random weights; train it first")
         train_ds = load_dataset(data, config, "Training", limit_per_class)
-        new_config, small, rep = slim_cell_network(config, net, channels, train_ds.images, name=name)
+        new_config, small, rep = slim_cell_network(config, net, channels, train_ds.images, name=name, test_time_flip=test_time_flip)
         save_checkpoint(out, small, new_config)
         console.print(f"{model}: {rep['params_before']:,} -> {rep['params_after']:,} parameters "
                       f"(init_channels {rep['init_channels_before']} -> {channels}); batch-norm statistics re-estimated on {len(train_ds):,} images")

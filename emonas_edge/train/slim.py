@@ -155,6 +155,7 @@ def to_input(images: torch.Tensor, pre: Preprocessor) -> torch.Tensor:
 def slim_cell_network(
     config: ModelConfig, model: nn.Module, channels: int, images: np.ndarray | torch.Tensor,
     recalibrate: bool = True, importance_images: int = 2048, seed: int = 0, name: str | None = None,
+    test_time_flip: bool | None = None,
 ) -> tuple[ModelConfig, nn.Module, dict]:
     """``(config, model, report)`` of ``model`` cut to ``init_channels = channels``.
 
@@ -185,9 +186,12 @@ def slim_cell_network(
     keep = [_keep(s, n) for s, n in zip(scores, new_widths)]
     new_config = config.replace(
         name=name or f"{config.name}-c{channels}",
-        network={**config.network, "init_channels": channels},
+        network={**config.network, "init_channels": channels,
+                 **({} if test_time_flip is None else {"test_time_flip": bool(test_time_flip)})},
         description=f"{config.name} slimmed from {old_c} to {channels} channels at the first stage (structured pruning by measured channel importance); fine-tune before use.",
-        meta={**config.meta, "slimmed_from": {"name": config.name, "init_channels": old_c, "params": count_params(model)}},
+        # the source's "selection" note describes how *its* weights were picked, not these
+        meta={**{k: v for k, v in config.meta.items() if k != "selection"},
+              "slimmed_from": {"name": config.name, "init_channels": old_c, "params": count_params(model)}},
     )
     small = create_model(new_config)
     small.load_state_dict(_slice_state(model, keep, widths))
