@@ -113,6 +113,29 @@ def load_model(
     return wconfig, model, Path(weights)
 
 
+def list_models() -> list[dict]:
+    """The built-in names with what a user chooses between: size, speed class, trained or not, and the
+    PublicTest accuracy their committed evaluation report records (None where none ships)."""
+    import json
+
+    from .nn import count_params, create_model
+
+    rows = []
+    for name, entry in builtin_models().items():
+        config = load_genotype(name)
+        report = entry.genotype.with_name(f"{name}.publictest.json")
+        acc = json.loads(report.read_text(encoding="utf-8")).get("accuracy") if report.is_file() else None
+        c, h, w = config.input_shape
+        rows.append({
+            "name": name, "task": config.task, "family": config.family,
+            "input": f"{c}x{h}x{w} {'gray' if c == 1 else 'RGB'}", "classes": list(config.classes),
+            "params": count_params(create_model(config)), "test_time_flip": bool(config.network.get("test_time_flip", False)),
+            "trained": entry.weights is not None, "publictest_top1": acc,
+            "weights": str(entry.weights) if entry.weights else None, "card": str(entry.card) if entry.card else None,
+        })
+    return rows
+
+
 def model_info(target: str | os.PathLike, select: str | None = None, **overrides) -> dict:
     """Params, MACs, input spec, classes, op histogram and trained flag, for any target kind."""
     from .macs import macs_onnx, macs_torch, params_onnx

@@ -249,6 +249,23 @@ def test_ops_lists_every_registered_op(cli):
     assert "sep_conv_3x3" in r.stdout and "dil_conv_3x3" in r.stdout and "skip_connect" in r.stdout
 
 
+def test_models_lists_the_builtins_with_their_recorded_accuracy(cli):
+    r = cli("models", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert {"emonas-macro", "emonas-macro-fast", "emonas-macro-lite", "emonas-micro"} <= set(rows)
+    models_dir = Path(__file__).resolve().parents[1] / "models"
+    for name in ("emonas-macro", "emonas-macro-fast", "emonas-macro-lite"):
+        report = json.loads((models_dir / f"{name}.publictest.json").read_text())
+        assert rows[name]["trained"] is True and rows[name]["publictest_top1"] == report["accuracy"]
+    assert rows["emonas-macro"]["test_time_flip"] is True and rows["emonas-macro"]["params"] == 980_767
+    assert rows["emonas-macro-lite"]["params"] == 354_223 and rows["emonas-macro-lite"]["test_time_flip"] is False
+    assert rows["emonas-micro"]["trained"] is False and rows["emonas-micro"]["publictest_top1"] is None
+    table = cli("models")
+    assert table.returncode == 0 and "70.05%" in table.stdout and "67.23%" in table.stdout
+    assert "untrained names run random weights" in table.stdout
+
+
 def test_info_builtin_json(cli):
     r = cli("info", "emonas-macro", "--json")
     assert r.returncode == 0, r.stderr

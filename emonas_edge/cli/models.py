@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..api import load_model, model_info
+from ..api import list_models, load_model, model_info
 from ..errors import UserError
 from ..export.formats import DEFAULT_OPSET, SIMPLIFIERS
 from .common import (
@@ -189,6 +189,26 @@ def register(app: typer.Typer) -> None:
             console.print(info_table(data))
             if plot is not None:
                 console.print(f"[green]wrote[/] {plot}")
+
+    @app.command("models")
+    def models_(json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False):
+        """List the built-in model names: task, input, size, whether weights ship, PublicTest accuracy."""
+        rows = list_models()
+        if json_:
+            console.print_json(json.dumps(rows))
+            return
+        t = Table(title="built-in models (top-1: FER2013 PublicTest, from each model's committed report)", title_justify="left")
+        t.add_column("name", style="bold", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
+        for col, width in (("task", 5), ("input", 10), ("params", 7), ("flip", 4), ("trained", 7), ("top-1", 6)):
+            t.add_column(col, min_width=width)
+        for r in rows:
+            acc = f"{100 * r['publictest_top1']:.2f}%" if r["publictest_top1"] is not None else "–"
+            t.add_row(r["name"], r["task"], r["input"].split("x", 1)[1], f"{r['params']:,}", "yes" if r["test_time_flip"] else "no",
+                      "yes" if r["trained"] else "no", acc)
+        console.print(t)
+        if any(not r["trained"] for r in rows):
+            console.print("untrained names run random weights: never read their output as a prediction")
+        console.print("use a name wherever a model is asked for; its card (data, recipe, per-class F1, speed) is models/<name>.md")
 
     @app.command()
     def ops():
