@@ -65,3 +65,14 @@ def minixception_onnx(path) -> tuple:
     face = cv2.imread(str(ASSETS / "astronaut_face.png"))
     gray64 = cv2.resize(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY), (64, 64), interpolation=cv2.INTER_AREA)
     return path, ((gray64.astype("float32") / 255.0 - 0.5) / 0.5)[None, None]
+
+
+def session(path, threads: int):
+    """A plain ONNX Runtime CPU session for files without emonas-edge metadata (the baseline)."""
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.inter_op_num_threads = 1
+    o.log_severity_level = 3
+    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])

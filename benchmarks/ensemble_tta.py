@@ -27,28 +27,17 @@ def main() -> None:
     import torch
 
     from emonas_edge.api import load_model
-    from emonas_edge.data.datasets import load_dataset
-    from emonas_edge.data.preprocess import Preprocessor
-    from emonas_edge.train.trainer import _to_tensor, training_batch
+    from views import labelled_batch, probs
 
     loaded = [load_model(m) for m in args.models]
     config = loaded[0][0]
-    ds = load_dataset(args.data, config, "PublicTest", None)
-    pre = Preprocessor(config)
-    images = _to_tensor(ds, "cpu")
-    x = training_batch(images, torch.arange(len(images)), torch.from_numpy(pre.unit_scale), torch.from_numpy(pre.shift), None, channels_last=False)
-    y = torch.from_numpy(ds.labels)
-
-    def probs(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        # Chunks of 512: as one 3,589-image batch, more time went to page faults on the activations
-        # (system time) than to arithmetic; gen2 alone took 60 s instead of 48 s here.
-        return torch.cat([torch.softmax(model(c), 1) for c in batch.split(512)])
+    x, y, n = labelled_batch(args.data, config)
 
     def acc(p: torch.Tensor) -> float:
         return float((p.argmax(1) == y).float().mean())
 
     total = 0
-    print(f"{len(ds):,} images from {args.data}")
+    print(f"{n:,} images from {args.data}")
     with torch.inference_mode():
         for name, (cfg, model, _) in zip(args.models, loaded):
             if list(cfg.classes) != list(config.classes) or cfg.input_shape != config.input_shape:

@@ -34,9 +34,7 @@ def main() -> None:
     import torch
 
     from emonas_edge.checkpoint import load_checkpoint, read_checkpoint
-    from emonas_edge.data.datasets import load_dataset
-    from emonas_edge.data.preprocess import Preprocessor
-    from emonas_edge.train.trainer import _to_tensor, training_batch
+    from views import labelled_batch, probs
 
     files = sorted(args.run.glob("epochs/e*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
     if args.epochs:
@@ -44,19 +42,15 @@ def main() -> None:
     if not files:
         sys.exit(f"no epoch checkpoints under {args.run / 'epochs'}")
     config, model, _ = load_checkpoint(files[0])
-    ds = load_dataset(args.data, config, "PublicTest", None)
-    pre = Preprocessor(config)
-    x = training_batch(_to_tensor(ds, "cpu"), torch.arange(len(ds)), torch.from_numpy(pre.unit_scale), torch.from_numpy(pre.shift), None, channels_last=False)
-    y = torch.from_numpy(ds.labels)
+    x, y, n = labelled_batch(args.data, config)
     model.test_time_flip = False
-    print(f"{len(ds):,} images from {args.data}")
+    print(f"{n:,} images from {args.data}")
     for f in files:
         payload = read_checkpoint(f)
         model.load_state_dict(payload.get("train", {}).get("ema") or payload["state_dict"])
         model.eval()
         with torch.inference_mode():
-            p = torch.cat([torch.softmax(model(c), 1) for c in x.split(512)])
-            pf = torch.cat([torch.softmax(model(c.flip(3)), 1) for c in x.split(512)])
+            p, pf = probs(model, x), probs(model, x.flip(3))
         a, b = int((p.argmax(1) == y).sum()), int(((p + pf).argmax(1) == y).sum())
         print(f"{f.stem}: {a} right ({a / len(y):.4f}), with flip {b} ({b / len(y):.4f})", flush=True)
 

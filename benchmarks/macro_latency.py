@@ -18,15 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def session(path, threads: int):
-    import onnxruntime as ort
-
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.log_severity_level = 3
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,7 +28,7 @@ def main() -> None:
     import cv2
     import onnx
 
-    from baselines import minixception_onnx
+    from baselines import minixception_onnx, session
     from emonas_edge import export_onnx, load_model
     from emonas_edge.data.preprocess import Preprocessor
     from emonas_edge.environment import environment

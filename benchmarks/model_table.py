@@ -13,7 +13,6 @@ by ``emonas-edge evaluate``. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -41,15 +40,11 @@ def main() -> None:
                     help="labelled faces: INT8 is then judged by accuracy (any drop allowed here: this table reports, it does not gate)")
     args = ap.parse_args()
     env = environment()
-    import onnxruntime as ort
-
-    from baselines import minixception_onnx
+    from baselines import minixception_onnx, session
 
     tmp = tempfile.TemporaryDirectory()
     base_path, x_base = minixception_onnx(Path(tmp.name) / "minixception.onnx")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
-    base = ort.InferenceSession(str(base_path), opts, providers=["CPUExecutionProvider"])
+    base = session(base_path, 1)
     base_in = base.get_inputs()[0].name
     rows, bases = [], []
     for name, entry in builtin_models().items():
@@ -67,8 +62,7 @@ def main() -> None:
         fns["base"] = lambda: base.run(None, {base_in: x_base})
         t = time_interleaved(fns, iters=args.iters)
         ratio = " / ".join(f"{t[k].p50_ms / t['base'].p50_ms:.2f}" for k in ("fp32", "int8") if k in t)
-        acc_file = entry.genotype.with_name(f"{name}.publictest.json")
-        acc = json.loads(acc_file.read_text())["accuracy"] if acc_file.is_file() else None
+        acc = entry.accuracy()
         c, s = config.input_shape[0], config.input_shape[1]
         rows.append(
             f"| `{name}` | {config.task} | {c}×{s}×{s} {'gray' if c == 1 else 'RGB'} | {info['params']:,} | {info['macs'] / 1e6:.1f} M | "

@@ -8,7 +8,6 @@ One resolver so every command accepts the same things in the same way: a built-i
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -106,9 +105,9 @@ def load_model(
         )
     # Test-time flip costs a second pass, not other weights: the genotype given decides it, so the
     # shipped weights can run without it (half the latency) from a copy of the genotype.
-    flip = config.network.get("test_time_flip", False)
-    if wconfig.network.get("test_time_flip", False) != flip:
-        wconfig = replace(wconfig, network={**wconfig.network, "test_time_flip": flip})
+    flip = config.network["test_time_flip"]
+    if wconfig.network["test_time_flip"] != flip:
+        wconfig = wconfig.replace(network={**wconfig.network, "test_time_flip": flip})
         model.test_time_flip = flip
     return wconfig, model, Path(weights)
 
@@ -116,21 +115,17 @@ def load_model(
 def list_models() -> list[dict]:
     """The built-in names with what a user chooses between: size, speed class, trained or not, and the
     PublicTest accuracy their committed evaluation report records (None where none ships)."""
-    import json
-
     from .nn import count_params, create_model
 
     rows = []
     for name, entry in builtin_models().items():
         config = load_genotype(name)
-        report = entry.genotype.with_name(f"{name}.publictest.json")
-        acc = json.loads(report.read_text(encoding="utf-8")).get("accuracy") if report.is_file() else None
         c, h, w = config.input_shape
         rows.append({
             "name": name, "task": config.task, "family": config.family,
             "input": f"{c}x{h}x{w} {'gray' if c == 1 else 'RGB'}", "classes": list(config.classes),
-            "params": count_params(create_model(config)), "test_time_flip": bool(config.network.get("test_time_flip", False)),
-            "trained": entry.weights is not None, "publictest_top1": acc,
+            "params": count_params(create_model(config)), "test_time_flip": config.network["test_time_flip"],
+            "trained": entry.weights is not None, "publictest_top1": entry.accuracy(),
             "weights": str(entry.weights) if entry.weights else None, "card": str(entry.card) if entry.card else None,
         })
     return rows

@@ -17,6 +17,15 @@ class BuiltinModel:
     genotype: Path
     weights: Path | None
     card: Path | None
+    report: Path | None  # `emonas-edge evaluate --json` of the shipped weights on FER2013 PublicTest
+
+    def accuracy(self) -> float | None:
+        """The top-1 the committed report records, None where none ships."""
+        if self.report is None:
+            return None
+        import json
+
+        return json.loads(self.report.read_text(encoding="utf-8")).get("accuracy")
 
 
 def _zoo_dir() -> Path:
@@ -36,7 +45,8 @@ def builtin_models() -> dict[str, BuiltinModel]:
             continue
         w = root / f"{name}.pt"
         c = root / f"{name}.md"
-        out[name] = BuiltinModel(name, g, w if w.is_file() else None, c if c.is_file() else None)
+        r = root / f"{name}.publictest.json"
+        out[name] = BuiltinModel(name, g, w if w.is_file() else None, c if c.is_file() else None, r if r.is_file() else None)
     return out
 
 

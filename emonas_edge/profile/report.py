@@ -76,8 +76,8 @@ def _accuracy(target: str) -> float | None:
     from ..zoo import builtin
 
     b = builtin(str(target))
-    if b is not None:
-        candidates.append(b.genotype.with_name(f"{b.name}.publictest.json"))
+    if b is not None and b.report is not None:
+        candidates.append(b.report)
     for c in candidates:
         if c.is_file():
             d = json.loads(c.read_text())
