@@ -76,3 +76,14 @@ def session(path, threads: int):
     o.inter_op_num_threads = 1
     o.log_severity_level = 3
     return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+
+
+def minixception_runner(folder, threads: int = 1):
+    """A zero-argument function running one batch-1 mini-Xception inference (fp32, as fer runs it),
+    the baseline every latency table times its rows against; its ONNX file goes into ``folder``."""
+    from pathlib import Path
+
+    path, x = minixception_onnx(Path(folder) / "minixception.onnx")
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+    return lambda: sess.run(None, {name: x})

@@ -40,12 +40,10 @@ def main() -> None:
                     help="labelled faces: INT8 is then judged by accuracy (any drop allowed here: this table reports, it does not gate)")
     args = ap.parse_args()
     env = environment()
-    from baselines import minixception_onnx, session
+    from baselines import minixception_runner
 
     tmp = tempfile.TemporaryDirectory()
-    base_path, x_base = minixception_onnx(Path(tmp.name) / "minixception.onnx")
-    base = session(base_path, 1)
-    base_in = base.get_inputs()[0].name
+    base = minixception_runner(tmp.name)
     rows, bases = [], []
     for name, entry in builtin_models().items():
         onnx_path = cached_onnx(name)
@@ -59,7 +57,7 @@ def main() -> None:
                                              eval_data=args.eval if args.eval.is_dir() else None).path
         x = _inputs(config, 1)
         fns = {k: (lambda b=OrtBackend(p, "cpu", 1): b.run(x)) for k, p in paths.items()}
-        fns["base"] = lambda: base.run(None, {base_in: x_base})
+        fns["base"] = base
         t = time_interleaved(fns, iters=args.iters)
         ratio = " / ".join(f"{t[k].p50_ms / t['base'].p50_ms:.2f}" for k in ("fp32", "int8") if k in t)
         acc = entry.accuracy()

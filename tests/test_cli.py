@@ -230,7 +230,7 @@ def test_path_traversal_name_writes_nothing_outside(runs):
 def test_help_lists_the_commands(cli):
     r = cli("--help")
     assert r.returncode == 0, r.stderr
-    for command in ("export", "info", "ops"):
+    for command in ("export", "info", "ops", "search"):
         assert command in r.stdout
     r = cli("export", "--help")
     assert r.returncode == 0, r.stderr

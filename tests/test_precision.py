@@ -93,23 +93,46 @@ def test_fp16_keeps_layernorm_in_fp32(tmp_path):
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in g.initializer)  # the rest is half precision
 
 
-def test_int8_is_symmetric_per_channel_qdq_calibrated_on_face_crops(tiny_onnx, fer, tmp_path):
+def _zero_points(proto):
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
+    per_channel = [inits[n.input[1]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[1]) is not None and inits[n.input[1]].size > 1]
+    return zps, per_channel
+
+
+def test_int8_for_tensorrt_is_symmetric_per_channel_qdq_calibrated_on_face_crops(tiny_onnx, fer, tmp_path):
+    config, path = tiny_onnx
+    calib = crops(fer / "train", tmp_path / "crops", 60)
+    d = derive_precision(path, config, "int8", calib=calib, calib_samples=60, int8_scheme="tensorrt")
+    proto = load_onnx(d.path)
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    zps, per_channel = _zero_points(proto)
+    assert zps and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zps)  # symmetric: zero points 0 (int32: biases)
+    assert sum(z.dtype == np.int8 for z in zps) >= 4
+    assert per_channel  # weight scales per output channel
+    m = d.manifest
+    assert m["precision"] == "int8" and m["calibration"]["samples"] == 48 and m["calibration"]["held_back"] == 12
+    assert m["quantization"]["scheme"] == "tensorrt"
+    assert any("only 60 calibration samples" in n for n in m["notes"])
+    assert read_metadata(proto)["precision"] == "int8" and read_metadata(proto)["int8_scheme"] == "tensorrt"
+
+
+def test_int8_for_onnxruntime_has_unsigned_activations_and_symmetric_weights(tiny_onnx, fer, tmp_path):
+    """ORT's x86 kernels fuse DQ-Conv-Q and fold ReLUs only with unsigned activations (export/precision.py)."""
     config, path = tiny_onnx
     calib = crops(fer / "train", tmp_path / "crops", 60)
     d = derive_precision(path, config, "int8", calib=calib, calib_samples=60)
     proto = load_onnx(d.path)
-    ops = {n.op_type for n in proto.graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
-    zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
-    assert zps and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zps)  # symmetric: zero points 0 (int32: biases)
-    assert sum(z.dtype == np.int8 for z in zps) >= 4
-    per_channel = [inits[n.input[1]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[1]) is not None and inits[n.input[1]].size > 1]
-    assert per_channel  # weight scales per output channel
-    m = d.manifest
-    assert m["precision"] == "int8" and m["calibration"]["samples"] == 48 and m["calibration"]["held_back"] == 12
-    assert any("only 60 calibration samples" in n for n in m["notes"])
-    assert read_metadata(proto)["precision"] == "int8"
+    zps, per_channel = _zero_points(proto)
+    activations = [z for z in zps if z.dtype == np.uint8]
+    weights = [z for z in zps if z.dtype == np.int8]
+    assert activations and any(z.any() for z in activations)  # asymmetric: real zero points
+    assert weights and not any(z.any() for z in weights) and per_channel
+    assert d.manifest["quantization"]["scheme"] == "ort" and read_metadata(proto)["int8_scheme"] == "ort"
+    from emonas_edge.export.tensorrt import _has_unsigned_activations
+
+    assert _has_unsigned_activations(proto)
 
 
 @pytest.fixture(scope="module")

@@ -144,6 +144,7 @@ def register(app: typer.Typer) -> None:
             d = derive_precision(
                 result.path, config, precision, calib=calib, calib_samples=calib_samples, calib_method=calib_method,
                 eval_data=eval_data, max_drop=max_accuracy_drop, log=lambda m: console.print(f"[dim]·[/] {escape(m)}"),
+                int8_scheme="tensorrt" if fmt == "engine" else "ort",
             )
             console.print(precision_table(d.table))
             console.print(f"[green]wrote[/] {d.path} ({d.path.stat().st_size:,} bytes) and {d.manifest_path.name}")

@@ -116,6 +116,9 @@ def plan_engine(onnx_path, engine_path, *, precision: str = "fp32", batch=(1, 1,
                         "quantized (QDQ) ONNX file; quantize the model first, or build fp16/fp32")
     if precision != "int8" and quantized:
         raise UserError(f"{onnx_path} is quantized (QDQ nodes); build it with precision int8")
+    if quantized and _has_unsigned_activations(proto):
+        raise UserError(f"{onnx_path} is quantized for ONNX Runtime (unsigned activations with zero points); TensorRT takes only "
+                        "signed symmetric int8: export with --format engine, which quantizes with the tensorrt scheme")
     return {
         "onnx": str(onnx_path),
         "engine": str(engine_path),
@@ -262,3 +265,12 @@ def build_engine(onnx_path, engine_path, *, precision: str = "fp32", batch=(1, 1
 
 __all__ = ["build_engine", "plan_engine", "make_sidecar", "require_tensorrt", "sidecar_path", "tensorrt_available",
            "trtexec_command", "gpu_info", "SIDECAR_FORMAT"]
+
+
+def _has_unsigned_activations(proto) -> bool:
+    """A QuantizeLinear whose zero point is uint8 (the ONNX Runtime scheme of export/precision.py)."""
+    import onnx
+
+    zps = {t.name: t.data_type for t in proto.graph.initializer}
+    return any(n.op_type == "QuantizeLinear" and len(n.input) > 2 and zps.get(n.input[2]) == onnx.TensorProto.UINT8
+               for n in proto.graph.node)

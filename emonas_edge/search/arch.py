@@ -1,0 +1,185 @@
+"""The architecture distribution: what the search learns, how a path is sampled from it, what it costs.
+
+Per cell kind (normal, reduction), each node has two slots; a slot picks one input (an earlier
+state) and one operation. Both are categorical distributions with learnable logits, sampled with
+GDAS's straight-through Gumbel-softmax: the forward pass runs exactly one input and one op per
+slot (a step costs one network), the backward pass still reaches every logit of the slot.
+Width and depth are categorical too; they change which weights run rather than scaling a
+tensor, so their accuracy signal is a score-function (REINFORCE) estimate against a running
+baseline, and their latency signal is exact.
+
+Latency is differentiable in closed form: the table's prediction is a sum of block costs, so its
+expectation under the distribution is a polynomial in the probabilities (:class:`ExpectedLatency`).
+That is what lets a penalty or a target steer every choice, not only the sampled one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..genotype import Genotype
+from .blocks import cell_places, edge_key, k_add, k_concat, k_fr, k_head, k_pre, k_stem
+from .lut import LatencyTable
+from .space import SearchSpace, genotype_of, layers_for_depth
+from .supernet import CellChoice
+
+KINDS = ("normal", "reduce")
+
+
+@dataclass
+class Sample:
+    """One path through the supernet (what ``SuperNet.forward`` runs)."""
+
+    width: int
+    depth: int
+    normal: CellChoice
+    reduce: CellChoice
+    width_index: int
+    depth_index: int
+    log_prob: torch.Tensor | float = 0.0  # of width and depth (REINFORCE)
+
+
+def _gumbel_st(logits: torch.Tensor, tau: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Straight-through Gumbel-softmax: one-hot forward, soft-sample gradient; masked logits (-inf) never win."""
+    u = torch.rand(logits.shape, generator=g).clamp_(1e-10, 1 - 1e-10)
+    y = F.softmax((logits - torch.log(-torch.log(u))) / tau, dim=-1)
+    idx = y.argmax(-1)
+    hard = F.one_hot(idx, logits.shape[-1]).to(y.dtype)
+    return hard - y.detach() + y, idx
+
+
+class ArchParams(nn.Module):
+    """Logits of every choice: ``alpha`` ops and ``gamma`` inputs [kind, node, slot, ...], ``beta_*`` width and depth."""
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        n = space.nodes
+        self.space = space
+        self.alpha = nn.Parameter(torch.zeros(2, n, 2, len(space.ops)))
+        self.gamma = nn.Parameter(torch.zeros(2, n, 2, n + 1))
+        self.beta_width = nn.Parameter(torch.zeros(len(space.widths)))
+        self.beta_depth = nn.Parameter(torch.zeros(len(space.depths)))
+        valid = torch.tensor([[j < i + 2 for j in range(n + 1)] for i in range(n)])
+        self.register_buffer("valid", valid[None, :, None, :].expand(2, n, 2, n + 1).clone(), persistent=False)
+
+    def input_logits(self) -> torch.Tensor:
+        return self.gamma.masked_fill(~self.valid, float("-inf"))
+
+    def probs(self) -> dict[str, torch.Tensor]:
+        return {
+            "ops": F.softmax(self.alpha, -1), "inputs": F.softmax(self.input_logits(), -1),
+            "width": F.softmax(self.beta_width, -1), "depth": F.softmax(self.beta_depth, -1),
+        }
+
+    def sample(self, g: torch.Generator, tau: float, *, uniform: bool = False, grad: bool = True) -> Sample:
+        """A path; ``uniform`` ignores the learnt logits (weight warm-up), ``grad=False`` gives plain weights of 1."""
+        alpha = torch.zeros_like(self.alpha) if uniform else self.alpha
+        gamma = self.gamma.detach() * 0 if uniform else self.gamma
+        inputs_logits = gamma.masked_fill(~self.valid, float("-inf"))
+        with torch.set_grad_enabled(grad and not uniform):
+            w_op, i_op = _gumbel_st(alpha, tau, g)
+            w_in, i_in = _gumbel_st(inputs_logits, tau, g)
+            bw = torch.zeros_like(self.beta_width) if uniform else self.beta_width
+            bd = torch.zeros_like(self.beta_depth) if uniform else self.beta_depth
+            wi = int(torch.multinomial(F.softmax(bw.detach(), -1), 1, generator=g))
+            di = int(torch.multinomial(F.softmax(bd.detach(), -1), 1, generator=g))
+            log_prob = F.log_softmax(bw, -1)[wi] + F.log_softmax(bd, -1)[di] if grad and not uniform else 0.0
+        cells = []
+        for k in range(2):
+            slots = []
+            for i in range(self.space.nodes):
+                for s in range(2):
+                    j, o = int(i_in[k, i, s]), int(i_op[k, i, s])
+                    w = w_in[k, i, s, j] * w_op[k, i, s, o] if grad and not uniform else 1.0
+                    slots.append((i, j, o, w))
+            cells.append(CellChoice(slots))
+        return Sample(self.space.widths[wi], self.space.depths[di], cells[0], cells[1], wi, di, log_prob)
+
+    def argmax(self) -> tuple[Genotype, int, int]:
+        """The most likely genotype, width and depth."""
+        with torch.no_grad():
+            ops, inputs = self.alpha.argmax(-1), self.input_logits().argmax(-1)
+            cells = [[(self.space.ops[int(ops[k, i, s])], int(inputs[k, i, s])) for i in range(self.space.nodes) for s in range(2)]
+                     for k in range(2)]
+            return (genotype_of(cells[0], cells[1], self.space.nodes), self.space.widths[int(self.beta_width.argmax())],
+                    self.space.depths[int(self.beta_depth.argmax())])
+
+    def summary(self) -> dict:
+        """Probabilities as plain lists, for the per-epoch log and the search record."""
+        p = self.probs()
+        sp = self.space
+        out = {"width": dict(zip(map(str, sp.widths), _r(p["width"]))), "depth": dict(zip(map(str, sp.depths), _r(p["depth"])))}
+        for k, kind in enumerate(KINDS):
+            out[kind] = [{"node": i, "slot": s, "ops": dict(zip(sp.ops, _r(p["ops"][k, i, s]))), "inputs": _r(p["inputs"][k, i, s, : i + 2])}
+                         for i in range(sp.nodes) for s in range(2)]
+        return out
+
+
+def _r(t: torch.Tensor) -> list[float]:
+    return [round(float(v), 4) for v in t.detach()]
+
+
+class ExpectedLatency:
+    """E[predicted latency] of the distribution, differentiable in every logit.
+
+    For each (width, depth) the table's block costs are summed into per-cell-kind tensors
+    ``edges[node, input, op]`` and preprocessing costs; a cell reads input 0 (or 1) with
+    probability 1 - prod over slots of (1 - p(slot reads it)). Everything else is constant.
+    """
+
+    def __init__(self, space: SearchSpace, table: LatencyTable):
+        self.space, self.table = space, table
+        n, n_ops = space.nodes, len(space.ops)
+        wd = [(w, d) for w in space.widths for d in space.depths]
+        self.const = torch.zeros(len(space.widths), len(space.depths), dtype=torch.float64)
+        self.edges = torch.zeros(len(space.widths), len(space.depths), 2, n, n + 1, n_ops, dtype=torch.float64)
+        self.pre = torch.zeros(len(space.widths), len(space.depths), 2, 2, dtype=torch.float64)  # [.., kind, input]
+        for w, d in wd:
+            wi, di = space.widths.index(w), space.depths.index(d)
+            self._fill(wi, di, w, d)
+
+    def _cost(self, key: str | None) -> float:
+        return 0.0 if key is None else self.table.raw_ms([key]) - self.table.overhead_ms
+
+    def _fill(self, wi: int, di: int, width: int, depth: int) -> None:
+        sp, n = self.space, self.space.nodes
+        stem = sp.multiplier * width
+        places = cell_places(layers_for_depth(depth), width, stem, sp.input_size // sp.stem_stride, n)
+        const = self._cost(k_stem(sp.in_channels, stem, sp.stem_stride, sp.input_size))
+        for p in places:
+            k = 1 if p.reduction else 0
+            r_out = p.res // 2 if p.reduction else p.res
+            self.pre[wi, di, k, 0] += self._cost(k_fr(p.c_pp, p.c, 2 * p.res) if p.reduction_prev else k_pre(p.c_pp, p.c, p.res))
+            self.pre[wi, di, k, 1] += self._cost(k_pre(p.c_p, p.c, p.res))
+            const += n * self._cost(k_add(p.c, r_out)) + self._cost(k_concat(n, p.c, r_out))
+            place = {"reduction": p.reduction, "reduction_prev": p.reduction_prev, "c_pp": p.c_pp, "c": p.c, "res": p.res}
+            for i in range(n):
+                for j in range(i + 2):
+                    for o, op in enumerate(sp.ops):
+                        self.edges[wi, di, k, i, j, o] += self._cost(edge_key(op, j, **place))
+        last = places[-1]
+        const += self._cost(k_head(n * last.c, sp.num_classes, last.res // 2 if last.reduction else last.res))
+        self.const[wi, di] = const
+
+    def per_width_depth(self, arch: ArchParams) -> torch.Tensor:
+        """Predicted ms for each (width, depth) given the cell distributions."""
+        p = arch.probs()
+        p_ops, p_in = p["ops"].double(), p["inputs"].double()
+        # sum over node i, slot s, input j, op o of p_in[k,i,s,j] p_op[k,i,s,o] edges[w,d,k,i,j,o]
+        edge = torch.einsum("kisj,kiso,wdkijo->wd", p_in, p_ops, self.edges)
+        uses = 1 - (1 - p_in[..., :2]).flatten(1, 2).prod(1)  # [kind, input]
+        pre = torch.einsum("ku,wdku->wd", uses, self.pre)
+        raw = self.table.overhead_ms + self.const + edge + pre
+        return self.table.a + self.table.b * raw
+
+    def __call__(self, arch: ArchParams) -> torch.Tensor:
+        p = arch.probs()
+        return torch.einsum("w,d,wd->", p["width"].double(), p["depth"].double(), self.per_width_depth(arch))
+
+    def of(self, genotype: Genotype, width: int, depth: int) -> float:
+        """Predicted ms of one derived network (the table's own network prediction)."""
+        return self.table.predict_ms(self.space.config(genotype, width, depth))

@@ -1,0 +1,182 @@
+"""The supernet: every network of a search space in one set of shared weights, one sampled path at a time.
+
+Why single-path: on a 2-core CPU a DARTS step, which runs every candidate op of every edge, costs
+as many networks as there are ops (11 here); sampling one op per node slot (GDAS's straight-through
+Gumbel-softmax) makes a step cost about one network of the space. Width is shared the way
+slimmable / once-for-all networks share it: every convolution holds the widest weights and a
+narrower network uses their leading channels, so a sampled width costs that width's compute.
+Depth is shared by running only the first ``d`` normal cells of each stage.
+
+Edge operations come from the one registry (``nn/ops.py``) and are built exactly as ``cellnet``
+builds them (DARTS search convention: BatchNorm without affine parameters, batch statistics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.ops import FactorizedReduce, ReLUConvBN, build_op
+from .space import SearchSpace, stage_shapes
+
+
+class Width:
+    """The active fraction of the widest width, read by every dynamic layer."""
+
+    def __init__(self, full: int):
+        self.full = full
+        self.active = full
+        self._idx: dict = {}
+
+    def scale(self, n: int) -> int:
+        return n * self.active // self.full
+
+    def index(self, full: int, active: int, blocks: int, device) -> slice | torch.Tensor:
+        """Channels of the active part when a tensor is ``blocks`` equal parts (a concat of node states)."""
+        if blocks == 1 or active == full:
+            return slice(0, active)
+        key = (full, active, blocks, str(device))
+        if key not in self._idx:
+            b, a = full // blocks, active // blocks
+            self._idx[key] = torch.cat([torch.arange(i * b, i * b + a) for i in range(blocks)]).to(device)
+        return self._idx[key]
+
+
+class DynConv2d(nn.Conv2d):
+    width: Width
+    in_blocks = 1
+    out_blocks = 1
+    scale_out = True
+
+    def forward(self, x):
+        cin = x.shape[1]
+        cout = self.width.scale(self.out_channels) if self.scale_out else self.out_channels
+        if self.groups > 1:  # depthwise: one filter per active channel
+            return F.conv2d(x, self.weight[:cin], None, self.stride, self.padding, self.dilation, cin)
+        w = self.weight[self.width.index(self.out_channels, cout, self.out_blocks, x.device)]
+        if cin != self.in_channels:
+            w = w[:, self.width.index(self.in_channels, cin, self.in_blocks, x.device)]
+        return F.conv2d(x, w, None, self.stride, self.padding, self.dilation, 1)
+
+
+class DynBatchNorm2d(nn.BatchNorm2d):
+    """Batch statistics always: running statistics mean nothing when every step samples another network."""
+
+    width: Width
+    blocks = 1
+
+    def forward(self, x):
+        c = x.shape[1]
+        w = b = None
+        if self.affine:
+            idx = self.width.index(self.num_features, c, self.blocks, x.device)
+            w, b = self.weight[idx], self.bias[idx]
+        return F.batch_norm(x, None, None, w, b, True, 0.0, self.eps)
+
+
+class DynLinear(nn.Linear):
+    width: Width
+    in_blocks = 1
+
+    def forward(self, x):
+        w = self.weight if x.shape[1] == self.in_features else self.weight[:, self.width.index(self.in_features, x.shape[1], self.in_blocks, x.device)]
+        return F.linear(x, w, self.bias)
+
+
+def make_dynamic(module: nn.Module, width: Width, in_blocks: int = 1, out_blocks: int = 1) -> nn.Module:
+    """Swap every Conv2d / BatchNorm2d / Linear under ``module`` for its width-sliced twin (same weights)."""
+    swaps = {nn.Conv2d: DynConv2d, nn.BatchNorm2d: DynBatchNorm2d, nn.Linear: DynLinear}
+    targets = [module] if type(module) in swaps else []
+    targets += [m for m in module.modules() if type(m) in swaps and m is not module]
+    for m in targets:
+        m.__class__ = swaps[type(m)]
+        m.width = width
+        if isinstance(m, DynConv2d):
+            assert m.bias is None, "search convolutions carry no bias"
+            m.in_blocks, m.out_blocks = in_blocks, out_blocks
+        elif isinstance(m, DynLinear):
+            m.in_blocks = in_blocks
+        else:
+            m.blocks = out_blocks
+    for m in module.modules():  # a factorized reduce concatenates two half-width convolutions
+        if isinstance(m, FactorizedReduce):
+            m.bn.blocks = 2
+    return module
+
+
+@dataclass
+class CellChoice:
+    """One sampled cell: per node, two (input, op index) slots and the straight-through weight of each."""
+
+    slots: list  # [(node, input, op_index, weight tensor)]
+
+
+class SearchCell(nn.Module):
+    def __init__(self, space: SearchSpace, width: Width, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        m = space.multiplier
+        self.reduction, self.nodes = reduction, space.nodes
+        pre0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False)
+        self.pre0 = make_dynamic(pre0, width, in_blocks=m)
+        self.pre1 = make_dynamic(ReLUConvBN(c_p, c, 1, 1, 0, affine=False), width, in_blocks=m)
+        # edges[node][input][op]: DARTS' per-edge weights, shared by the node's two slots
+        self.edges = nn.ModuleList(
+            nn.ModuleList(
+                nn.ModuleList(make_dynamic(build_op(op, c, 2 if reduction and j < 2 else 1, False), width) for op in space.ops)
+                for j in range(i + 2)
+            )
+            for i in range(space.nodes)
+        )
+
+    def forward(self, s0, s1, choice: CellChoice):
+        uses = {j for _, j, _, _ in choice.slots}
+        states = [self.pre0(s0) if 0 in uses else None, self.pre1(s1) if 1 in uses else None]
+        for i in range(self.nodes):
+            total = None
+            for node, j, o, w in choice.slots:
+                if node == i:
+                    h = self.edges[i][j][o](states[j]) * w
+                    total = h if total is None else total + h
+            states.append(total)
+        return torch.cat(states[2:], dim=1)
+
+
+class SuperNet(nn.Module):
+    """All networks of ``space``; ``forward(x, sample)`` runs the sampled one."""
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space = space
+        m, wmax, dmax = space.multiplier, max(space.widths), max(space.depths)
+        self.width = Width(wmax)
+        self.stem = make_dynamic(nn.Sequential(
+            nn.Conv2d(space.in_channels, m * wmax, 3, stride=space.stem_stride, padding=1, bias=False), nn.BatchNorm2d(m * wmax),
+        ), self.width, out_blocks=m)
+        self.stem[0].scale_out = True
+        self.stages = nn.ModuleList()
+        self.reductions = nn.ModuleList()
+        c_prev = m * wmax
+        for k, (c, _res) in enumerate(stage_shapes(space, wmax)):
+            if k > 0:
+                self.reductions.append(SearchCell(space, self.width, c_prev, c_prev, c, True, False))
+            cells = nn.ModuleList(SearchCell(space, self.width, c_prev if (k > 0 and n == 0) else m * c, m * c, c, False, k > 0 and n == 0)
+                                  for n in range(dmax))
+            self.stages.append(cells)
+            c_prev = m * c
+        self.classifier = make_dynamic(nn.Linear(c_prev, space.num_classes), self.width, in_blocks=m)
+
+    def forward(self, x, sample):
+        """``sample``: width, depth, normal and reduce :class:`CellChoice` (see ``ArchSampler``)."""
+        self.width.active = sample.width
+        s0 = s1 = self.stem(x)
+        for k, cells in enumerate(self.stages):
+            if k > 0:
+                s0, s1 = s1, self.reductions[k - 1](s0, s1, sample.reduce)
+            for cell in cells[: sample.depth]:
+                s0, s1 = s1, cell(s0, s1, sample.normal)
+        logits = self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+        self.width.active = self.width.full
+        return logits
