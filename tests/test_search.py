@@ -107,6 +107,22 @@ def test_expected_latency_of_a_certain_distribution_is_the_network_prediction(lu
         assert expected == pytest.approx(table.predict_ms(sp.config(genotype, w, d)), rel=1e-9)
 
 
+def test_derivation_under_a_target_takes_the_largest_size_that_meets_it(lut_file):
+    from emonas_edge.search.run import derive
+
+    table = load_lut(lut_file)
+    sp = table.space
+    arch, latency = ArchParams(sp), ExpectedLatency(sp, table)
+    genotype, _, _ = arch.argmax()
+    costs = sorted((table.predict_ms(sp.config(genotype, w, d)), w, d) for w, d in itertools.product(sp.widths, sp.depths))
+    for target in (costs[1][0], (costs[-2][0] + costs[-1][0]) / 2, costs[-1][0] * 2):
+        g, w, d, predicted, met = derive(arch, latency, target)
+        assert g == genotype and met and predicted <= target
+        assert predicted == pytest.approx(max(c for c, _, _ in costs if c <= target))
+    g, w, d, predicted, met = derive(arch, latency, costs[0][0] / 2)  # nothing fits: the cheapest, said so
+    assert not met and predicted == pytest.approx(costs[0][0])
+
+
 def test_lut_cli_refuses_unknown_precision_and_writes_nothing(cli, tmp_path):
     r = cli("search", "lut", "--out", tmp_path / "l.json", "--precision", "int4")
     assert r.returncode == 2 and "int4" in r.stderr and "Traceback" not in r.stderr

@@ -75,8 +75,9 @@ class SearchSettings:
             raise UserError(f"--budget-hours must be positive, got {self.budget_hours}")
         return self
 
-    def warmup(self) -> int:
-        return min(self.warmup_epochs, self.epochs // 4)
+    def warmup(self, epochs: int | None = None) -> int:
+        """Warm-up epochs of a run of ``epochs`` (the run's own count, which a budget may have cut)."""
+        return min(self.warmup_epochs, (self.epochs if epochs is None else epochs) // 4)
 
 
 def split_held_out(labels: np.ndarray, fraction: float, seed: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +198,7 @@ class Searcher:
         torch.manual_seed(s.seed * 1_000_003 + epoch + 1)
         order_w = torch.randperm(len(self.part_w), generator=g)
         order_a = torch.randperm(len(self.part_a), generator=g)
-        searching = epoch >= s.warmup()
+        searching = epoch >= s.warmup(self.epochs)
         tau = self.tau(epoch)
         total = self.epochs * self.steps
         t0 = time.perf_counter()
