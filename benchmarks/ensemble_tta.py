@@ -26,7 +26,7 @@ def main() -> None:
 
     import torch
 
-    from emonas_edge.api import load_model
+    from emonas_edge.resolve import load_model
     from views import labelled_batch, probs
 
     loaded = [load_model(m) for m in args.models]

@@ -40,7 +40,7 @@ def main() -> None:
         tmp = Path(tmp)
         if args.model.endswith(".onnx"):
             ours = Path(args.model)
-            from emonas_edge.api import load_genotype
+            from emonas_edge.resolve import load_genotype
 
             config = load_genotype(ours)
         else:

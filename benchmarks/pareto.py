@@ -26,7 +26,7 @@ from emonas_edge.environment import environment  # noqa: E402
 from emonas_edge.export.metadata import config_from_metadata, load_onnx, read_metadata  # noqa: E402
 from emonas_edge.profile.models import _inputs  # noqa: E402
 from emonas_edge.profile.timing import time_interleaved  # noqa: E402
-from emonas_edge.runtime.base import OrtBackend  # noqa: E402
+from emonas_edge.runtime.ort_backend import OrtBackend  # noqa: E402
 from emonas_edge.runtime.compiled import cached_onnx  # noqa: E402
 from emonas_edge.zoo import builtin_models  # noqa: E402
 

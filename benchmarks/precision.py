@@ -20,14 +20,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emonas_edge.api import load_model  # noqa: E402
 from emonas_edge.data.datasets import load_dataset  # noqa: E402
 from emonas_edge.data.preprocess import Preprocessor  # noqa: E402
 from emonas_edge.environment import environment  # noqa: E402
 from emonas_edge.export.onnx import export_onnx  # noqa: E402
 from emonas_edge.export.precision import derive_precision  # noqa: E402
 from emonas_edge.profile.models import time_artifacts  # noqa: E402
-from emonas_edge.runtime.base import OrtBackend  # noqa: E402
+from emonas_edge.resolve import load_model  # noqa: E402
+from emonas_edge.runtime.ort_backend import OrtBackend  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

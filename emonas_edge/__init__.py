@@ -14,10 +14,10 @@ __version__ = "0.1.0"
 # Lazy attributes: ``import emonas_edge`` (and the runtime pipeline, which runs ONNX Runtime)
 # must not pay for importing PyTorch (~300 MB of memory) unless something needs it.
 _LAZY = {
-    "load_genotype": ".api",
-    "load_model": ".api",
-    "model_info": ".api",
-    "list_models": ".api",
+    "load_genotype": ".resolve",
+    "load_model": ".resolve",
+    "model_info": ".resolve",
+    "list_models": ".resolve",
     "load_checkpoint": ".checkpoint",
     "save_checkpoint": ".checkpoint",
     "ModelConfig": ".config",

@@ -155,7 +155,7 @@ KNOWN_BAD: dict[str, tuple[Case, str]] = {
     ),
     "override-a-checkpoint": (
         Case(_export("-g", lambda a: a.trained, "--input-size", "32"), "cannot be overridden"),
-        "api.load_model ignores overrides for a checkpoint (only load_genotype refuses them): "
+        "resolve.load_model ignores overrides for a checkpoint (only load_genotype refuses them): "
         "`export -g ckpt.pt --input-size 32` silently exports the checkpoint's 16x16 network",
     ),
 }

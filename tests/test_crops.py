@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
-from emonas_edge.api import load_genotype
 from emonas_edge.data.datasets import load_dataset
 from emonas_edge.errors import UserError
-from emonas_edge.pipeline.align import Aligner
+from emonas_edge.faces.align import Aligner
+from emonas_edge.faces.detect import create_detector
 from emonas_edge.pipeline.crops import crop_faces
-from emonas_edge.pipeline.detect import create_detector
+from emonas_edge.resolve import load_genotype
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 

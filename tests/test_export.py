@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from onnx import numpy_helper
 from torch import nn
 
-from emonas_edge.api import load_genotype, load_model
 from emonas_edge.config import FER2013_CLASSES, config_from_dict
 from emonas_edge.errors import CheckFailed
 from emonas_edge.export.metadata import read_metadata
@@ -33,6 +32,7 @@ from emonas_edge.export.parity import check_parity, parity_inputs
 from emonas_edge.macs import macs_torch
 from emonas_edge.nn import count_params, create_model
 from emonas_edge.nn.ops import OPS
+from emonas_edge.resolve import load_genotype, load_model
 
 CLI = Path(sys.executable).parent / "emonas-edge"
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -13,15 +13,15 @@ import cv2
 import numpy as np
 import pytest
 
-from emonas_edge.api import load_genotype
 from emonas_edge.data.dynamic_image import dynamic_image
 from emonas_edge.errors import UserError
+from emonas_edge.faces.align import EYE_DIST, EYE_MID, Aligner, similarity
+from emonas_edge.faces.detect import Detection, HaarDetector, MediaPipeDetector, create_detector, plausible_face
 from emonas_edge.pipeline import PipelineSettings, build_pipeline, run
-from emonas_edge.pipeline.align import EYE_DIST, EYE_MID, Aligner, similarity
 from emonas_edge.pipeline.buffers import FrameRing
-from emonas_edge.pipeline.detect import Detection, HaarDetector, MediaPipeDetector, create_detector, plausible_face
 from emonas_edge.pipeline.sources import LiveSource, SourceLost, VideoFileSource, open_source
 from emonas_edge.pipeline.track import Tracker
+from emonas_edge.resolve import load_genotype
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MEDIA = SHARED / "media"
@@ -92,7 +92,7 @@ def check_schema(line: dict, macro_classes, micro_classes) -> None:
 
 
 def test_blazeface_model_is_bundled_and_loads():
-    from emonas_edge.pipeline.detect import BLAZEFACE_MODEL
+    from emonas_edge.faces.detect import BLAZEFACE_MODEL
 
     assert BLAZEFACE_MODEL.is_file() and BLAZEFACE_MODEL.stat().st_size == 229_714
     with create_detector("auto") as det:
@@ -115,7 +115,7 @@ def test_detectors_find_the_face_and_mediapipe_gives_eyes(media):
 def test_full_range_model_is_bundled_and_finds_small_faces(media):
     """Group photo shrunk to half size (faces ~50 px in a 1000 px frame): full-range BlazeFace
     still finds them with eyes; short-range (the faster default) does not, which is why both ship."""
-    from emonas_edge.pipeline.detect import BLAZEFACE_FULL_MODEL
+    from emonas_edge.faces.detect import BLAZEFACE_FULL_MODEL
 
     assert BLAZEFACE_FULL_MODEL.is_file() and BLAZEFACE_FULL_MODEL.stat().st_size == 676_746
     img = cv2.imread(str(media / "multi_face.jpg"))

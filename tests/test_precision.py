@@ -12,11 +12,12 @@ import onnx
 import pytest
 import torch
 
-from emonas_edge.api import load_model
 from emonas_edge.errors import CheckFailed, UserError
+from emonas_edge.export.metadata import load_onnx, read_metadata
 from emonas_edge.export.onnx import export_onnx
 from emonas_edge.export.precision import derive_precision
-from emonas_edge.export.metadata import load_onnx, read_metadata
+from emonas_edge.profile.models import precision_timer
+from emonas_edge.resolve import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FER = SHARED / "datasets" / "fer2013"
@@ -183,10 +184,17 @@ def test_int8_collapse_is_caught_and_nothing_is_written(macro_fp32, fer, tmp_pat
     assert not out.exists() and not list(path.parent.glob(".*partial"))
 
 
+def test_auto_without_a_timer_is_refused_before_any_work(tiny_onnx):
+    """export sits below profile, so auto's timer is passed in; forgetting it must not time nothing."""
+    config, path = tiny_onnx
+    with pytest.raises(UserError, match="needs a timer"):
+        derive_precision(path, config, "auto")
+
+
 def test_auto_decides_by_measurement(tiny_onnx, fer, tmp_path):
     config, path = tiny_onnx
     calib = crops(fer / "train", tmp_path / "crops", 40)
-    d = derive_precision(path, config, "auto", calib=calib, calib_samples=40)
+    d = derive_precision(path, config, "auto", calib=calib, calib_samples=40, timer=precision_timer(config))
     sel = d.manifest.get("selection") or d.manifest["precision_selection"]["selection"]
     assert sel["chosen"] in ("fp32", "fp16", "int8") and "ms" in sel["reason"]
     table = d.table
@@ -230,8 +238,8 @@ def test_calibration_from_photos_and_video_finds_faces_the_way_run_does(tmp_path
     media = SHARED / "media"
     if not media.is_dir():
         pytest.skip(f"shared media folder {media} is not present beside the checkout")
-    from emonas_edge.api import load_genotype
     from emonas_edge.export.calibration import calibration_pixels
+    from emonas_edge.resolve import load_genotype
 
     config = load_genotype("emonas-macro")
     src = tmp_path / "calib"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emonas_edge.api import model_info
+from emonas_edge.resolve import model_info
 from emonas_edge.errors import UserError
 from emonas_edge.profile.models import profile
 

@@ -170,6 +170,26 @@ def test_huge_latency_weight_derives_the_cheapest_network(lut_file, fer_small, t
     assert rec["predicted_ms"] == pytest.approx(_brute_force_min(table), rel=0.02)
 
 
+def test_a_search_at_one_size_runs_the_supernet_there_and_derives_it(lut_file, fer_small, tmp_path):
+    from emonas_edge.search import engine
+
+    seen = []
+    original = engine.Searcher.weight_step
+
+    def spy(self, x, y, sample, lr):
+        seen.append((sample.width, sample.depth))
+        return original(self, x, y, sample, lr)
+
+    engine.Searcher.weight_step = spy
+    try:
+        best = run_search(SearchJob(str(fer_small), str(lut_file), run_dir=str(tmp_path / "r")), quick(epochs=4, search_size=(12, 2)), log=lambda m: None)
+    finally:
+        engine.Searcher.weight_step = original
+    assert set(seen) == {(12, 2)} and len(seen) >= 8
+    assert (best["meta"]["search"]["width"], best["meta"]["search"]["depth"]) == (12, 2)
+    assert best["network"]["init_channels"] == 12 and best["network"]["layers"] == 3 * 2 + 2
+
+
 def test_interrupted_and_resumed_search_ends_where_an_uninterrupted_one_does(lut_file, fer_small, tmp_path):
     settings = quick(epochs=3, max_steps=3, seed=7)
     job = SearchJob(str(fer_small), str(lut_file), run_dir=str(tmp_path / "a"))
@@ -235,6 +255,8 @@ def test_unknown_op_and_op_outside_the_table_are_refused(cli, lut_file, fer_smal
     run = tmp_path / "run"
     _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--ops", "conv_3x3,warp_9x9", "--run-dir", run), run, "warp_9x9")
     _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--ops", "conv_3x3,sep_conv_7x7", "--run-dir", run), run, "sep_conv_7x7")
+    _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--search-size", "99,1", "--run-dir", run), run, "99,1")
+    _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--search-size", "12", "--run-dir", run), run, "WIDTH,DEPTH")
 
 
 def test_table_for_another_task_or_backend_is_refused(cli, lut_file, fer_small, tmp_path):

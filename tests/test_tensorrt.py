@@ -19,6 +19,7 @@ from onnx import TensorProto, helper
 from emonas_edge import __version__
 from emonas_edge.config import config_from_dict
 from emonas_edge.errors import MissingDependency, UserError
+from emonas_edge.export.formats import format_of
 from emonas_edge.export.metadata import build_metadata, write_metadata
 from emonas_edge.export.tensorrt import (
     SIDECAR_FORMAT,
@@ -119,6 +120,12 @@ def test_trtexec_static_batch_and_quoting():
 def test_sidecar_path():
     assert sidecar_path("out/tiny.engine").as_posix() == "out/tiny.engine.json"
     assert sidecar_path("tiny.fp16.plan").name == "tiny.fp16.engine.json"
+
+
+def test_engine_suffixes_come_from_the_formats_table():
+    """load_backend and profile pick TensorRT by these; trtexec users name engines .plan or .trt."""
+    assert [format_of(p) for p in ("m.engine", "out/m.FP16.PLAN", "m.int8.trt")] == ["engine"] * 3
+    assert [format_of(p) for p in ("m.onnx", "m.int8.onnx", "m.pt", "m.engine.json")] == ["onnx", "onnx", None, None]
 
 
 # --- checks before TensorRT -------------------------------------------------------------------
@@ -249,9 +256,9 @@ def _have_trt_gpu() -> bool:
 
 @pytest.mark.skipif(not _have_trt_gpu(), reason="TensorRT is not installed here (no GPU; not verified on hardware)")
 def test_build_and_run_engine_matches_onnxruntime(tmp_path, tiny_genotype_file):
-    from emonas_edge.api import load_model
     from emonas_edge.export.onnx import export_onnx
-    from emonas_edge.runtime.base import OrtBackend
+    from emonas_edge.resolve import load_model
+    from emonas_edge.runtime.ort_backend import OrtBackend
 
     config, model, _ = load_model(tiny_genotype_file)
     result = export_onnx(config, model, tmp_path / "export", random_inputs=True)

@@ -23,11 +23,11 @@ from emonas_edge.config import FER2013_CLASSES, MEGC_CLASSES, config_from_dict
 from emonas_edge.data.datasets import ArrayDataset, load_image_folder
 from emonas_edge.data.preprocess import Preprocessor
 from emonas_edge.errors import UserError
+from emonas_edge.metrics import classification_report, confusion_matrix
 from emonas_edge.nn import create_model
 from emonas_edge.runtime import load_backend
 from emonas_edge.train.evaluate import evaluate, predict_logits
 from emonas_edge.train.loso import run_loso
-from emonas_edge.train.metrics import classification_report, confusion_matrix
 from emonas_edge.train.trainer import TrainSettings, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -731,7 +731,7 @@ def test_torchrun_distributed_data_parallel(tmp_path, tiny_file):
 
 def test_cli_train_a_trained_name_fine_tunes_unless_scratch(tmp_path):
     """`--model emonas-macro` means the shipped weights; --scratch keeps only the architecture."""
-    from emonas_edge.api import load_model
+    from emonas_edge.resolve import load_model
 
     _, shipped, _ = load_model("emonas-macro")
     ref = shipped.state_dict()

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from emonas_edge.api import load_model
 from emonas_edge.config import FER2013_CLASSES
 from emonas_edge.errors import UserError
 from emonas_edge.nn import count_params
+from emonas_edge.resolve import load_model
 from emonas_edge.train.evaluate import evaluate
 from emonas_edge.zoo import builtin
 

@@ -10,9 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..api import list_models, load_model, model_info
 from ..errors import UserError
 from ..export.formats import DEFAULT_OPSET, SIMPLIFIERS
+from ..resolve import list_models, load_model, model_info
 from .common import (
     Classes, InChannels, InitChannels, InputSize, Layers, Name, NumClasses, Select, Task, console, err_console, human, overrides,
 )
@@ -115,6 +115,7 @@ def register(app: typer.Typer) -> None:
         from ..export.formats import FORMATS
         from ..export.onnx import check_export_settings, export_onnx  # PyTorch loads only for commands that need it
         from ..export.precision import check_precision_settings, derive_precision
+        from ..profile.models import precision_timer
 
         ov = overrides(name, task, in_channels, input_size, init_channels, layers, num_classes, classes)
         b = _parse_batch(batch)
@@ -144,7 +145,7 @@ def register(app: typer.Typer) -> None:
             d = derive_precision(
                 result.path, config, precision, calib=calib, calib_samples=calib_samples, calib_method=calib_method,
                 eval_data=eval_data, max_drop=max_accuracy_drop, log=lambda m: console.print(f"[dim]·[/] {escape(m)}"),
-                int8_scheme="tensorrt" if fmt == "engine" else "ort",
+                int8_scheme="tensorrt" if fmt == "engine" else "ort", timer=precision_timer(config),
             )
             console.print(precision_table(d.table))
             console.print(f"[green]wrote[/] {d.path} ({d.path.stat().st_size:,} bytes) and {d.manifest_path.name}")

@@ -218,7 +218,7 @@ def register(app: typer.Typer) -> None:
         """Crop and align the largest face of every image the way `run` does, for training on whole photos."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from ..api import load_genotype
+        from ..resolve import load_genotype
         from ..pipeline.crops import crop_faces
 
         config = load_genotype(model)

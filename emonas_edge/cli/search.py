@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
         ops: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the table's operations.")] = None,
         epochs: Annotated[int, typer.Option(help="Search epochs (the first quarter, at most 5, train weights only).")] = 30,
         budget_hours: Annotated[Optional[float], typer.Option(help="Wall-time budget: epochs are cut to fit (measured before starting).")] = None,
+        search_size: Annotated[Optional[str], typer.Option(help="WIDTH,DEPTH: run the supernet at this one size and search the cells there "
+                                                           "(sizes then follow the latency objective; a target picks the derived size).")] = None,
+        lr: Annotated[float, typer.Option(help="Supernet weight learning rate (SGD, warm-up + cosine).")] = 0.05,
         batch: Annotated[int, typer.Option(help="Batch per process.")] = 96,
         seed: Annotated[int, typer.Option()] = 0,
         threads: Annotated[Optional[int], typer.Option(help="PyTorch threads.")] = None,
@@ -59,7 +62,7 @@ def register(app: typer.Typer) -> None:
         job = SearchJob(data=str(data), lut=str(lut), task=task, annotations=str(annotations) if annotations else None, ops=_csv(ops),
                         out=str(out) if out else None, run_dir=str(run_dir) if run_dir else None, resume=str(resume) if resume else None)
         settings = SearchSettings(epochs=epochs, batch=batch, latency_weight=latency_weight, target_ms=target_latency_ms, seed=seed,
-                                  threads=threads, budget_hours=budget_hours, max_steps=max_steps)
+                                  threads=threads, budget_hours=budget_hours, max_steps=max_steps, lr=lr, search_size=_size(search_size))
         columns = [TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn()]
         with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
@@ -111,3 +114,14 @@ def register(app: typer.Typer) -> None:
         save_lut(table, out)
         console.print(f"{len(table.blocks)} blocks timed in {table.seconds:.0f} s on {table.device.get('cpu')}; "
                       f"fit on {len(table.calibration)} networks: measured = {table.a:.4f} + {table.b:.3f} x sum -> {out}")
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        from ..errors import UserError
+
+        raise UserError(f"--search-size takes WIDTH,DEPTH (e.g. 32,2), got {text!r}")
+    return int(parts[0]), int(parts[1])

@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 talks
             console.quiet = True
-        from ..api import load_model
+        from ..resolve import load_model
         from ..checkpoint import read_checkpoint
         from ..config import config_from_dict
         from ..data.datasets import load_dataset
@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
         """Structured width pruning: keep the channels that matter most, as a start for fine-tuning."""
         import torch
 
-        from ..api import load_model
+        from ..resolve import load_model
         from ..checkpoint import save_checkpoint
         from ..data.datasets import load_dataset
         from ..train.slim import slim_cell_network

@@ -1,9 +1,10 @@
 """Calibration samples for INT8: real faces, preprocessed exactly as the model will see them.
 
 Sources users have: a labelled dataset (class folders or FER2013 CSV), a folder of face crops,
-or raw frames / videos. Raw frames go through the pipeline's own detector and aligner, so the
-activation ranges are those of deployment, not of some other crop. A fixed seed picks the
-samples; part of them is held back to measure agreement when no labelled eval set is given.
+or raw frames / videos. Raw frames go through the detector and aligner the pipeline uses
+(:mod:`emonas_edge.faces`), so the activation ranges are those of deployment, not of some other
+crop. A fixed seed picks the samples; part of them is held back to measure agreement when no
+labelled eval set is given.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ FEW_SAMPLES = 300
 
 def _faces_in(frames, config: ModelConfig, limit: int, photos: bool) -> list[np.ndarray]:
     """Faces found the way ``run`` finds them in that kind of source (full-range BlazeFace for photos)."""
-    from ..pipeline.align import Aligner
-    from ..pipeline.detect import create_detector
+    from ..faces.align import Aligner
+    from ..faces.detect import create_detector
 
     out: list[np.ndarray] = []
     aligner = Aligner(config, max_faces=8)

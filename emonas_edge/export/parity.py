@@ -18,6 +18,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..data.preprocess import IMAGE_SUFFIXES, Preprocessor, read_image
 from ..errors import CheckFailed, UserError
+from .session import open_session
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -96,8 +97,6 @@ def check_parity(
     atol: float = 1e-4,
     rtol: float = 1e-4,
 ) -> ParityReport:
-    import onnxruntime as ort
-
     if static_batch is not None:
         reps = -(-static_batch // len(x))
         x = np.concatenate([x] * reps)[:static_batch]
@@ -107,9 +106,7 @@ def check_parity(
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        sess = open_session(str(onnx_path), "cpu")
         name = sess.get_inputs()[0].name
         got = sess.run(None, {name: x})[0]
         batches = [len(x)]

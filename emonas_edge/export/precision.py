@@ -5,7 +5,9 @@ leaves here unmeasured: with a labelled ``eval`` set both precisions are scored 
 scorer as ``evaluate`` and a drop beyond the budget fails (exit 1, nothing written); without
 one, agreement with fp32 on held-back calibration faces is recorded and the manifest says
 accuracy was not measured. ``auto`` times the candidates on this machine and keeps the fastest
-within budget: on a small CPU, QDQ INT8 is often slower than fp32, so it must be measured.
+within budget: on a small CPU, QDQ INT8 is often slower than fp32, so it must be measured. The
+timer is passed in (``profile`` owns how latency is measured; export sits below it), and the
+candidates run in the same ONNX Runtime sessions as the runtime's (:mod:`.session`).
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from ..data.preprocess import Preprocessor
 from ..environment import environment
 from ..errors import CheckFailed, UserError
 from ..fileio import atomic_outputs, sha256_file, write_json_atomic
-from .formats import FORMATS, artifact_name, manifest_name
-from .metadata import read_metadata, write_metadata
+from ..metrics import classification_report
+from .formats import AUTO, FORMATS, PRECISION_CHOICES, artifact_name, manifest_name
+from .metadata import load_onnx, read_metadata, write_metadata
+from .session import open_session, run_chunked, static_batch
 
-PRECISIONS = ("fp32", "fp16", "int8", "auto")
+# Latency of each candidate file (name -> path) in ms, as ``auto`` compares them: p50 at batch 1, one thread.
+Timer = Callable[[dict[str, Path]], dict[str, float]]
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 # kept in fp32 by the fp16 conversion: normalisations, softmax and reductions lose the most in fp16
 FP16_KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "GlobalAveragePool"]
@@ -155,15 +160,13 @@ def quantize_int8(src: Path, dst: Path, calib: np.ndarray, method: str = "minmax
     onnx.save(out, str(dst))
 
 
-def _logits(path: Path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    from ..runtime.base import OrtBackend
-
-    return OrtBackend(path, "cpu", threads).run_all(x)
+def _logits(path: Path, x: np.ndarray, n_classes: int, threads: int | None = None) -> np.ndarray:
+    session = open_session(load_onnx(path).SerializeToString(), "cpu", threads)
+    name = session.get_inputs()[0].name
+    return run_chunked(lambda c: session.run(None, {name: c})[0], x, static_batch(session), n_classes)
 
 
 def _scores(y: np.ndarray, logits: np.ndarray, classes) -> dict:
-    from ..train.metrics import classification_report
-
     r = classification_report(y, logits.argmax(1), classes)
     return {"top1": r["accuracy"], "uf1": r.get("uf1"), "per_class_f1": {c: round(v["f1"], 4) for c, v in r["per_class"].items()}}
 
@@ -173,8 +176,8 @@ def check_precision_settings(precision: str, calib=None, calib_method: str = "mi
     """Bad precision settings fail here, before any export work (the CLI calls it first too)."""
     from ..data.datasets import dataset_path_exists
 
-    if precision not in PRECISIONS or (derive and precision == "fp32"):
-        allowed = [p for p in PRECISIONS if not (derive and p == "fp32")]
+    if precision not in PRECISION_CHOICES or (derive and precision == "fp32"):
+        allowed = [p for p in PRECISION_CHOICES if not (derive and p == "fp32")]
         raise UserError(f"unknown precision {precision!r} (choose from: {', '.join(allowed)})")
     if precision == "int8" and calib is None:
         raise UserError("--precision int8 needs calibration faces: --calib DIR|CSV|VIDEO")
@@ -200,14 +203,18 @@ def derive_precision(
     max_drop: float = 1.0,
     log: Callable[[str], None] = lambda m: None,
     int8_scheme: str = "ort",
+    timer: Timer | None = None,
 ) -> Derived:
     """Build the ``precision`` artifact (fp16 | int8 | auto) beside ``fp32_path``; gate it; write its manifest.
 
     ``int8_scheme``: "ort" for ONNX Runtime, "tensorrt" for a graph that becomes a TensorRT engine.
+    ``timer``: how ``auto`` measures the candidates (``profile.models.precision_timer``); auto needs one.
     """
     fp32_path = Path(fp32_path)
     if int8_scheme not in INT8_SCHEMES:
         raise UserError(f"unknown int8 scheme {int8_scheme!r} (choose from: {', '.join(INT8_SCHEMES)})")
+    if precision == AUTO and timer is None:
+        raise UserError("precision 'auto' needs a timer to compare the candidates (profile.models.precision_timer)")
     check_precision_settings(precision, calib, calib_method, max_drop, eval_data, derive=True)
     pre = Preprocessor(config)
     notes: list[str] = []
@@ -230,8 +237,8 @@ def derive_precision(
 
         eval_ds = load_dataset(eval_data, config, usage="PublicTest")
         eval_x = pre.normalize(eval_ds.images)
-    candidates = ["fp16", "int8"] if precision == "auto" else [precision]
-    if precision == "auto" and calib_x is None:
+    candidates = ["fp16", "int8"] if precision == AUTO else [precision]
+    if precision == AUTO and calib_x is None:
         candidates = ["fp16"]
         notes.append("auto: no --calib, so int8 was not a candidate")
 
@@ -248,9 +255,9 @@ def derive_precision(
             built[c] = p
         table: dict[str, dict] = {k: {"bytes": v.stat().st_size} for k, v in built.items()}
         if eval_ds is not None:
-            ref = _logits(fp32_path, eval_x)
+            ref = _logits(fp32_path, eval_x, len(config.classes))
             for k, p in built.items():
-                lg = ref if k == "fp32" else _logits(p, eval_x)
+                lg = ref if k == "fp32" else _logits(p, eval_x, len(config.classes))
                 table[k].update(_scores(eval_ds.labels, lg, config.classes))
                 table[k]["agreement_with_fp32"] = float(np.mean(lg.argmax(1) == ref.argmax(1)))
                 table[k]["max_abs_diff"] = float(np.abs(lg - ref).max())
@@ -264,9 +271,9 @@ def derive_precision(
 
                 probe, _ = parity_inputs(config)
                 notes.append("accuracy not measured (no --eval, no --calib): fp16 checked for agreement on the bundled parity faces")
-            ref = _logits(fp32_path, probe)
+            ref = _logits(fp32_path, probe, len(config.classes))
             for k, p in built.items():
-                lg = ref if k == "fp32" else _logits(p, probe)
+                lg = ref if k == "fp32" else _logits(p, probe, len(config.classes))
                 table[k]["agreement_with_fp32"] = float(np.mean(lg.argmax(1) == ref.argmax(1)))
                 table[k]["max_abs_diff"] = float(np.abs(lg - ref).max())
 
@@ -276,10 +283,8 @@ def derive_precision(
             return table[k]["agreement_with_fp32"] >= 0.99  # unlabelled: top-1 must match fp32 on 99% of faces
 
         selection = None
-        if precision == "auto":
-            from ..profile.models import _inputs, time_artifacts
-
-            lat = {k: v.p50_ms for k, v in time_artifacts(built, _inputs(config, 1), threads=1, iters=600).items()}
+        if precision == AUTO:
+            lat = timer(built)
             for k, v in lat.items():
                 table[k]["p50_ms_1thread"] = round(v, 4)
             ok = [k for k in built if within(k)]

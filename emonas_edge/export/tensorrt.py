@@ -19,9 +19,9 @@ from typing import Callable
 
 from ..errors import CheckFailed, MissingDependency, UserError
 from ..fileio import atomic_outputs, sha256_file
+from .formats import FORMATS
 
 SIDECAR_FORMAT = "emonas-trt-sidecar/1"
-PRECISIONS = ("fp32", "fp16", "int8")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 META_KEYS = ("classes", "input_spec", "preprocess", "config", "trained", "name", "task")
 
@@ -48,11 +48,16 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
     return p.with_name(f"{p.stem}.engine.json")
 
 
+def _check_precision(precision: str) -> None:
+    allowed = FORMATS["engine"].precisions
+    if precision not in allowed:
+        raise UserError(f"unknown TensorRT precision {precision!r} (choose from: {', '.join(allowed)})")
+
+
 def trtexec_command(onnx_path, engine_path, precision: str, input_name: str, input_shape_chw, min_batch: int,
                     opt_batch: int, max_batch: int, workspace_mb: int, timing_cache=None, *, dynamic: bool = True) -> str:
     """The ``trtexec`` (TensorRT >= 10) line that builds the same engine; shapes only for a dynamic batch."""
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown TensorRT precision {precision!r} (choose from: {', '.join(PRECISIONS)})")
+    _check_precision(precision)
     chw = "x".join(str(int(d)) for d in input_shape_chw)
     args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
     if dynamic:
@@ -72,8 +77,7 @@ def trtexec_command(onnx_path, engine_path, precision: str, input_name: str, inp
 
 
 def _check_settings(precision: str, batch, workspace_mb) -> tuple[int, int, int]:
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown TensorRT precision {precision!r} (choose from: {', '.join(PRECISIONS)})")
+    _check_precision(precision)
     if (not isinstance(batch, (tuple, list)) or len(batch) != 3
             or not all(isinstance(b, int) and not isinstance(b, bool) for b in batch) or not 1 <= batch[0] <= batch[1] <= batch[2]):
         raise UserError(f"batch must be three integers min <= opt <= max, all >= 1; got {batch!r}")

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from .detect import create_detector
+from ..faces.detect import create_detector
 from .loop import FrameResult, Pipeline, PipelineSettings, RunSummary, run_pipeline
 from .sources import SourceLost, open_source
 

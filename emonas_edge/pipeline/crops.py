@@ -21,9 +21,9 @@ from .. import __version__
 from ..config import ModelConfig
 from ..data.preprocess import IMAGE_SUFFIXES, read_image
 from ..errors import UserError
+from ..faces.align import Aligner
+from ..faces.detect import create_detector
 from ..fileio import atomic_folder
-from .align import Aligner
-from .detect import create_detector
 
 REPORT = "crops.json"
 

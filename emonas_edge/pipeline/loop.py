@@ -15,10 +15,10 @@ import numpy as np
 
 from ..data.preprocess import Preprocessor
 from ..errors import UserError
-from ..runtime.base import Backend
-from .align import Aligner
+from ..faces.align import Aligner
+from ..faces.detect import Detection, FaceDetector
+from ..runtime.backend import Backend
 from .buffers import FrameRing, check_window
-from .detect import Detection, FaceDetector
 from .sources import Frame, Source
 from .track import Tracker
 

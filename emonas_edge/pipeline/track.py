@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .detect import Detection
+from ..faces.detect import Detection
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

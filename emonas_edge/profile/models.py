@@ -12,11 +12,12 @@ from __future__ import annotations
 import resource
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..errors import UserError
-from .timing import summarize, time_samples
+from .timing import summarize, time_interleaved, time_samples
 
 BACKENDS = ("ort", "torch", "trt")
 
@@ -27,11 +28,12 @@ def peak_rss_mb() -> float:
 
 def _artifact(target: str, backend: str, precision: str, calib: str | None) -> tuple[str, Path | None]:
     """The file the backend will run, building the ONNX (and its precision) through the cache if needed."""
-    from ..api import source_kind
+    from ..export.formats import format_of
+    from ..resolve import source_kind
     from ..runtime.compiled import cached_onnx
 
     if backend == "trt":
-        if not str(target).lower().endswith((".engine", ".plan", ".trt")):
+        if format_of(target) != "engine":
             raise UserError(f"--backend trt profiles TensorRT engines: build one with `emonas-edge export --format engine` ({target} is not one)")
         return str(target), Path(target)
     kind = source_kind(target)
@@ -60,18 +62,27 @@ def _artifact(target: str, backend: str, precision: str, calib: str | None) -> t
 
 
 def _load(spec: str, backend: str, threads: int):
-    from ..runtime.base import load_backend
+    from ..runtime.loader import load_backend
 
     return load_backend(spec, threads=threads, engine="torch" if backend == "torch" else "onnxruntime")
 
 
 def time_artifacts(paths: dict, x: np.ndarray, threads: int = 1, iters: int = 2000, warmup: int = 200) -> dict:
     """ONNX files timed interleaved on the same input, so all see the same machine state."""
-    from ..runtime.base import OrtBackend
-    from .timing import time_interleaved
+    from ..runtime.ort_backend import OrtBackend
 
     runners = {k: OrtBackend(p, "cpu", threads) for k, p in paths.items()}
     return time_interleaved({k: (lambda b=b: b.run(x)) for k, b in runners.items()}, iters=iters, warmup=warmup)
+
+
+def precision_timer(config, iters: int = 600) -> Callable[[dict[str, Path]], dict[str, float]]:
+    """What ``--precision auto`` ranks its candidates by: p50 ms at batch 1 on one thread, on real faces."""
+
+    def timer(paths: dict[str, Path]) -> dict[str, float]:
+        x = _inputs(config, 1)
+        return {k: t.p50_ms for k, t in time_artifacts(paths, x, threads=1, iters=iters).items()}
+
+    return timer
 
 
 def _inputs(config, batch: int) -> np.ndarray:
@@ -85,7 +96,7 @@ def _inputs(config, batch: int) -> np.ndarray:
 def profile_one(target: str, *, backend: str = "ort", precision: str = "fp32", batch: int = 1, threads: int = 1,
                 warmup: int = 100, iters: int | None = 1000, duration: float | None = None, calib: str | None = None,
                 sampler=None) -> dict:
-    from ..api import model_info
+    from ..resolve import model_info
 
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from: {', '.join(BACKENDS)})")

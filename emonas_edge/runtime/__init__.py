@@ -5,6 +5,7 @@ else opens a model file, so a checkpoint, an ONNX file (fp32 or quantized) and l
 engine are scored and used identically.
 """
 
-from .base import Backend, load_backend
+from .backend import Backend
+from .loader import load_backend
 
 __all__ = ["Backend", "load_backend"]

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from ..errors import UserError
-from .base import load_backend
+from .loader import load_backend
 
 
 def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, limit_per_class: int | None = None,

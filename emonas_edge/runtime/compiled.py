@@ -25,7 +25,7 @@ def cache_root() -> Path:
 
 
 def _key(spec: str | os.PathLike) -> str:
-    from ..api import source_kind
+    from ..resolve import source_kind
     from ..zoo import builtin
 
     h = hashlib.sha256()
@@ -52,8 +52,8 @@ def cached_onnx(spec: str | os.PathLike) -> Path:
     found = sorted(p for p in out.glob("*.onnx") if p.name.count(".") == 1) if out.is_dir() else []
     if found:
         return found[0]
-    from ..api import load_model
     from ..export.onnx import export_onnx
+    from ..resolve import load_model
 
     config, model, weights = load_model(spec)
     # an untrained model's random weights are as good as any others: the first export is kept

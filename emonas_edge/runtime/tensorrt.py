@@ -16,7 +16,7 @@ from ..config import config_from_dict
 from ..errors import CheckFailed, UserError
 from ..export.tensorrt import SIDECAR_FORMAT, gpu_info, require_tensorrt, sidecar_path
 from ..fileio import existing_file, read_json, sha256_file
-from .base import Backend
+from .backend import Backend
 
 
 def read_sidecar(engine_path: str | os.PathLike) -> dict:

@@ -59,6 +59,10 @@ class SearchSettings:
     augment: bool = True
     label_smoothing: float = 0.1
     eval_limit: int = 2000  # held-back images scored per epoch (the supernet accuracy of the argmax path)
+    # (width, depth) the supernet runs at, or None to sample sizes too. Measured on FER2013: with sampled
+    # sizes the supernet's loss stayed at ln 7 for 3 epochs; at one size it learns. The size
+    # distribution then follows the latency objective alone, and a target picks the derived size.
+    search_size: tuple[int, int] | None = None
 
     def check(self) -> "SearchSettings":
         if self.latency_weight is not None and self.target_ms is not None:
@@ -71,6 +75,8 @@ class SearchSettings:
             raise UserError(f"--target-latency-ms must be positive, got {self.target_ms}")
         if self.epochs < 1 or self.batch < 2 or not 0.05 <= self.held_out <= 0.5:
             raise UserError("--epochs must be >= 1, --batch >= 2 and the held-back fraction within [0.05, 0.5]")
+        if self.search_size is not None:
+            self.search_size = (int(self.search_size[0]), int(self.search_size[1]))
         if self.budget_hours is not None and not self.budget_hours > 0:
             raise UserError(f"--budget-hours must be positive, got {self.budget_hours}")
         return self
@@ -120,6 +126,9 @@ class Searcher:
         self.latency = ExpectedLatency(space, table)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
         self.arch_opt = torch.optim.Adam(self.arch.parameters(), lr=settings.arch_lr, betas=(0.5, 0.999), weight_decay=settings.arch_weight_decay)
+        if settings.search_size is not None and (settings.search_size[0] not in space.widths or settings.search_size[1] not in space.depths):
+            raise UserError(f"--search-size {settings.search_size[0]},{settings.search_size[1]} is not a size of the table's space "
+                            f"(widths {', '.join(map(str, space.widths))}; depths {', '.join(map(str, space.depths))})")
         self.part_w, self.part_a = split_held_out(data.labels, settings.held_out, settings.seed, space.num_classes)
         self.images = _to_tensor(data, "cpu")
         self.labels = torch.from_numpy(data.labels)
@@ -134,6 +143,14 @@ class Searcher:
             self.reference_ms = float(self.latency.per_width_depth(self.arch).min())  # penalty scale: the cheapest width/depth
 
     # ----------------------------------------------------------------- one step of each kind
+
+    def sample(self, g: torch.Generator, tau: float, *, uniform: bool = False, grad: bool = True) -> Sample:
+        """A path from the architecture distribution, at the fixed search size when there is one."""
+        sample = self.arch.sample(g, tau, uniform=uniform, grad=grad)
+        if self.s.search_size is not None:
+            sample.width, sample.depth = self.s.search_size
+            sample.log_prob = 0.0
+        return sample
 
     def _batch(self, part: np.ndarray, order: torch.Tensor, step: int, g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         gb = self.s.batch * self.world
@@ -169,7 +186,7 @@ class Searcher:
         return self.s.latency_weight * torch.log(expected / self.reference_ms), expected
 
     def arch_step(self, x, y, g: torch.Generator, tau: float) -> dict:
-        sample = self.arch.sample(g, tau)
+        sample = self.sample(g, tau)
         self.net.train()
         logits = self.net(x, sample)
         ce = F.cross_entropy(logits, y)
@@ -207,7 +224,7 @@ class Searcher:
         for step in range(self.steps):
             lr = lr_at(epoch * self.steps + step, total, self.steps, s.lr)
             x, y = self._batch(self.part_w, order_w, step, g)
-            sample = self.arch.sample(g_arch, tau, uniform=not searching, grad=False)
+            sample = self.sample(g_arch, tau, uniform=not searching, grad=False)
             loss, ok = self.weight_step(x, y, sample, lr)
             loss_sum, correct, seen = loss_sum + loss * len(y), correct + ok, seen + len(y)
             if searching:
@@ -234,6 +251,7 @@ class Searcher:
     def evaluate(self) -> float:
         """Held-back accuracy of the most likely path, BatchNorm on batch statistics (the supernet keeps no running ones)."""
         genotype, width, depth = self.arch.argmax()
+        width, depth = self.s.search_size or (width, depth)
         ops = {op: i for i, op in enumerate(self.space.ops)}
 
         def choice(edges):
@@ -281,7 +299,7 @@ def probe_seconds(searcher: Searcher, steps: int = 3) -> float:
     for step in range(steps + 1):
         t0 = time.perf_counter()
         x, y = probe._batch(probe.part_w, order_w, step, g)
-        probe.weight_step(x, y, probe.arch.sample(g, 1.0, uniform=True, grad=False), 1e-3)
+        probe.weight_step(x, y, probe.sample(g, 1.0, uniform=True, grad=False), 1e-3)
         xa, ya = probe._batch(probe.part_a, order_a, step, g)
         probe.arch_step(xa, ya, g, 1.0)
         if step:  # the first step pays one-off allocation costs

@@ -91,7 +91,8 @@ def next_run_dir(root: Path = Path("runs/search"), name: str = "search") -> Path
     return root / (name if n == 1 else f"{name}{n}")
 
 
-def derive(arch: ArchParams, latency: ExpectedLatency, target_ms: float | None) -> tuple[Genotype, int, int, float, bool]:
+def derive(arch: ArchParams, latency: ExpectedLatency, target_ms: float | None,
+           size: tuple[int, int] | None = None) -> tuple[Genotype, int, int, float, bool]:
     """The most likely cells; without a target, at the most likely width and depth; with one, at the
     largest (width, depth) whose prediction meets it (the cheapest one if none does).
 
@@ -102,6 +103,7 @@ def derive(arch: ArchParams, latency: ExpectedLatency, target_ms: float | None) 
     decides the cells and the budget decides the size, as in compound scaling."""
     genotype, width, depth = arch.argmax()
     if target_ms is None:
+        width, depth = size or (width, depth)  # searched at one size: derived at it
         return genotype, width, depth, latency.of(genotype, width, depth), True
     sp = arch.space
     p = arch.probs()
@@ -189,7 +191,7 @@ def _loop(searcher: Searcher, run_dir: Path, run: dict, log, progress) -> None:
 
 
 def _finish(searcher: Searcher, run_dir: Path, run: dict, job: SearchJob, settings: SearchSettings, table: LatencyTable, data) -> dict:
-    genotype, width, depth, predicted, meets = derive(searcher.arch, searcher.latency, settings.target_ms)
+    genotype, width, depth, predicted, meets = derive(searcher.arch, searcher.latency, settings.target_ms, settings.search_size)
     config = searcher.space.config(genotype, width, depth, name="searched")
     last = searcher.state.history[-1] if searcher.state.history else {}
     record = {

@@ -17,8 +17,8 @@ from ..data.datasets import ArrayDataset, load_dataset
 from ..data.preprocess import Preprocessor
 from ..errors import MissingDependency
 from ..fileio import atomic_outputs, write_json_atomic
+from ..metrics import classification_report
 from ..runtime import load_backend
-from .metrics import classification_report
 
 
 def predict_logits(backend, ds: ArrayDataset, batch: int = 256) -> np.ndarray:

@@ -18,8 +18,8 @@ from ..config import ModelConfig
 from ..data.datasets import ArrayDataset
 from ..data.micro import loso_folds
 from ..fileio import write_json_atomic
+from ..metrics import classification_report
 from ..nn import create_model
-from .metrics import classification_report
 from .trainer import TrainSettings, train
 
 

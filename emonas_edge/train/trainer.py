@@ -30,7 +30,7 @@ from ..data.augment import MIX_MODES, AugmentSettings, augment_batch, mix_batch
 from ..data.datasets import ArrayDataset
 from ..data.preprocess import Preprocessor
 from ..errors import UserError
-from .metrics import classification_report
+from ..metrics import classification_report
 
 
 @dataclass
@@ -273,7 +273,7 @@ def train(
 
     teachers, fingerprints = [], []
     for path in s.teachers:
-        from ..api import load_model
+        from ..resolve import load_model
 
         tconfig, teacher, _ = load_model(path)  # a checkpoint or a trained built-in name
         if list(tconfig.classes) != list(config.classes) or tconfig.input_shape != config.input_shape:

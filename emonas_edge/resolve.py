@@ -3,24 +3,27 @@
 One resolver so every command accepts the same things in the same way: a built-in name
 (``emonas-macro``), a genotype JSON or DARTS text file, a ``.pt`` checkpoint, or (for
 ``info``) an exported ``.onnx`` artifact.
+
+It sits above ``export`` (it reads ONNX metadata) and below ``runtime``, ``train`` and
+``profile``, which all take models by those same names.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .config import ModelConfig, load_genotype_file
 from .errors import UserError
+from .export.formats import FORMATS
 from .zoo import builtin, builtin_models
 
 if TYPE_CHECKING:
     from torch import nn
 
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
-ONNX_SUFFIXES = {".onnx"}
+ONNX_SUFFIXES = {FORMATS["onnx"].suffix}
 
 
 def source_kind(spec: str | os.PathLike) -> str:
