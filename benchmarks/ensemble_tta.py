@@ -13,8 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
@@ -27,6 +25,9 @@ def main() -> None:
     import torch
 
     from emonas_edge.resolve import load_model
+
+    # A helper beside this script: `python benchmarks/ensemble_tta.py` puts benchmarks/ first on sys.path
+    # (emonas_edge itself comes from the installed package, so nothing patches sys.path).
     from views import labelled_batch, probs
 
     loaded = [load_model(m) for m in args.models]
@@ -39,7 +40,7 @@ def main() -> None:
     total = 0
     print(f"{n:,} images from {args.data}")
     with torch.inference_mode():
-        for name, (cfg, model, _) in zip(args.models, loaded):
+        for name, (cfg, model, _) in zip(args.models, loaded, strict=True):
             if list(cfg.classes) != list(config.classes) or cfg.input_shape != config.input_shape:
                 sys.exit(f"{name}: other classes or input shape than {args.models[0]}")
             model.eval()

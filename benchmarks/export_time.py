@@ -52,19 +52,36 @@ def main() -> None:
         # What a user waits for: a fresh process, imports included.
         cli = Path(sys.executable).parent / "emonas-edge"
         t = time.perf_counter()
-        subprocess.run([str(cli), "export", "--genotype", args.genotype, "--output", str(Path(tmp) / "cli")], check=True, capture_output=True)
+        subprocess.run(
+            [str(cli), "export", "--genotype", args.genotype, "--output", str(Path(tmp) / "cli")],
+            check=True,
+            capture_output=True,
+        )
         cold = time.perf_counter() - t
 
     env = environment(("torch", "onnx", "onnxruntime", "onnxscript", "onnxsim"))
-    print(f"machine: {env['cpu']} ({env['cpu_count']} cores), torch {torch.__version__}, onnxruntime {env['packages']['onnxruntime']}")
+    print(
+        f"machine: {env['cpu']} ({env['cpu_count']} cores), torch {torch.__version__}, onnxruntime "
+        f"{env['packages']['onnxruntime']}"
+    )
     print(f"genotype: {args.genotype}  repeats: {args.repeat}")
-    print(f"full export (in-process) median {statistics.median(full):.2f} s  runs {', '.join(f'{x:.2f}' for x in full)}")
-    print(f"bare export, TorchScript median {statistics.median(bare):.2f} s  runs {', '.join(f'{x:.2f}' for x in bare)}")
-    print(f"bare export, dynamo      median {statistics.median(bare_dynamo):.2f} s  runs {', '.join(f'{x:.2f}' for x in bare_dynamo)}")
+    print(
+        f"full export (in-process) median {statistics.median(full):.2f} s  runs {', '.join(f'{x:.2f}' for x in full)}"
+    )
+    print(
+        f"bare export, TorchScript median {statistics.median(bare):.2f} s  runs {', '.join(f'{x:.2f}' for x in bare)}"
+    )
+    print(
+        f"bare export, dynamo      median {statistics.median(bare_dynamo):.2f} s  runs "
+        f"{', '.join(f'{x:.2f}' for x in bare_dynamo)}"
+    )
     print(f"CLI cold start (new process, imports included) {cold:.2f} s")
-    print(f"export_s={statistics.median(full):.2f} bare_export_s={statistics.median(bare):.2f} "
-          f"ratio={statistics.median(full) / statistics.median(bare):.2f} "
-          f"dynamo_over_torchscript={statistics.median(bare_dynamo) / statistics.median(bare):.2f} cli_cold_s={cold:.2f} target_s=10")
+    print(
+        f"export_s={statistics.median(full):.2f} bare_export_s={statistics.median(bare):.2f} "
+        f"ratio={statistics.median(full) / statistics.median(bare):.2f} "
+        f"dynamo_over_torchscript={statistics.median(bare_dynamo) / statistics.median(bare):.2f} "
+        f"cli_cold_s={cold:.2f} target_s=10"
+    )
 
 
 if __name__ == "__main__":

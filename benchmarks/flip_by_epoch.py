@@ -19,8 +19,6 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
@@ -34,6 +32,9 @@ def main() -> None:
     import torch
 
     from emonas_edge.checkpoint import load_checkpoint, read_checkpoint
+
+    # A helper beside this script: `python benchmarks/flip_by_epoch.py` puts benchmarks/ first on sys.path
+    # (emonas_edge itself comes from the installed package, so nothing patches sys.path).
     from views import labelled_batch, probs
 
     files = sorted(args.run.glob("epochs/e*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))

@@ -11,12 +11,9 @@ and the ratio compares networks, not runtimes. Inputs are the bundled real face.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
+from functools import partial
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 
 
 def main() -> None:
@@ -28,13 +25,16 @@ def main() -> None:
     import cv2
     import onnx
 
-    from baselines import minixception_onnx, session
     from emonas_edge import export_onnx, load_model
     from emonas_edge.data.preprocess import Preprocessor
     from emonas_edge.environment import environment
     from emonas_edge.export.parity import ASSETS
     from emonas_edge.macs import macs_onnx
     from emonas_edge.profile.timing import time_interleaved
+
+    # A helper beside this script: `python benchmarks/macro_latency.py` puts benchmarks/ first on sys.path
+    # (emonas_edge itself comes from the installed package, so nothing patches sys.path).
+    from baselines import minixception_onnx, session
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -53,22 +53,33 @@ def main() -> None:
 
         env = environment(("onnxruntime",))
         print(f"machine: {env['cpu']} ({env['cpu_count']} cores), onnxruntime {env['packages']['onnxruntime']}")
-        print(f"ours: {config.name} ({'trained' if config.trained else 'untrained'}), {macs_onnx(onnx.load(str(ours))) / 1e6:.1f} M MACs; "
-              f"mini-Xception: {macs_onnx(simplified) / 1e6:.1f} M MACs")
+        print(
+            f"ours: {config.name} ({'trained' if config.trained else 'untrained'}), "
+            f"{macs_onnx(onnx.load(str(ours))) / 1e6:.1f} M MACs; "
+            f"mini-Xception: {macs_onnx(simplified) / 1e6:.1f} M MACs"
+        )
         results = {}
         for threads in (1, 2):
             s_ours, s_base = session(ours, threads), session(base, threads)
             n_ours, n_base = s_ours.get_inputs()[0].name, s_base.get_inputs()[0].name
-            t = time_interleaved({
-                "ours": lambda: s_ours.run(None, {n_ours: x_ours}),
-                "mini-xception": lambda: s_base.run(None, {n_base: x_base}),
-            }, iters=args.iters)
+            t = time_interleaved(
+                {
+                    "ours": partial(s_ours.run, None, {n_ours: x_ours}),
+                    "mini-xception": partial(s_base.run, None, {n_base: x_base}),
+                },
+                iters=args.iters,
+            )
             results[threads] = t
             for k, v in t.items():
-                print(f"threads={threads} {k:14s} p50 {v.p50_ms:.3f} ms  p90 {v.p90_ms:.3f}  p99 {v.p99_ms:.3f}  min {v.min_ms:.3f}")
+                print(
+                    f"threads={threads} {k:14s} p50 {v.p50_ms:.3f} ms  "
+                    f"p90 {v.p90_ms:.3f}  p99 {v.p99_ms:.3f}  min {v.min_ms:.3f}"
+                )
         one = results[1]
-        print(f"ours_p50_ms={one['ours'].p50_ms:.3f} minixception_p50_ms={one['mini-xception'].p50_ms:.3f} "
-              f"ratio={one['ours'].p50_ms / one['mini-xception'].p50_ms:.2f} target_ms=0.5 threads=1")
+        print(
+            f"ours_p50_ms={one['ours'].p50_ms:.3f} minixception_p50_ms={one['mini-xception'].p50_ms:.3f} "
+            f"ratio={one['ours'].p50_ms / one['mini-xception'].p50_ms:.2f} target_ms=0.5 threads=1"
+        )
 
 
 if __name__ == "__main__":

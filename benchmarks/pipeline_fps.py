@@ -1,7 +1,8 @@
 """Pipeline throughput against plain decoding of the same clip, measured in one run.
 
     .venv/bin/python benchmarks/pipeline_fps.py --source ../shared/media/single_face.mp4
-    .venv/bin/python benchmarks/pipeline_fps.py --source ../shared/media/single_face.mp4 --frames 10000   # memory stays flat
+    # memory stays flat:
+    .venv/bin/python benchmarks/pipeline_fps.py --source ../shared/media/single_face.mp4 --frames 10000
 
 Decoding alone is the ceiling any pipeline on this machine can reach, so the ratio
 pipeline_fps / decode_fps is comparable across machines. The pipeline runs exactly what
@@ -20,15 +21,15 @@ import resource
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from emonas_edge.profile.pipeline import profile_pipeline  # noqa: E402
+from emonas_edge.profile.pipeline import profile_pipeline
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", required=True, type=Path, help="video clip (640x360 single face for the target)")
-    ap.add_argument("--frames", type=int, default=None, help="pipeline frames (default: the clip 5 times); loops the clip")
+    ap.add_argument(
+        "--frames", type=int, default=None, help="pipeline frames (default: the clip 5 times); loops the clip"
+    )
     ap.add_argument("--macro", default="emonas-macro")
     ap.add_argument("--micro", default="emonas-micro")
     ap.add_argument("--engine", default="auto")
@@ -38,21 +39,38 @@ def main() -> None:
     args = ap.parse_args()
     if not args.source.is_file():
         sys.exit(f"error: {args.source}: no such clip")
-    r = profile_pipeline(args.source, macro=args.macro, micro=args.micro, frames=args.frames, detect_every=args.detect_every,
-                         render=args.render, engine=args.engine, detector=args.detector)
+    r = profile_pipeline(
+        args.source,
+        macro=args.macro,
+        micro=args.micro,
+        frames=args.frames,
+        detect_every=args.detect_every,
+        render=args.render,
+        engine=args.engine,
+        detector=args.detector,
+    )
     w, h = r["frame_size"]
     st = r["settings"]
-    print(f"clip {r['source']} {w}x{h}; cores {os.cpu_count()}; detector {st['detector']}; detect every {st['detect_every']}; render {st['render']}")
+    print(
+        f"clip {r['source']} {w}x{h}; cores {os.cpu_count()}; detector {st['detector']}; detect every "
+        f"{st['detect_every']}; render {st['render']}"
+    )
     print(f"macro {st['macro']}; micro {st['micro']}")
-    print(f"pipeline: {r['frames']} frames, faces in {r['frames_with_faces']} ({100 * r['frames_with_faces'] / max(1, r['frames']):.1f}%), "
-          f"{r['tracks']} track(s), {r['fps']:.1f} frames/s; decode alone {r['decode_fps']:.0f} frames/s")
+    print(
+        f"pipeline: {r['frames']} frames, faces in {r['frames_with_faces']} "
+        f"({100 * r['frames_with_faces'] / max(1, r['frames']):.1f}%), "
+        f"{r['tracks']} track(s), {r['fps']:.1f} frames/s; decode alone {r['decode_fps']:.0f} frames/s"
+    )
     print("stage     median ms   p90 ms   share of wall time")
     for k, v in r["stages"].items():
         print(f"  {k:<8} {v['p50_ms']:9.3f} {v['p90_ms']:8.3f}   {100 * v['share']:5.1f}%")
     if r["rss_mb"]["by_frame"]:
         print("RSS MB by frame: " + ", ".join(f"{i}: {m:.0f}" for i, m in r["rss_mb"]["by_frame"]))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"rss_before_mb={r['rss_mb']['before']:.0f} rss_after_mb={r['rss_mb']['after']:.0f} peak_rss_mb={peak:.0f} tracks_evicted={r['tracks_evicted']}")
+    print(
+        f"rss_before_mb={r['rss_mb']['before']:.0f} rss_after_mb={r['rss_mb']['after']:.0f} peak_rss_mb={peak:.0f} "
+        f"tracks_evicted={r['tracks_evicted']}"
+    )
     print(f"pipeline_fps={r['fps']:.1f} decode_fps={r['decode_fps']:.1f} ratio={r['ratio']:.3f}")
 
 

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from emonas_edge.nn import create_model  # noqa: E402
-from emonas_edge.search.arch import ArchParams, Sample  # noqa: E402
-from emonas_edge.search.space import SearchSpace  # noqa: E402
-from emonas_edge.search.supernet import CellChoice, SuperNet  # noqa: E402
+from emonas_edge.nn import create_model
+from emonas_edge.search.arch import ArchParams, Sample
+from emonas_edge.search.space import SearchSpace
+from emonas_edge.search.supernet import CellChoice, SuperNet
 
 
 def darts_sample(space: SearchSpace, width: int, depth: int, weights: torch.Tensor) -> Sample:
@@ -82,10 +78,15 @@ def main() -> None:
             net.zero_grad(set_to_none=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     del sampled
-    print(f"# batch {args.batch}, width {args.width}, depth {args.depth}, {args.nodes} node(s)/cell, {len(space.ops)} ops, {args.threads} threads")
+    print(
+        f"# batch {args.batch}, width {args.width}, depth {args.depth}, {args.nodes} node(s)/cell, {len(space.ops)} "
+        f"ops, {args.threads} threads"
+    )
     for k, v in med.items():
         print(f"{k:12s} {v:.3f} s/step")
-    print(f"darts/single={med['darts'] / med['single-path']:.1f} single/cellnet={med['single-path'] / med['cellnet']:.2f}")
+    print(
+        f"darts/single={med['darts'] / med['single-path']:.1f} single/cellnet={med['single-path'] / med['cellnet']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 VGG = [32, 32, "M", 64, 64, "M", 128, 128, "M", 256, 256, "M"]
 
@@ -95,8 +92,10 @@ def main() -> None:
     base_ips = images_per_s(base, args.steps)
 
     def row(name: str, model, ips: float) -> None:
-        print(f"{name:<52} {count_params(model):>9,} {macs_torch(model.eval(), (1, 48, 48)) / 1e6:>7.1f} "
-              f"{ips:>7.0f} {ips / base_ips:>7.2f}")
+        print(
+            f"{name:<52} {count_params(model):>9,} {macs_torch(model.eval(), (1, 48, 48)) / 1e6:>7.1f} "
+            f"{ips:>7.0f} {ips / base_ips:>7.2f}"
+        )
 
     print(f"{'network':<52} {'params':>9} {'MMACs':>7} {'img/s':>7} {'vs VGG':>7}")
     row("VGG-style 3x3 " + "-".join(map(str, VGG)), base, base_ips)

@@ -12,12 +12,19 @@ def labelled_batch(data: Path, config):
 
     from emonas_edge.data.datasets import load_dataset
     from emonas_edge.data.preprocess import Preprocessor
-    from emonas_edge.train.trainer import _to_tensor, training_batch
+    from emonas_edge.train.common import dataset_images as _to_tensor
+    from emonas_edge.train.common import training_batch
 
     ds = load_dataset(data, config, "PublicTest", None)
     pre = Preprocessor(config)
-    x = training_batch(_to_tensor(ds, "cpu"), torch.arange(len(ds)), torch.from_numpy(pre.unit_scale),
-                       torch.from_numpy(pre.shift), None, channels_last=False)
+    x = training_batch(
+        _to_tensor(ds, "cpu"),
+        torch.arange(len(ds)),
+        torch.from_numpy(pre.unit_scale),
+        torch.from_numpy(pre.shift),
+        None,
+        channels_last=False,
+    )
     return x, torch.from_numpy(ds.labels), len(ds)
 
 

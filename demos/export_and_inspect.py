@@ -2,6 +2,9 @@
 
     .venv/bin/python demos/export_and_inspect.py [GENOTYPE]
 
+``export_artifact`` is what ``emonas-edge export`` runs; ``ArtifactSettings`` holds its options
+(precision, calibration, accuracy gate, TensorRT engine), e.g. ``precision="fp16"``.
+
 GENOTYPE is a built-in name (default emonas-macro), a genotype JSON or a DARTS text file.
 """
 
@@ -15,7 +18,7 @@ import emonas_edge as ee
 from emonas_edge.data.preprocess import Preprocessor
 
 config, model, weights = ee.load_model(sys.argv[1] if len(sys.argv) > 1 else "emonas-macro")
-result = ee.export_onnx(config, model, "export/demo-api")
+result = ee.export_artifact(config, model, ee.ArtifactSettings(output="export/demo-api"), weights=weights).onnx
 print(f"{result.path}: parity max |diff| {result.parity.max_abs_diff:.2e}, passed={result.parity.passed}")
 
 session = ort.InferenceSession(str(result.path))

@@ -24,6 +24,8 @@ _LAZY = {
     "CheckFailed": ".errors",
     "UserError": ".errors",
     "export_onnx": ".export.onnx",
+    "export_artifact": ".export.artifact",
+    "ArtifactSettings": ".export.artifact",
     "create_model": ".nn",
 }
 
@@ -43,6 +45,8 @@ __all__ = [
     "load_model",
     "create_model",
     "export_onnx",
+    "export_artifact",
+    "ArtifactSettings",
     "model_info",
     "list_models",
     "save_checkpoint",

@@ -36,7 +36,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as e:  # truncated zip, pickle with code, random bytes...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{p} is not a readable emonas-edge checkpoint ({first[:160]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "config" not in payload or "state_dict" not in payload:
+    if (
+        not isinstance(payload, dict)
+        or payload.get("format") != FORMAT
+        or "config" not in payload
+        or "state_dict" not in payload
+    ):
         raise UserError(f"{p} is not an emonas-edge checkpoint (expected format {FORMAT!r} with config and state_dict)")
     return payload
 
@@ -51,5 +56,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, nn.Module, di
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as e:
-        raise UserError(f"checkpoint {path}: weights do not fit its own config ({str(e).splitlines()[0][:160]})") from None
+        raise UserError(
+            f"checkpoint {path}: weights do not fit its own config ({str(e).splitlines()[0][:160]})"
+        ) from None
     return config, model.eval(), payload

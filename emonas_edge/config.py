@@ -8,9 +8,12 @@ size, colour, normalisation or labels. The JSON form is the genotype file format
 from __future__ import annotations
 
 import copy
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 from .fileio import check_safe_name, loads_json_limited, read_text_limited
@@ -23,7 +26,7 @@ TASKS = ("macro", "micro")
 FAMILIES = ("cell", "mit")
 
 # SegFormer's widths and depths (Xie et al., 2021); a MiT network may override any of them.
-MIT_VARIANTS = {
+MIT_VARIANTS: dict[str, dict[str, Any]] = {
     "b0": dict(dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), heads=(1, 2, 5, 8), decoder=256),
     "b1": dict(dims=(64, 128, 320, 512), depths=(2, 2, 2, 2), heads=(1, 2, 5, 8), decoder=256),
     "b2": dict(dims=(64, 128, 320, 512), depths=(3, 4, 6, 3), heads=(1, 2, 5, 8), decoder=768),
@@ -31,12 +34,17 @@ MIT_VARIANTS = {
 
 
 def _ints(v, n: int, lo: int, hi: int) -> bool:
-    return isinstance(v, (list, tuple)) and len(v) == n and all(isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi for x in v)
+    return (
+        isinstance(v, (list, tuple))
+        and len(v) == n
+        and all(isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi for x in v)
+    )
 
 
 # Network settings per family: name -> (default, check, description). Defaults are the
 # text-genotype defaults of the issue tracker: 1x48x48 gray, 16 channels, 8 cells.
-_COMMON = {
+Setting = tuple[Any, Callable[[Any], bool], str]
+_COMMON: dict[str, Setting] = {
     "in_channels": (1, lambda v: v in (1, 3), "1 (gray) or 3 (RGB)"),
     "input_size": (48, lambda v: isinstance(v, int) and 8 <= v <= 1024, "an integer from 8 to 1024"),
     "num_classes": (None, lambda v: isinstance(v, int) and 2 <= v <= 10000, "an integer >= 2"),
@@ -45,7 +53,7 @@ _COMMON = {
     # Average each prediction over the image and its mirror inside the network (nn/flip.py).
     "test_time_flip": (False, lambda v: isinstance(v, bool), "true or false"),
 }
-NETWORK_KEYS = {
+NETWORK_KEYS: dict[str, dict[str, Setting]] = {
     "cell": {
         **_COMMON,
         "init_channels": (16, lambda v: isinstance(v, int) and 2 <= v <= 1024 and v % 2 == 0, "an even integer >= 2"),
@@ -60,11 +68,31 @@ NETWORK_KEYS = {
         # Each defaults to the variant's; set them for smaller (edge) or custom MiTs.
         "dims": (None, lambda v: v is None or _ints(v, 4, 8, 2048), "4 integers from 8 to 2048 (stage widths)"),
         "depths": (None, lambda v: v is None or _ints(v, 4, 1, 16), "4 integers from 1 to 16 (blocks per stage)"),
-        "heads": (None, lambda v: v is None or _ints(v, 4, 1, 64), "4 integers from 1 to 64 (attention heads per stage)"),
-        "decoder": (None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096), "an integer from 8 to 4096 (fusion width)"),
+        "heads": (
+            None,
+            lambda v: v is None or _ints(v, 4, 1, 64),
+            "4 integers from 1 to 64 (attention heads per stage)",
+        ),
+        "decoder": (
+            None,
+            lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096),
+            "an integer from 8 to 4096 (fusion width)",
+        ),
     },
 }
-TOP_KEYS = {"format", "name", "task", "family", "network", "classes", "preprocess", "trained", "description", "meta", *CELL_KEYS}
+TOP_KEYS = {
+    "format",
+    "name",
+    "task",
+    "family",
+    "network",
+    "classes",
+    "preprocess",
+    "trained",
+    "description",
+    "meta",
+    *CELL_KEYS,
+}
 
 
 @dataclass(frozen=True)
@@ -134,7 +162,7 @@ class ModelConfig:
             d["meta"] = copy.deepcopy(self.meta)
         return d
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         d = self.to_dict()
         d.update(changes)
         return config_from_dict(d)
@@ -178,47 +206,26 @@ def _resolve_mit(network: dict, source: str) -> None:
         network[key] = list(network[key] if network[key] is not None else base[key])
     if network["decoder"] is None:
         network["decoder"] = base["decoder"]
-    bad = [f"{d}/{h}" for d, h in zip(network["dims"], network["heads"]) if d % h]
+    bad = [f"{d}/{h}" for d, h in zip(network["dims"], network["heads"], strict=True) if d % h]
     if bad:
-        raise UserError(f"{source}: MiT stage widths must divide by their head counts; not so for {', '.join(bad)} (dims/heads)")
+        raise UserError(
+            f"{source}: MiT stage widths must divide by their head counts; not so for {', '.join(bad)} (dims/heads)"
+        )
 
 
-def config_from_dict(d: object, source: str = "genotype") -> ModelConfig:
-    if not isinstance(d, dict):
-        raise UserError(f"{source} must be a JSON object, got {type(d).__name__}")
-    unknown = sorted(set(d) - TOP_KEYS)
-    if unknown:
-        raise UserError(f"{source} has unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(TOP_KEYS))}")
-    fmt = d.get("format", FORMAT)
-    if fmt != FORMAT:
-        raise UserError(f"{source} has format {fmt!r}; this version reads {FORMAT!r}")
-    name = check_safe_name(d.get("name", "model"), "genotype name")
-    task = _choice(d, "task", TASKS, "macro")
-    family = _choice(d, "family", FAMILIES, "cell")
-
-    genotype = None
-    has_cells = any(k in d for k in CELL_KEYS)
-    if family == "cell":
-        genotype = genotype_from_dict(d)
-    elif has_cells:
-        raise UserError(f"{source}: family 'mit' takes no cell description (normal/reduce); remove it or use family 'cell'")
-
+def _network_settings(d: dict, family: str, task: str, classes_in: list | None, source: str) -> dict[str, Any]:
+    """The ``network`` object checked key by key against the family's spec, defaults filled in."""
     net_in = d.get("network", {})
     if not isinstance(net_in, dict):
         raise UserError(f"{source}: 'network' must be an object")
     spec = NETWORK_KEYS[family]
     bad = sorted(set(net_in) - set(spec))
     if bad:
-        raise UserError(f"{source}: unknown network setting(s) {', '.join(map(repr, bad))} for family '{family}'; allowed: {', '.join(spec)}")
-
-    classes_in = d.get("classes")
-    if classes_in is not None:
-        if not isinstance(classes_in, list) or not all(isinstance(c, str) and c for c in classes_in):
-            raise UserError(f"{source}: 'classes' must be a list of non-empty strings")
-        if len(set(classes_in)) != len(classes_in):
-            raise UserError(f"{source}: 'classes' has duplicates: {classes_in}")
-
-    network = {}
+        raise UserError(
+            f"{source}: unknown network setting(s) {', '.join(map(repr, bad))} for family '{family}'; "
+            f"allowed: {', '.join(spec)}"
+        )
+    network: dict[str, Any] = {}  # settings of several types, each checked by its spec
     for key, (default, check, what) in spec.items():
         value = net_in.get(key, default)
         if key == "num_classes" and value is None:
@@ -228,7 +235,76 @@ def config_from_dict(d: object, source: str = "genotype") -> ModelConfig:
         if not check(value):
             raise UserError(f"{source}: network '{key}' must be {what}, got {value!r}")
         network[key] = value
+    return network
 
+
+def _class_names(d: dict, source: str) -> list | None:
+    classes_in = d.get("classes")
+    if classes_in is not None:
+        if not isinstance(classes_in, list) or not all(isinstance(c, str) and c for c in classes_in):
+            raise UserError(f"{source}: 'classes' must be a list of non-empty strings")
+        if len(set(classes_in)) != len(classes_in):
+            raise UserError(f"{source}: 'classes' has duplicates: {classes_in}")
+    return classes_in
+
+
+def _preprocess(d: dict, in_channels: int, source: str) -> Preprocess:
+    """Gray or colour must agree with the input channels; mean and std default to 0.5 per channel."""
+    pre_in = d.get("preprocess", {})
+    if not isinstance(pre_in, dict) or set(pre_in) - {"grayscale", "mean", "std"}:
+        raise UserError(f"{source}: 'preprocess' must be an object with grayscale, mean, std")
+    c = in_channels
+    grayscale = pre_in.get("grayscale", c == 1)
+    if grayscale != (c == 1):
+        raise UserError(f"{source}: preprocess grayscale={grayscale} contradicts in_channels={c}")
+    mean = pre_in.get("mean", [0.5] * c)
+    std = pre_in.get("std", [0.5] * c)
+    for label, vals in (("mean", mean), ("std", std)):
+        if (
+            not isinstance(vals, list)
+            or len(vals) != c
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+        ):
+            raise UserError(f"{source}: preprocess {label} must be a list of {c} number(s), got {vals!r}")
+    if any(s <= 0 for s in std):
+        raise UserError(f"{source}: preprocess std must be positive, got {std}")
+    return Preprocess(bool(grayscale), tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+
+def _typed(d: dict, key: str, default: Any, kind: type, what: str, source: str) -> Any:
+    value = d.get(key, default)
+    if not isinstance(value, kind):
+        raise UserError(f"{source}: '{key}' must be {what}")
+    return value
+
+
+def config_from_dict(d: object, source: str = "genotype") -> ModelConfig:
+    """A checked :class:`ModelConfig` from a genotype/config JSON object; every problem is a :class:`UserError`
+    naming ``source`` and the key."""
+    if not isinstance(d, dict):
+        raise UserError(f"{source} must be a JSON object, got {type(d).__name__}")
+    unknown = sorted(set(d) - TOP_KEYS)
+    if unknown:
+        raise UserError(
+            f"{source} has unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(TOP_KEYS))}"
+        )
+    fmt = d.get("format", FORMAT)
+    if fmt != FORMAT:
+        raise UserError(f"{source} has format {fmt!r}; this version reads {FORMAT!r}")
+    name = check_safe_name(d.get("name", "model"), "genotype name")
+    task = _choice(d, "task", TASKS, "macro")
+    family = _choice(d, "family", FAMILIES, "cell")
+
+    genotype = None
+    if family == "cell":
+        genotype = genotype_from_dict(d)
+    elif any(k in d for k in CELL_KEYS):
+        raise UserError(
+            f"{source}: family 'mit' takes no cell description (normal/reduce); remove it or use family 'cell'"
+        )
+
+    classes_in = _class_names(d, source)
+    network = _network_settings(d, family, task, classes_in, source)
     classes = tuple(classes_in) if classes_in is not None else default_classes(task, network["num_classes"])
     if len(classes) != network["num_classes"]:
         raise UserError(f"{source}: {len(classes)} class names given but num_classes is {network['num_classes']}")
@@ -238,48 +314,26 @@ def config_from_dict(d: object, source: str = "genotype") -> ModelConfig:
         raise UserError(f"{source}: {msg}")
     if family == "mit":
         _resolve_mit(network, source)
-
-    pre_in = d.get("preprocess", {})
-    if not isinstance(pre_in, dict) or set(pre_in) - {"grayscale", "mean", "std"}:
-        raise UserError(f"{source}: 'preprocess' must be an object with grayscale, mean, std")
-    c = network["in_channels"]
-    grayscale = pre_in.get("grayscale", c == 1)
-    if grayscale != (c == 1):
-        raise UserError(f"{source}: preprocess grayscale={grayscale} contradicts in_channels={c}")
-    mean = pre_in.get("mean", [0.5] * c)
-    std = pre_in.get("std", [0.5] * c)
-    for label, vals in (("mean", mean), ("std", std)):
-        if not isinstance(vals, list) or len(vals) != c or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            raise UserError(f"{source}: preprocess {label} must be a list of {c} number(s), got {vals!r}")
-    if any(s <= 0 for s in std):
-        raise UserError(f"{source}: preprocess std must be positive, got {std}")
-
-    trained = d.get("trained", False)
-    if not isinstance(trained, bool):
-        raise UserError(f"{source}: 'trained' must be true or false")
-    meta = d.get("meta", {})
-    if not isinstance(meta, dict):
-        raise UserError(f"{source}: 'meta' must be an object")
-    description = d.get("description", "")
-    if not isinstance(description, str):
-        raise UserError(f"{source}: 'description' must be a string")
+    preprocess = _preprocess(d, network["in_channels"], source)
     return ModelConfig(
         name=name,
         task=task,
         family=family,
         network=network,
         classes=classes,
-        preprocess=Preprocess(bool(grayscale), tuple(float(v) for v in mean), tuple(float(v) for v in std)),
+        preprocess=preprocess,
         genotype=genotype,
-        trained=trained,
-        description=description,
-        meta=meta,
+        trained=_typed(d, "trained", False, bool, "true or false", source),
+        meta=_typed(d, "meta", {}, dict, "an object", source),
+        description=_typed(d, "description", "", str, "a string", source),
     )
 
 
-def apply_overrides(d: dict, overrides: dict | None) -> dict:
-    """Fold CLI flags (``input_size=64``, ``task='micro'``, ``classes=[...]``) into a raw config dict."""
-    if not overrides:
+def apply_overrides(d: object, overrides: dict | None) -> object:
+    """Fold CLI flags (``input_size=64``, ``task='micro'``, ``classes=[...]``) into a raw config dict.
+
+    Anything but a dict comes back unchanged, for ``config_from_dict`` to refuse with its message."""
+    if not overrides or not isinstance(d, dict):
         return d
     d = copy.deepcopy(d)
     net = dict(d.get("network", {}))
@@ -299,7 +353,9 @@ def apply_overrides(d: dict, overrides: dict | None) -> dict:
     return d
 
 
-def parse_genotype_text(text: str, source: str, select: str | None = None, overrides: dict | None = None) -> ModelConfig:
+def parse_genotype_text(
+    text: str, source: str, select: str | None = None, overrides: dict | None = None
+) -> ModelConfig:
     """Genotype JSON or DARTS ``Genotype(...)`` text -> validated config."""
     stripped = text.lstrip()
     if stripped.startswith("{"):
@@ -308,10 +364,15 @@ def parse_genotype_text(text: str, source: str, select: str | None = None, overr
         raise UserError(f"{source} is not a genotype: expected a JSON object or a DARTS Genotype(...) expression")
     else:
         var, g = parse_darts_text(text, select=select, source=source)
-        raw = {"name": var or (re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).stem).strip("._-") or "genotype"), **g.to_dict()}
+        raw = {
+            "name": var or (re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).stem).strip("._-") or "genotype"),
+            **g.to_dict(),
+        }
     return config_from_dict(apply_overrides(raw, overrides), source)
 
 
-def load_genotype_file(path: str | Path, select: str | None = None, overrides: dict | None = None) -> ModelConfig:
+def load_genotype_file(
+    path: str | os.PathLike, select: str | None = None, overrides: dict | None = None
+) -> ModelConfig:
     text = read_text_limited(path, "genotype file")
     return parse_genotype_text(text, str(path), select=select, overrides=overrides)

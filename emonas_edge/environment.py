@@ -24,7 +24,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(packages=("emonas-edge", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "onnxsim", "onnxslim")) -> dict:
+def environment(
+    packages=("emonas-edge", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "onnxsim", "onnxslim"),
+) -> dict:
     import os
 
     return {

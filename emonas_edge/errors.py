@@ -13,6 +13,8 @@ class UserError(Exception):
     """Bad input: malformed file, unknown name, unsupported setting. Exit code 2."""
 
     exit_code = 2
+    # Set by the pipeline when this error stops a run (e.g. :class:`SourceLost`): its ``RunSummary`` so far.
+    summary: object | None = None
 
 
 class CheckFailed(Exception):

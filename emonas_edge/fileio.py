@@ -14,8 +14,8 @@ import os
 import re
 import signal
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import UserError
 
@@ -131,11 +131,11 @@ def atomic_outputs(*targets: str | os.PathLike) -> Iterator[list[Path]]:
         try:
             for final in finals:
                 final.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
                 os.close(fd)
-                temps.append(Path(tmp))
+                temps.append(Path(tmp_name))
             yield temps
-            for tmp, final in zip(temps, finals):
+            for tmp, final in zip(temps, finals, strict=True):
                 publish(tmp, final)
         finally:
             for tmp in temps:

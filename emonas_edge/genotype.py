@@ -97,8 +97,18 @@ def genotype_from_dict(d: dict) -> Genotype:
 # needs PyTorch); this list lets configs be validated without importing it (the ONNX Runtime
 # pipeline never does). ``nn/ops.py`` refuses to import if the two disagree.
 OP_NAMES = (
-    "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7",
-    "dil_conv_3x3", "dil_conv_5x5", "conv_7x1_1x7", "conv_1x1", "conv_3x3",
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "sep_conv_7x7",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+    "conv_7x1_1x7",
+    "conv_1x1",
+    "conv_3x3",
 )
 
 
@@ -122,7 +132,8 @@ def validate_genotype(g: Genotype) -> None:
         states = len(edges) // 2 + 2
         if kind == "reduce" and any(c in (0, 1) for c in concat):
             raise UserError(
-                f"'reduce_concat' {list(concat)} lists a cell input (0 or 1): a reduction cell's inputs are at the previous "
+                f"'reduce_concat' {list(concat)} lists a cell input (0 or 1): "
+                "a reduction cell's inputs are at the previous "
                 "resolution, so only its nodes (2 and up) can be concatenated"
             )
         bad = [c for c in concat if not 0 <= c < states]
@@ -166,7 +177,9 @@ def _literal(node: ast.AST):
         if len(r) > 64:
             raise _TextError("range() is too long for a cell")
         return list(r)
-    raise _TextError(f"unsupported expression ({type(node).__name__}); only strings, integers, lists, tuples and range() are read")
+    raise _TextError(
+        f"unsupported expression ({type(node).__name__}); only strings, integers, lists, tuples and range() are read"
+    )
 
 
 def _nesting_ok(text: str, limit: int) -> bool:
@@ -215,7 +228,9 @@ def parse_darts_text(text: str, select: str | None = None, source: str = "text")
     try:
         tree = ast.parse(text, mode="exec")
     except SyntaxError as e:
-        raise UserError(f"{source} is neither genotype JSON nor a DARTS Genotype(...) expression: {e.msg} (line {e.lineno})") from None
+        raise UserError(
+            f"{source} is neither genotype JSON nor a DARTS Genotype(...) expression: {e.msg} (line {e.lineno})"
+        ) from None
     except (RecursionError, MemoryError, ValueError):
         raise UserError(f"{source} is too deeply nested or too large to be a genotype") from None  # parser recursion
     calls = _genotype_calls(tree)
@@ -233,12 +248,12 @@ def parse_darts_text(text: str, select: str | None = None, source: str = "text")
     name, call = calls[0]
     if call.args:
         raise UserError(f"{source}: write Genotype(...) with keyword arguments (normal=..., reduce=...)")
-    names = [kw.arg for kw in call.keywords]
-    repeated = sorted({n for n in names if names.count(n) > 1 and n is not None})
-    if repeated or None in names:
+    keywords = [kw.arg for kw in call.keywords]  # None for **unpacking
+    repeated = sorted({n for n in keywords if n is not None and keywords.count(n) > 1})
+    if repeated or None in keywords:
         raise UserError(f"{source}: Genotype(...) repeats or unpacks keyword(s) {', '.join(repeated) or '**'}")
     try:
-        fields = {kw.arg: _literal(kw.value) for kw in call.keywords}
+        fields = {kw.arg: _literal(kw.value) for kw in call.keywords if kw.arg is not None}  # all named (above)
     except _TextError as e:
         raise UserError(f"{source}: cannot read genotype: {e}") from None
     except RecursionError:

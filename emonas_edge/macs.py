@@ -97,5 +97,14 @@ def macs_onnx(model: onnx.ModelProto) -> int:
 def params_onnx(model: onnx.ModelProto) -> int:
     """Floating-point weight elements stored in the graph (after BN folding this is below the
     PyTorch count, which is why exported models also carry the PyTorch figure in metadata)."""
-    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
-    return int(sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type in float_types and len(i.dims) > 0))
+    float_types = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+    }
+    return int(
+        sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type in float_types and len(i.dims) > 0)
+    )

@@ -32,7 +32,12 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
         "uar": float(recall[present].mean()) if present.any() else 0.0,
         "samples": total,
         "per_class": {
-            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, c in enumerate(classes)
         },
         "confusion_matrix": cm.tolist(),

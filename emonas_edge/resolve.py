@@ -17,13 +17,20 @@ from typing import TYPE_CHECKING
 from .config import ModelConfig, load_genotype_file
 from .errors import UserError
 from .export.formats import FORMATS
-from .zoo import builtin, builtin_models
+from .zoo import BuiltinModel, builtin, builtin_models
 
 if TYPE_CHECKING:
     from torch import nn
 
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
 ONNX_SUFFIXES = {FORMATS["onnx"].suffix}
+
+
+def _builtin(spec: str | os.PathLike) -> BuiltinModel:
+    """The built-in entry of a spec that ``source_kind`` called "builtin"."""
+    entry = builtin(str(spec))
+    assert entry is not None, spec
+    return entry
 
 
 def source_kind(spec: str | os.PathLike) -> str:
@@ -55,7 +62,7 @@ def load_genotype(spec: str | os.PathLike, select: str | None = None, **override
     """
     kind = source_kind(spec)
     if kind == "builtin":
-        return load_genotype_file(builtin(str(spec)).genotype, select, overrides)
+        return load_genotype_file(_builtin(spec).genotype, select, overrides)
     if kind == "genotype":
         return load_genotype_file(spec, select, overrides)
     if any(v is not None for v in overrides.values()):
@@ -87,7 +94,9 @@ def load_model(
 
     kind = source_kind(spec)
     if kind == "onnx":
-        raise UserError(f"{spec} is an ONNX file; give a genotype, built-in name or checkpoint to build a PyTorch model")
+        raise UserError(
+            f"{spec} is an ONNX file; give a genotype, built-in name or checkpoint to build a PyTorch model"
+        )
     if kind == "checkpoint":
         if weights is not None:
             raise UserError("give either a checkpoint or --weights, not both")
@@ -97,7 +106,7 @@ def load_model(
         return config, model, Path(spec)
     config = load_genotype(spec, select, **overrides)
     if weights is None and kind == "builtin" and not any(v is not None for v in overrides.values()):
-        weights = builtin(str(spec)).weights
+        weights = _builtin(spec).weights
     if weights is None:
         return config, create_model(config).eval(), None
     wconfig, model, _ = load_checkpoint(weights)
@@ -124,13 +133,21 @@ def list_models() -> list[dict]:
     for name, entry in builtin_models().items():
         config = load_genotype(name)
         c, h, w = config.input_shape
-        rows.append({
-            "name": name, "task": config.task, "family": config.family,
-            "input": f"{c}x{h}x{w} {'gray' if c == 1 else 'RGB'}", "classes": list(config.classes),
-            "params": count_params(create_model(config)), "test_time_flip": config.network["test_time_flip"],
-            "trained": entry.weights is not None, "publictest_top1": entry.accuracy(),
-            "weights": str(entry.weights) if entry.weights else None, "card": str(entry.card) if entry.card else None,
-        })
+        rows.append(
+            {
+                "name": name,
+                "task": config.task,
+                "family": config.family,
+                "input": f"{c}x{h}x{w} {'gray' if c == 1 else 'RGB'}",
+                "classes": list(config.classes),
+                "params": count_params(create_model(config)),
+                "test_time_flip": config.network["test_time_flip"],
+                "trained": entry.weights is not None,
+                "publictest_top1": entry.accuracy(),
+                "weights": str(entry.weights) if entry.weights else None,
+                "card": str(entry.card) if entry.card else None,
+            }
+        )
     return rows
 
 
@@ -199,7 +216,11 @@ def model_info(target: str | os.PathLike, select: str | None = None, **overrides
 
 def _io(v) -> dict:
     dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-    return {"name": v.name, "shape": dims, "dtype": _ONNX_DTYPES.get(v.type.tensor_type.elem_type, str(v.type.tensor_type.elem_type))}
+    return {
+        "name": v.name,
+        "shape": dims,
+        "dtype": _ONNX_DTYPES.get(v.type.tensor_type.elem_type, str(v.type.tensor_type.elem_type)),
+    }
 
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 3: "int8", 2: "uint8", 7: "int64", 6: "int32"}

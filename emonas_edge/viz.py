@@ -35,7 +35,7 @@ def _draw_cell(ax, edges, concat, title: str) -> None:
     from matplotlib.patches import FancyArrowPatch
 
     steps = len(edges) // 2
-    pos = {0: (0.0, 1.2), 1: (0.0, -1.2)}
+    pos: dict[int | str, tuple[float, float]] = {0: (0.0, 1.2), 1: (0.0, -1.2)}
     for i in range(steps):
         pos[i + 2] = (1.6 + 1.5 * i, 0.9 if i % 2 == 0 else -0.9)
     out_x = 1.6 + 1.5 * steps + 0.4
@@ -45,14 +45,32 @@ def _draw_cell(ax, edges, concat, title: str) -> None:
 
     def node(key, colour):
         x, y = pos[key]
-        ax.text(x, y, labels[key], ha="center", va="center", fontsize=10, zorder=3,
-                bbox=dict(boxstyle="round,pad=0.4", fc=colour, ec="black", lw=0.8))
+        ax.text(
+            x,
+            y,
+            labels[key],
+            ha="center",
+            va="center",
+            fontsize=10,
+            zorder=3,
+            bbox=dict(boxstyle="round,pad=0.4", fc=colour, ec="black", lw=0.8),
+        )
 
     for n, (op, src) in enumerate(edges):
         dst = n // 2 + 2
         rad = 0.25 if n % 2 == 0 else -0.25
-        arrow = FancyArrowPatch(pos[src], pos[dst], arrowstyle="-|>", mutation_scale=12, lw=1.4,
-                                color=_colour(op), connectionstyle=f"arc3,rad={rad}", shrinkA=14, shrinkB=14, zorder=2)
+        arrow = FancyArrowPatch(
+            pos[src],
+            pos[dst],
+            arrowstyle="-|>",
+            mutation_scale=12,
+            lw=1.4,
+            color=_colour(op),
+            connectionstyle=f"arc3,rad={rad}",
+            shrinkA=14,
+            shrinkB=14,
+            zorder=2,
+        )
         ax.add_patch(arrow)
         (x0, y0), (x1, y1) = pos[src], pos[dst]
         mx, my = (x0 + x1) / 2, (y0 + y1) / 2
@@ -60,11 +78,32 @@ def _draw_cell(ax, edges, concat, title: str) -> None:
         dx, dy = x1 - x0, y1 - y0
         mx += rad * dy * 0.5
         my -= rad * dx * 0.5
-        ax.text(mx, my, op, fontsize=7, ha="center", va="center", color=_colour(op), zorder=4,
-                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+        ax.text(
+            mx,
+            my,
+            op,
+            fontsize=7,
+            ha="center",
+            va="center",
+            color=_colour(op),
+            zorder=4,
+            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
+        )
     for c in concat:
-        ax.add_patch(FancyArrowPatch(pos[c], pos["out"], arrowstyle="-|>", mutation_scale=10, lw=0.8,
-                                     ls="--", color="#444444", shrinkA=14, shrinkB=16, zorder=1))
+        ax.add_patch(
+            FancyArrowPatch(
+                pos[c],
+                pos["out"],
+                arrowstyle="-|>",
+                mutation_scale=10,
+                lw=0.8,
+                ls="--",
+                color="#444444",
+                shrinkA=14,
+                shrinkB=16,
+                zorder=1,
+            )
+        )
     for key in (0, 1):
         node(key, "#ffe9a8")
     for i in range(steps):
@@ -91,7 +130,9 @@ def plot_cells(genotype: Genotype, path: str | os.PathLike, title: str = "") -> 
     steps = max(genotype.steps, len(genotype.reduce) // 2)
     fig, axes = plt.subplots(2, 1, figsize=(max(6.5, 2.2 + 1.6 * steps), 7.5))
     _draw_cell(axes[0], genotype.normal, genotype.normal_concat, "normal cell")
-    _draw_cell(axes[1], genotype.reduce, genotype.reduce_concat, "reduction cell (stride 2 on edges from c_{k-2}, c_{k-1})")
+    _draw_cell(
+        axes[1], genotype.reduce, genotype.reduce_concat, "reduction cell (stride 2 on edges from c_{k-2}, c_{k-1})"
+    )
     if title:
         fig.suptitle(title, fontsize=13)
     fig.tight_layout()

@@ -46,7 +46,9 @@ def builtin_models() -> dict[str, BuiltinModel]:
         w = root / f"{name}.pt"
         c = root / f"{name}.md"
         r = root / f"{name}.publictest.json"
-        out[name] = BuiltinModel(name, g, w if w.is_file() else None, c if c.is_file() else None, r if r.is_file() else None)
+        out[name] = BuiltinModel(
+            name, g, w if w.is_file() else None, c if c.is_file() else None, r if r.is_file() else None
+        )
     return out
 
 

@@ -28,12 +28,24 @@ DARTS_V2_TEXT = (
 )
 
 DARTS_V2_NORMAL = [
-    ("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-    ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2),
+    ("sep_conv_3x3", 0),
+    ("sep_conv_3x3", 1),
+    ("sep_conv_3x3", 0),
+    ("sep_conv_3x3", 1),
+    ("sep_conv_3x3", 1),
+    ("skip_connect", 0),
+    ("skip_connect", 0),
+    ("dil_conv_3x3", 2),
 ]
 DARTS_V2_REDUCE = [
-    ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-    ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1),
+    ("max_pool_3x3", 0),
+    ("max_pool_3x3", 1),
+    ("skip_connect", 2),
+    ("max_pool_3x3", 1),
+    ("max_pool_3x3", 0),
+    ("skip_connect", 2),
+    ("skip_connect", 2),
+    ("max_pool_3x3", 1),
 ]
 
 # A small, valid cell genotype: two nodes per cell, 4 channels, 3 cells, 16x16 gray input.
@@ -88,8 +100,13 @@ def cli_path() -> Path:
 def cli(cli_path):
     """``cli("export", "--genotype", path, cwd=..., env=..., timeout=...)`` runs the installed console script."""
 
-    def run(*args, cwd: str | os.PathLike | None = None, env: dict | None = None, timeout: float = 300,
-            input: str | None = None) -> subprocess.CompletedProcess:
+    def run(
+        *args,
+        cwd: str | os.PathLike | None = None,
+        env: dict | None = None,
+        timeout: float = 300,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [str(cli_path), *map(str, args)],
             cwd=cwd,
@@ -136,9 +153,13 @@ def write_json(tmp_path):
     return write
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared() -> Path:
-    """The ``../shared`` folder (FER2013 images, face media); skips when this checkout has none."""
+    """The ``../shared`` folder beside the checkout (``datasets/fer2013/{train,publictest}``, ``media/``).
+
+    The one place that knows where it is: a test (or fixture, any scope) that takes ``shared`` is
+    skipped, with the reason shown by ``-ra``, when the folder is absent; the rest of the suite runs.
+    """
     if not SHARED.is_dir():
-        pytest.skip(f"shared data folder {SHARED} is not present beside the checkout")
+        pytest.skip(f"shared data folder {SHARED} is not present beside the checkout (FER2013 images, face media)")
     return SHARED

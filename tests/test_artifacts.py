@@ -17,10 +17,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import TINY_GENOTYPE, _cli_env
 from onnx import TensorProto, helper
 
-from conftest import TINY_GENOTYPE, _cli_env
-from emonas_edge import UserError, create_model, export_onnx, load_checkpoint, load_genotype, model_info, save_checkpoint
+from emonas_edge import (
+    UserError,
+    create_model,
+    export_onnx,
+    load_checkpoint,
+    load_genotype,
+    model_info,
+    save_checkpoint,
+)
 from emonas_edge.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from emonas_edge.config import config_from_dict
 from emonas_edge.export.metadata import config_from_metadata, load_onnx, read_metadata
@@ -98,8 +106,12 @@ class _PlainObject:
 
 def _hostile_checkpoint(path: Path, extra: object) -> Path:
     cfg = config_from_dict(TINY_GENOTYPE)
-    payload = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "state_dict": create_model(cfg).state_dict(),
-               "extra": extra}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": cfg.to_dict(),
+        "state_dict": create_model(cfg).state_dict(),
+        "extra": extra,
+    }
     torch.save(payload, path)
     return path
 
@@ -141,9 +153,11 @@ def test_cli_refuses_pickled_code(tmp_path, cli):
 
 @pytest.mark.parametrize(
     "payload, fragment",
-    [({"format": "something-else", "config": {}, "state_dict": {}}, "not an emonas-edge checkpoint"),
-     ({"state_dict": {}}, "not an emonas-edge checkpoint"),
-     ([1, 2, 3], "not an emonas-edge checkpoint")],
+    [
+        ({"format": "something-else", "config": {}, "state_dict": {}}, "not an emonas-edge checkpoint"),
+        ({"state_dict": {}}, "not an emonas-edge checkpoint"),
+        ([1, 2, 3], "not an emonas-edge checkpoint"),
+    ],
 )
 def test_foreign_checkpoints_are_refused(tmp_path, payload, fragment):
     path = tmp_path / "foreign.pt"
@@ -155,8 +169,10 @@ def test_foreign_checkpoints_are_refused(tmp_path, payload, fragment):
 def test_checkpoint_whose_weights_do_not_fit_its_config(tmp_path):
     cfg = config_from_dict(TINY_GENOTYPE)
     wide = cfg.replace(network={**cfg.network, "init_channels": 6})
-    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "state_dict": create_model(wide).state_dict()},
-               tmp_path / "mismatch.pt")
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "state_dict": create_model(wide).state_dict()},
+        tmp_path / "mismatch.pt",
+    )
     with pytest.raises(UserError, match="do not fit"):
         load_checkpoint(tmp_path / "mismatch.pt")
 
@@ -181,16 +197,29 @@ def trained_export(tmp_path_factory, cli) -> SimpleNamespace:
     genotype = dict(TINY_GENOTYPE)
     (d / "tiny.json").write_text(json.dumps(genotype), encoding="utf-8")
     cfg = config_from_dict(genotype).replace(
-        trained=True, description="trained for the test", meta={"dataset": "none", "epochs": [1, 2]},
+        trained=True,
+        description="trained for the test",
+        meta={"dataset": "none", "epochs": [1, 2]},
         preprocess={"grayscale": True, "mean": [0.4], "std": [0.3]},
     )
     model = perturbed_model(cfg, seed=1)
     ckpt = save_checkpoint(d / "trained.pt", model, cfg, epoch=2)
     out = d / "out"
-    r = cli("export", "--genotype", d / "tiny.json", "--weights", ckpt, "--output", out, "--json", d / "manifest-copy.json")
+    r = cli(
+        "export", "--genotype", d / "tiny.json", "--weights", ckpt, "--output", out, "--json", d / "manifest-copy.json"
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    return SimpleNamespace(dir=d, config=cfg, model=model, ckpt=ckpt, out=out, result=r,
-                           onnx=out / "tiny.onnx", manifest=out / "tiny.manifest.json", copy=d / "manifest-copy.json")
+    return SimpleNamespace(
+        dir=d,
+        config=cfg,
+        model=model,
+        ckpt=ckpt,
+        out=out,
+        result=r,
+        onnx=out / "tiny.onnx",
+        manifest=out / "tiny.manifest.json",
+        copy=d / "manifest-copy.json",
+    )
 
 
 def test_export_with_weights_takes_the_trained_flag_from_the_checkpoint(trained_export):
@@ -262,7 +291,10 @@ def test_manifest_contents(trained_export):
     assert 0 <= parity["max_abs_diff"] <= parity["tolerance"]
     assert parity["samples"] == 8 and parity["batches"] == [8, 1]
     assert parity["top1_agreement"] == 1.0
-    assert manifest["simplifier"]["requested"] == "onnxsim" and manifest["simplifier"]["used"] in ("onnxsim", "onnxslim")
+    assert manifest["simplifier"]["requested"] == "onnxsim" and manifest["simplifier"]["used"] in (
+        "onnxsim",
+        "onnxslim",
+    )
     assert manifest["config"] == t.config.to_dict()
     assert set(manifest["timings_s"]) >= {"export", "parity", "total"}
     # The output folder holds exactly the artifact and its manifest: no temporary files.
@@ -283,8 +315,12 @@ def test_parity_on_real_faces(tmp_path, shared):
 
 def test_foreign_onnx_has_no_config(tmp_path):
     node = helper.make_node("Relu", ["x"], ["y"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     path = tmp_path / "foreign.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
     assert config_from_metadata(read_metadata(load_onnx(path))) is None
@@ -300,7 +336,11 @@ def test_foreign_onnx_has_no_config(tmp_path):
 def _start_export_and_wait_for_temp(cli_path: Path, genotype: Path, out: Path, tmp_path: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
         [str(cli_path), "export", "--genotype", str(genotype), "--output", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env(), cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(),
+        cwd=tmp_path,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

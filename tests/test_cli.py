@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import pytest
-
 from conftest import TINY_GENOTYPE
+
 from emonas_edge import create_model, load_genotype, save_checkpoint
 from emonas_edge.config import FER2013_CLASSES, config_from_dict
 from emonas_edge.export.onnx import export_onnx
@@ -120,7 +120,9 @@ ERRORS: dict[str, Case] = {
     "onnx-as-genotype": Case(_export("-g", lambda a: a.onnx), "ONNX"),
     "truncated-pt-info": Case(lambda a, d: ["info", a.truncated_pt], "checkpoint"),
     "garbage-pt-weights": Case(_export("-g", lambda a: a.tiny, "--weights", lambda a: a.garbage_pt), "checkpoint"),
-    "weights-other-architecture": Case(_export("-g", lambda a: a.tiny, "--weights", lambda a: a.other_arch), "different network"),
+    "weights-other-architecture": Case(
+        _export("-g", lambda a: a.tiny, "--weights", lambda a: a.other_arch), "different network"
+    ),
     "name-in-genotype": Case(_export("-g", lambda a: a.bad_name), "not allowed"),
     "name-flag": Case(_export("-g", lambda a: a.tiny, "--name", "../../x"), "not allowed"),
     "batch-abc": Case(_export("-g", lambda a: a.tiny, "--batch", "abc"), "--batch"),
@@ -129,7 +131,9 @@ ERRORS: dict[str, Case] = {
     "simplify-bogus": Case(_export("-g", lambda a: a.trained, "--simplify", "bogus"), "--simplify"),
     "opset-11": Case(_export("-g", lambda a: a.trained, "--opset", "11"), "opset 11"),
     "output-is-a-file": Case(lambda a, d: ["export", "-g", a.trained, "-o", a.a_file], "not a folder"),
-    "parity-data-missing": Case(_export("-g", lambda a: a.trained, "--parity-data", lambda a: a.dir / "no-faces"), "not found"),
+    "parity-data-missing": Case(
+        _export("-g", lambda a: a.trained, "--parity-data", lambda a: a.dir / "no-faces"), "not found"
+    ),
 }
 
 # Inputs that once escaped as tracebacks or multi-line output (fixed; kept as regressions).
@@ -195,15 +199,18 @@ def _check(case_id: str, case: Case, runs) -> None:
 
 
 @pytest.mark.parametrize("case_id", list(ERRORS))
+@pytest.mark.slow
 def test_bad_input_gives_one_line_error(case_id, runs):
     _check(case_id, ERRORS[case_id], runs)
 
 
 @pytest.mark.parametrize("case_id", list(KNOWN_BAD))
+@pytest.mark.slow
 def test_fixed_cli_error_regressions(case_id, runs):
     _check(case_id, KNOWN_BAD[case_id][0], runs)
 
 
+@pytest.mark.slow
 def test_unknown_op_exits_2_with_one_line(runs):
     """Acceptance criterion: a genotype with an unknown op -> exit 2, a one-line message naming it."""
     r = runs["unknown-op"][0].result()
@@ -214,6 +221,7 @@ def test_unknown_op_exits_2_with_one_line(runs):
     assert r.stdout.strip() == ""
 
 
+@pytest.mark.slow
 def test_path_traversal_name_writes_nothing_outside(runs):
     for case_id in ("name-in-genotype", "name-flag"):
         r, d = runs[case_id][0].result(), runs[case_id][1]
@@ -234,9 +242,25 @@ def test_help_lists_the_commands(cli):
         assert command in r.stdout
     r = cli("export", "--help")
     assert r.returncode == 0, r.stderr
-    for flag in ("--genotype", "--weights", "--output", "--opset", "--batch", "--simplify", "--select", "--parity-data",
-                 "--json", "--input-size", "--in-channels", "--layers", "--init-channels", "--num-classes", "--classes",
-                 "--task", "--name"):
+    for flag in (
+        "--genotype",
+        "--weights",
+        "--output",
+        "--opset",
+        "--batch",
+        "--simplify",
+        "--select",
+        "--parity-data",
+        "--json",
+        "--input-size",
+        "--in-channels",
+        "--layers",
+        "--init-channels",
+        "--num-classes",
+        "--classes",
+        "--task",
+        "--name",
+    ):
         assert flag in r.stdout, flag
     assert "Traceback" not in r.stdout + r.stderr
 
@@ -249,6 +273,7 @@ def test_ops_lists_every_registered_op(cli):
     assert "sep_conv_3x3" in r.stdout and "dil_conv_3x3" in r.stdout and "skip_connect" in r.stdout
 
 
+@pytest.mark.slow
 def test_models_lists_the_builtins_with_their_recorded_accuracy(cli):
     r = cli("models", "--json")
     assert r.returncode == 0, r.stderr
@@ -266,6 +291,7 @@ def test_models_lists_the_builtins_with_their_recorded_accuracy(cli):
     assert "untrained names run random weights" in table.stdout
 
 
+@pytest.mark.slow
 def test_info_builtin_json(cli):
     r = cli("info", "emonas-macro", "--json")
     assert r.returncode == 0, r.stderr
@@ -294,6 +320,7 @@ def test_info_onnx_json_reads_the_metadata(cli, inputs):
     assert data["onnx"]["inputs"][0]["shape"] == ["batch", 1, 16, 16]
 
 
+@pytest.mark.slow
 def test_info_plot_writes_a_png(cli, tmp_path, inputs):
     png = tmp_path / "cells.png"
     r = cli("info", inputs.tiny, "--plot", png)
@@ -305,6 +332,7 @@ def test_info_plot_writes_a_png(cli, tmp_path, inputs):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.png"]
 
 
+@pytest.mark.slow
 def test_info_plot_rejects_mit(cli, tmp_path, inputs):
     png = tmp_path / "cells.png"
     r = cli("info", inputs.mit, "--plot", png)

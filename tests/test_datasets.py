@@ -21,13 +21,14 @@ from emonas_edge.data.micro import load_micro_dataset, loso_folds, read_annotati
 from emonas_edge.data.preprocess import Preprocessor, read_image
 from emonas_edge.errors import UserError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FER_ROOT = SHARED / "datasets" / "fer2013"
-
 TINY = {
-    "name": "tiny", "task": "macro", "family": "cell",
-    "normal": [["conv_3x3", 0], ["skip_connect", 1]], "normal_concat": [2],
-    "reduce": [["max_pool_3x3", 0], ["conv_3x3", 1]], "reduce_concat": [2],
+    "name": "tiny",
+    "task": "macro",
+    "family": "cell",
+    "normal": [["conv_3x3", 0], ["skip_connect", 1]],
+    "normal_concat": [2],
+    "reduce": [["max_pool_3x3", 0], ["conv_3x3", 1]],
+    "reduce_concat": [2],
     "network": {"in_channels": 1, "input_size": 48, "init_channels": 8, "layers": 3, "stem_stride": 2},
 }
 
@@ -82,7 +83,7 @@ def test_class_order_comes_from_the_model_not_from_folder_sort_order(tmp_path):
     assert len(ds) == 9 and ds.skipped == 0
     assert ds.labels.dtype == np.int64
     assert sorted(set(ds.labels.tolist())) == [0, 3, 6]  # angry, happy, surprise in the model's order
-    for img, label in zip(ds.images, ds.labels):
+    for img, label in zip(ds.images, ds.labels, strict=True):
         assert int(img[0, 0]) == value[FER2013_CLASSES[label]]
     assert ds.counts() == {"angry": 3, "disgust": 0, "fear": 0, "happy": 3, "neutral": 0, "sad": 0, "surprise": 3}
 
@@ -94,7 +95,7 @@ def test_custom_class_order_is_not_alphabetical(tmp_path):
     write_image(root / "alpha" / "a.png", const_image(50))
     write_image(root / "zeta" / "z.png", const_image(150))
     ds = load_image_folder(root, config)
-    by_label = {int(lab): int(img[0, 0]) for img, lab in zip(ds.images, ds.labels)}
+    by_label = {int(lab): int(img[0, 0]) for img, lab in zip(ds.images, ds.labels, strict=True)}
     assert by_label == {0: 150, 1: 50}
 
 
@@ -190,7 +191,7 @@ def test_colour_images_of_another_size_become_model_size_gray(tmp_path):
         "red_alpha.png": int(cv2.cvtColor(np.array([[[0, 0, 255]]], np.uint8), cv2.COLOR_BGR2GRAY)[0, 0]),  # 76
         "small.png": 77,
     }
-    for img, name in zip(ds.images, sorted(expected)):  # files are read in sorted order
+    for img, name in zip(ds.images, sorted(expected), strict=True):  # files are read in sorted order
         assert np.all(img == expected[name]), name
 
 
@@ -395,8 +396,17 @@ def test_fer_csv_unknown_usage_is_an_error(fer_csv):
 # --- RAF-DB basic in its distributed layout ------------------------------------------------
 # label file lines "<split>_<n>.jpg <1-7>" (1 surprise, 2 fear, 3 disgust, 4 happy, 5 sad, 6 angry,
 # 7 neutral); Image/aligned/<split>_<n>_aligned.jpg (100x100 RGB).
-RAF_ROWS = [("train_00001.jpg", 1), ("train_00002.jpg", 4), ("test_0001.jpg", 6), ("train_00003.jpg", 7),
-            ("test_0002.jpg", 3), ("train_00004.jpg", 6), ("train_00005.jpg", 2), ("train_00006.jpg", 5), ("train_00007.jpg", 3)]
+RAF_ROWS = [
+    ("train_00001.jpg", 1),
+    ("train_00002.jpg", 4),
+    ("test_0001.jpg", 6),
+    ("train_00003.jpg", 7),
+    ("test_0002.jpg", 3),
+    ("train_00004.jpg", 6),
+    ("train_00005.jpg", 2),
+    ("train_00006.jpg", 5),
+    ("train_00007.jpg", 3),
+]
 
 
 def _raf_value(name: str) -> int:
@@ -453,8 +463,14 @@ def test_rafdb_limit_per_class_and_missing_images(tmp_path):
     assert len(ds) == 8 and np.bincount(ds.labels, minlength=7)[FER2013_CLASSES.index("happy")] == 2
 
 
-@pytest.mark.parametrize("line, match", [("train_00001.jpg 9", "expected '<name>.jpg <label 1-7>'"),
-                                          ("train_00001.jpg", "expected"), ("train_00001.jpg happy", "expected")])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("train_00001.jpg 9", "expected '<name>.jpg <label 1-7>'"),
+        ("train_00001.jpg", "expected"),
+        ("train_00001.jpg happy", "expected"),
+    ],
+)
 def test_rafdb_malformed_label_file(tmp_path, line, match):
     root = write_rafdb(tmp_path / "basic")
     (root / "EmoLabel" / "list_patition_label.txt").write_text("train_00002.jpg 4\n" + line + "\n")
@@ -531,11 +547,8 @@ def test_fer_csv_too_many_malformed_rows_is_an_error(tmp_path):
 
 
 @pytest.fixture
-def fer_train() -> Path:
-    root = FER_ROOT / "train"
-    if not root.is_dir():
-        pytest.skip(f"FER2013 images not present at {root} (shared data folder absent)")
-    return root
+def fer_train(shared) -> Path:
+    return shared / "datasets" / "fer2013" / "train"
 
 
 def test_real_fer2013_subset(fer_train):
@@ -587,13 +600,17 @@ SAMM_HEADER = "Subject,Filename,Onset Frame,Apex Frame,Offset Frame,Estimated Em
 
 
 def test_casme2_annotations_and_megc_mapping(tmp_path):
-    p = write_csv(tmp_path / "casme2.csv", CASME2_HEADER, [
-        "1,EP01_1,10,12,15,happiness",
-        "1,EP02_2,5,/,9,disgust",
-        "2,EP01_1,1,3,6,repression",
-        "2,EP03_4,1,2,4,others",
-        "11,EP05_1,20,22,25,Surprise",
-    ])
+    p = write_csv(
+        tmp_path / "casme2.csv",
+        CASME2_HEADER,
+        [
+            "1,EP01_1,10,12,15,happiness",
+            "1,EP02_2,5,/,9,disgust",
+            "2,EP01_1,1,3,6,repression",
+            "2,EP03_4,1,2,4,others",
+            "11,EP05_1,20,22,25,Surprise",
+        ],
+    )
     clips, counts = read_annotations(p, "casme2")
     assert counts == {"rows": 5, "unmapped_label": 1, "bad_frames": 0}
     assert [c.label for c in clips] == ["positive", "negative", "negative", "surprise"]
@@ -608,50 +625,71 @@ def test_casme2_annotations_and_megc_mapping(tmp_path):
 
 
 def test_samm_annotations(tmp_path):
-    p = write_csv(tmp_path / "samm.csv", SAMM_HEADER, [
-        "6,006_1_2,100,110,130,Anger",
-        "6,006_1_3,200,205,210,Other",
-        "16,016_7_1,5,8,12,Happiness",
-        "007,007_3_1,40,45,50,Fear",
-    ])
+    p = write_csv(
+        tmp_path / "samm.csv",
+        SAMM_HEADER,
+        [
+            "6,006_1_2,100,110,130,Anger",
+            "6,006_1_3,200,205,210,Other",
+            "16,016_7_1,5,8,12,Happiness",
+            "007,007_3_1,40,45,50,Fear",
+        ],
+    )
     clips, counts = read_annotations(p, "samm")
     assert counts["unmapped_label"] == 1
     assert [(c.subject, c.clip, c.label) for c in clips] == [
-        ("006", "006_1_2", "negative"), ("016", "016_7_1", "positive"), ("007", "007_3_1", "negative"),
+        ("006", "006_1_2", "negative"),
+        ("016", "016_7_1", "positive"),
+        ("007", "007_3_1", "negative"),
     ]
 
 
 def test_smic_annotations_without_apex(tmp_path):
-    p = write_csv(tmp_path / "smic.csv", "Subject,Clip,Onset,Offset,Label", [
-        "s1,s1_po_01,1,12,positive",
-        "s2,s2_ne_03,4,9,negative",
-        "s3,s3_sur_01,2,7,surprise",
-    ])
+    p = write_csv(
+        tmp_path / "smic.csv",
+        "Subject,Clip,Onset,Offset,Label",
+        [
+            "s1,s1_po_01,1,12,positive",
+            "s2,s2_ne_03,4,9,negative",
+            "s3,s3_sur_01,2,7,surprise",
+        ],
+    )
     clips, _ = read_annotations(p, "smic")
     assert [(c.subject, c.clip, c.apex, c.label) for c in clips] == [
-        ("s1", "s1_po_01", None, "positive"), ("s2", "s2_ne_03", None, "negative"), ("s3", "s3_sur_01", None, "surprise"),
+        ("s1", "s1_po_01", None, "positive"),
+        ("s2", "s2_ne_03", None, "negative"),
+        ("s3", "s3_sur_01", None, "surprise"),
     ]
 
 
 def test_generic_annotations_and_bad_frame_numbers(tmp_path):
-    p = write_csv(tmp_path / "gen.csv", "subject,clip,onset,apex,offset,label", [
-        "a,c1,1,2,3,happiness",
-        "a,c2,one,2,3,happiness",
-        "",
-        "b,c3,4.0,5,6.0,fear",
-    ])
+    p = write_csv(
+        tmp_path / "gen.csv",
+        "subject,clip,onset,apex,offset,label",
+        [
+            "a,c1,1,2,3,happiness",
+            "a,c2,one,2,3,happiness",
+            "",
+            "b,c3,4.0,5,6.0,fear",
+        ],
+    )
     clips, counts = read_annotations(p, "generic")
     assert counts == {"rows": 3, "unmapped_label": 0, "bad_frames": 1}
     assert [(c.subject, c.clip, c.onset, c.offset, c.label) for c in clips] == [
-        ("a", "c1", 1, 3, "positive"), ("b", "c3", 4, 6, "negative"),
+        ("a", "c1", 1, 3, "positive"),
+        ("b", "c3", 4, 6, "negative"),
     ]
 
 
 def test_onset_after_offset_is_an_error_with_the_line(tmp_path):
-    p = write_csv(tmp_path / "casme2.csv", CASME2_HEADER, [
-        "1,EP01_1,10,12,15,happiness",
-        "1,EP09_9,30,25,20,disgust",
-    ])
+    p = write_csv(
+        tmp_path / "casme2.csv",
+        CASME2_HEADER,
+        [
+            "1,EP01_1,10,12,15,happiness",
+            "1,EP09_9,30,25,20,disgust",
+        ],
+    )
     with pytest.raises(UserError, match=r"casme2\.csv:3: onset 30 is after offset 20") as e:
         read_annotations(p, "casme2")
     assert "EP09_9" in str(e.value)
@@ -675,12 +713,16 @@ def test_casme2_dynamic_images_equal_dynamic_image_of_preprocessed_frames(tmp_pa
     a = write_clip(root / "sub01" / "EP01_1", 1, 8, seed=1)
     b = write_clip(root / "sub01" / "EP02_2", 50, 6, seed=2)
     c = write_clip(root / "sub02" / "EP01_1", 1, 7, seed=3)
-    ann = write_csv(tmp_path / "casme2.csv", CASME2_HEADER, [
-        "1,EP01_1,2,4,6,happiness",  # frames 2..6 of a clip holding 1..8
-        "1,EP02_2,50,52,55,disgust",
-        "2,EP01_1,1,3,7,surprise",
-        "2,EP01_1,1,3,7,others",  # dropped before any frame is looked at
-    ])
+    ann = write_csv(
+        tmp_path / "casme2.csv",
+        CASME2_HEADER,
+        [
+            "1,EP01_1,2,4,6,happiness",  # frames 2..6 of a clip holding 1..8
+            "1,EP02_2,50,52,55,disgust",
+            "2,EP01_1,1,3,7,surprise",
+            "2,EP01_1,1,3,7,others",  # dropped before any frame is looked at
+        ],
+    )
     ds, subjects = load_micro_dataset(root, ann, MICRO, convention="casme2")
     assert ds.classes == MEGC_CLASSES
     assert subjects == ["sub01", "sub01", "sub02"]
@@ -773,8 +815,11 @@ def test_micro_cache_returns_the_same_dataset(tmp_path, cache_dir):
     root = tmp_path / "d"
     for k in range(3):
         write_clip(root / f"s{k}" / "c", 1, 4, seed=k, size=24)
-    ann = write_csv(tmp_path / "g.csv", "subject,clip,onset,apex,offset,label",
-                    [f"s{k},c,1,2,4,{MEGC_CLASSES[k]}" for k in range(3)])
+    ann = write_csv(
+        tmp_path / "g.csv",
+        "subject,clip,onset,apex,offset,label",
+        [f"s{k},c,1,2,4,{MEGC_CLASSES[k]}" for k in range(3)],
+    )
     first, subj1 = load_micro_dataset(root, ann, MICRO)
     assert len(list(cache_dir.glob("micro-*.npz"))) == 1
     second, subj2 = load_micro_dataset(root, ann, MICRO)
@@ -787,8 +832,11 @@ def test_micro_cache_respects_the_model_class_order(tmp_path):
     root = tmp_path / "d"
     for k in range(3):
         write_clip(root / f"s{k}" / "c", 1, 4, seed=k, size=24)
-    ann = write_csv(tmp_path / "g.csv", "subject,clip,onset,apex,offset,label",
-                    [f"s{k},c,1,2,4,{MEGC_CLASSES[k]}" for k in range(3)])
+    ann = write_csv(
+        tmp_path / "g.csv",
+        "subject,clip,onset,apex,offset,label",
+        [f"s{k},c,1,2,4,{MEGC_CLASSES[k]}" for k in range(3)],
+    )
     megc, _ = load_micro_dataset(root, ann, MICRO)
     assert megc.labels.tolist() == [0, 1, 2]
     reordered = make_config(task="micro", classes=["surprise", "negative", "positive"])
@@ -814,11 +862,14 @@ def test_missing_clip_is_not_taken_from_another_subject(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("subjects", [
-    ["s2", "s1", "s1", "s3", "s2", "s3", "s3"],
-    ["sub01"],
-    ["006", "007", "006", "010", "010", "010", "007", "011"],
-])
+@pytest.mark.parametrize(
+    "subjects",
+    [
+        ["s2", "s1", "s1", "s3", "s2", "s3", "s3"],
+        ["sub01"],
+        ["006", "007", "006", "010", "010", "010", "007", "011"],
+    ],
+)
 def test_loso_folds_partition_by_subject(subjects):
     folds = loso_folds(subjects)
     subj = np.asarray(subjects)

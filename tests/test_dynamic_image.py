@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from emonas_edge.data.dynamic_image import (
-    dynamic_image, rank_pool, rank_pool_coefficients, select_span, to_uint8, window_indices,
+    dynamic_image,
+    rank_pool,
+    rank_pool_coefficients,
+    select_span,
+    to_uint8,
+    window_indices,
 )
 
 

@@ -8,9 +8,6 @@ BatchNorm statistics and some weights were perturbed so the logits are not near 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -34,10 +31,6 @@ from emonas_edge.nn import count_params, create_model
 from emonas_edge.nn.ops import OPS
 from emonas_edge.resolve import load_genotype, load_model
 
-CLI = Path(sys.executable).parent / "emonas-edge"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FER_PUBLICTEST = SHARED / "datasets" / "fer2013" / "publictest"
-
 DARTS_V2_TEXT = """\
 from collections import namedtuple
 Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')
@@ -46,8 +39,16 @@ DARTS_V2 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv
 reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), \
 ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])
 """
-DARTS_V2_NORMAL = [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["sep_conv_3x3", 1],
-                   ["sep_conv_3x3", 1], ["skip_connect", 0], ["skip_connect", 0], ["dil_conv_3x3", 2]]
+DARTS_V2_NORMAL = [
+    ["sep_conv_3x3", 0],
+    ["sep_conv_3x3", 1],
+    ["sep_conv_3x3", 0],
+    ["sep_conv_3x3", 1],
+    ["sep_conv_3x3", 1],
+    ["skip_connect", 0],
+    ["skip_connect", 0],
+    ["dil_conv_3x3", 2],
+]
 
 # Exercises separable, dilated, factorised and plain convolutions, pooling, and FactorizedReduce.
 CELL_GENOTYPE = {
@@ -119,15 +120,6 @@ def assert_matches_torch(model: nn.Module, onnx_path, input_shape, batches=(1, 3
         assert diff <= 1e-4 + 1e-4 * scale, f"batch {b}: max abs diff {diff:.3g} (max |logit| {scale:.3g})"
 
 
-def run_cli(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    if not CLI.is_file():
-        pytest.fail(f"console script not installed at {CLI}")
-    env = dict(os.environ)
-    env.pop("FORCE_COLOR", None)
-    env["NO_COLOR"] = "1"
-    return subprocess.run([str(CLI), *map(str, args)], cwd=cwd, env=env, text=True, capture_output=True, timeout=timeout)
-
-
 def write_json(path: Path, obj) -> Path:
     path.write_text(json.dumps(obj), encoding="utf-8")
     return path
@@ -187,7 +179,9 @@ def exported(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if c == "mit-b0-gray48" else c for c in CASES]
+)
 def test_export_matches_onnx_runtime(exported, case):
     config, model, result = exported(case)
     assert result.path.is_file() and result.path.name == f"{case}.onnx"
@@ -240,14 +234,15 @@ def test_export_metadata_and_manifest(exported, case):
 # ------------------------------------------------------------------ DARTS_V2 through the CLI
 
 
-def test_cli_exports_darts_v2_text_genotype(tmp_path):
+@pytest.mark.slow
+def test_cli_exports_darts_v2_text_genotype(cli, tmp_path):
     gfile = tmp_path / "genotypes.py"
     gfile.write_text(DARTS_V2_TEXT, encoding="utf-8")
     # the defaults a DARTS text genotype gets (no network block in the file)
     default_net = load_genotype(gfile).network
     assert default_net["layers"] == 8 and default_net["init_channels"] == 16
     # exported narrower and shallower: the parse and the graph are the same, the export 3x cheaper
-    proc = run_cli("export", "--genotype", gfile, "--output", "out/", "--layers", "3", "--init-channels", "8", cwd=tmp_path)
+    proc = cli("export", "--genotype", gfile, "--output", "out/", "--layers", "3", "--init-channels", "8", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     out = tmp_path / "out"
     onnx_path = out / "DARTS_V2.onnx"
@@ -278,6 +273,7 @@ def test_cli_exports_darts_v2_text_genotype(tmp_path):
 # ------------------------------------------------------------------------------ exporters
 
 
+@pytest.mark.slow
 def test_both_exporters_pass_the_same_checks_and_are_recorded(tmp_path):
     config = config_from_dict(TINY_GENOTYPE)
     torch.manual_seed(0)
@@ -311,16 +307,22 @@ def test_auto_exporter_falls_back_to_dynamo_with_a_note(tmp_path, monkeypatch):
     model = perturb(create_model(config), seed=5)
     r = export_onnx(config, model, tmp_path / "auto")
     assert r.manifest["exporter"] == {"requested": "auto", "used": "dynamo"}
-    assert r.notes == ["the TorchScript exporter failed (the TorchScript-based ONNX exporter has been removed); used the dynamo exporter"]
+    assert r.notes == [
+        "the TorchScript exporter failed (the TorchScript-based ONNX exporter has been removed); used the dynamo "
+        "exporter"
+    ]
     assert r.manifest["notes"] == r.notes and r.parity.passed
-    with pytest.raises(CheckFailed, match=r"torch.onnx.export \(TorchScript\) failed: the TorchScript-based ONNX exporter has been removed$"):
+    with pytest.raises(
+        CheckFailed,
+        match=r"torch.onnx.export \(TorchScript\) failed: the TorchScript-based ONNX exporter has been removed$",
+    ):
         export_onnx(config, model, tmp_path / "forced", exporter="torchscript")
     assert visible_and_hidden_files(tmp_path / "forced") == []
 
 
-def test_cli_rejects_an_unknown_exporter_before_any_work(tmp_path):
+def test_cli_rejects_an_unknown_exporter_before_any_work(cli, tmp_path):
     gfile = write_json(tmp_path / "tiny.json", TINY_GENOTYPE)
-    proc = run_cli("export", "-g", gfile, "-o", tmp_path / "out", "--exporter", "tflite")
+    proc = cli("export", "-g", gfile, "-o", tmp_path / "out", "--exporter", "tflite")
     assert proc.returncode == 2 and "--exporter must be one of auto, torchscript, dynamo, got 'tflite'" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
@@ -348,9 +350,10 @@ def test_static_batch_export(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["onnxslim", "none"])
-def test_cli_simplifier_choice_recorded(tmp_path, method):
+@pytest.mark.slow
+def test_cli_simplifier_choice_recorded(cli, tmp_path, method):
     gfile = write_json(tmp_path / "tiny.json", TINY_GENOTYPE)
-    proc = run_cli("export", "-g", gfile, "-o", tmp_path / "out", "--simplify", method, "--json", tmp_path / "m.json")
+    proc = cli("export", "-g", gfile, "-o", tmp_path / "out", "--simplify", method, "--json", tmp_path / "m.json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((tmp_path / "out" / "tiny.manifest.json").read_text(encoding="utf-8"))
     assert manifest["simplifier"] == {"requested": method, "used": method}
@@ -424,6 +427,7 @@ def genotypes(draw):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
 )
 @given(raw=genotypes())
+@pytest.mark.slow
 def test_random_valid_genotypes_export_and_match(raw):
     config = config_from_dict(raw)
     torch.manual_seed(0)
@@ -478,10 +482,11 @@ def test_failed_parity_leaves_no_files(tmp_path):
     assert visible_and_hidden_files(out) == [], "a failed export must leave neither artifact nor temporaries"
 
 
-def test_cli_failed_parity_exits_1(tmp_path):
+@pytest.mark.slow
+def test_cli_failed_parity_exits_1(cli, tmp_path):
     gfile = write_json(tmp_path / "tiny.json", TINY_GENOTYPE)
     out = tmp_path / "out"
-    proc = run_cli("export", "--genotype", gfile, "--output", out, "--atol=-1")
+    proc = cli("export", "--genotype", gfile, "--output", out, "--atol=-1")
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
     assert "check failed" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -491,16 +496,15 @@ def test_cli_failed_parity_exits_1(tmp_path):
 # ------------------------------------------------------------------------------ parity inputs
 
 
-def test_cli_parity_data_with_real_fer2013_images(tmp_path):
-    if not FER_PUBLICTEST.is_dir():
-        pytest.skip(f"FER2013 public test images not present at {FER_PUBLICTEST} (../shared is optional)")
-    folders = sorted(p for p in FER_PUBLICTEST.iterdir() if p.is_dir())
-    if not folders:
-        pytest.skip(f"{FER_PUBLICTEST} holds no class folders")
+@pytest.mark.slow
+def test_cli_parity_data_with_real_fer2013_images(cli, tmp_path, shared):
+    folders = sorted(p for p in (shared / "datasets" / "fer2013" / "publictest").iterdir() if p.is_dir())
     # The smallest class folder keeps the directory scan short.
     folder = min(folders, key=lambda p: sum(1 for _ in p.iterdir()))
-    gfile = write_json(tmp_path / "tiny.json", {**TINY_GENOTYPE, "network": {**TINY_GENOTYPE["network"], "input_size": 48}})
-    proc = run_cli("export", "-g", gfile, "-o", tmp_path / "out", "--parity-data", folder)
+    gfile = write_json(
+        tmp_path / "tiny.json", {**TINY_GENOTYPE, "network": {**TINY_GENOTYPE["network"], "input_size": 48}}
+    )
+    proc = cli("export", "-g", gfile, "-o", tmp_path / "out", "--parity-data", folder)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((tmp_path / "out" / "tiny.manifest.json").read_text(encoding="utf-8"))
     parity = manifest["parity"]

@@ -9,8 +9,8 @@ from collections import namedtuple
 
 import pytest
 import torch
-
 from conftest import DARTS_V2_NORMAL, DARTS_V2_REDUCE, DARTS_V2_TEXT, TINY_GENOTYPE
+
 from emonas_edge import create_model, load_genotype
 from emonas_edge.config import (
     FER2013_CLASSES,
@@ -36,7 +36,8 @@ DARTS_V1_TEXT = (
 # A two-node cell in DARTS text form, with a placeholder for one field's expression.
 SMALL_TEXT = (
     "X = Genotype(normal=[('sep_conv_3x3', 0), ('conv_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0)], "
-    "normal_concat={normal_concat}, reduce=[('max_pool_3x3', 0), ('conv_3x3', 1), ('skip_connect', 2), ('conv_1x1', 1)], "
+    "normal_concat={normal_concat}, "
+    "reduce=[('max_pool_3x3', 0), ('conv_3x3', 1), ('skip_connect', 2), ('conv_1x1', 1)], "
     "reduce_concat=[2, 3])"
 )
 
@@ -80,8 +81,16 @@ def test_minimal_json_gets_the_documented_defaults(write_json):
     assert cfg.name == "model"
     assert cfg.task == "macro" and cfg.family == "cell"
     assert cfg.network == {
-        "in_channels": 1, "input_size": 48, "num_classes": 7, "drop_path": 0.0, "dropout": 0.0,
-        "init_channels": 16, "layers": 8, "auxiliary": False, "stem_stride": 1, "stem_multiplier": 3,
+        "in_channels": 1,
+        "input_size": 48,
+        "num_classes": 7,
+        "drop_path": 0.0,
+        "dropout": 0.0,
+        "init_channels": 16,
+        "layers": 8,
+        "auxiliary": False,
+        "stem_stride": 1,
+        "stem_multiplier": 3,
         "test_time_flip": False,
     }
     assert cfg.classes == FER2013_CLASSES
@@ -113,14 +122,17 @@ def test_rgb_defaults_follow_in_channels():
     assert cfg.input_spec()["color"] == "rgb"
 
 
-@pytest.mark.parametrize("net, message", [
-    ({"dims": [16, 32, 64]}, "network 'dims' must be 4 integers from 8 to 2048"),
-    ({"dims": [16, 32, 64, "128"]}, "network 'dims' must be 4 integers"),
-    ({"depths": [0, 1, 1, 1]}, "network 'depths' must be 4 integers from 1 to 16"),
-    ({"heads": [1, 2, 5, True]}, "network 'heads' must be 4 integers from 1 to 64"),
-    ({"decoder": 4}, "network 'decoder' must be an integer from 8 to 4096"),
-    ({"dims": [32, 64, 161, 256]}, "widths must divide by their head counts; not so for 161/5"),
-])
+@pytest.mark.parametrize(
+    "net, message",
+    [
+        ({"dims": [16, 32, 64]}, "network 'dims' must be 4 integers from 8 to 2048"),
+        ({"dims": [16, 32, 64, "128"]}, "network 'dims' must be 4 integers"),
+        ({"depths": [0, 1, 1, 1]}, "network 'depths' must be 4 integers from 1 to 16"),
+        ({"heads": [1, 2, 5, True]}, "network 'heads' must be 4 integers from 1 to 64"),
+        ({"decoder": 4}, "network 'decoder' must be an integer from 8 to 4096"),
+        ({"dims": [32, 64, 161, 256]}, "widths must divide by their head counts; not so for 161/5"),
+    ],
+)
 def test_bad_mit_settings_are_named(net, message):
     assert message in user_error({"family": "mit", "name": "m", "network": {"variant": "b0", **net}})
 
@@ -130,7 +142,11 @@ def test_mit_family_takes_a_variant_and_no_cells():
     assert cfg.genotype is None and cfg.network["variant"] == "b1" and cfg.input_shape == (1, 64, 64)
     # the variant's widths are written out, so a saved config says what it builds
     assert (cfg.network["dims"], cfg.network["depths"], cfg.network["heads"], cfg.network["decoder"]) == (
-        [64, 128, 320, 512], [2, 2, 2, 2], [1, 2, 5, 8], 256)
+        [64, 128, 320, 512],
+        [2, 2, 2, 2],
+        [1, 2, 5, 8],
+        256,
+    )
     assert config_from_dict(cfg.to_dict()).network == cfg.network
     msg = user_error({**cells_only(TINY_GENOTYPE), "family": "mit"})
     assert "mit" in msg and "normal" in msg
@@ -138,10 +154,14 @@ def test_mit_family_takes_a_variant_and_no_cells():
 
 def test_test_time_flip_must_be_a_boolean():
     assert "network 'test_time_flip' must be true or false, got 'yes'" in user_error(
-        {**cells_only(TINY_GENOTYPE), "network": {"test_time_flip": "yes"}})
+        {**cells_only(TINY_GENOTYPE), "network": {"test_time_flip": "yes"}}
+    )
     assert "must be true or false, got 1" in user_error(
-        {"family": "mit", "name": "m", "network": {"variant": "b0", "test_time_flip": 1}})
-    assert config_from_dict({**cells_only(TINY_GENOTYPE), "network": {"test_time_flip": True}}).network["test_time_flip"]
+        {"family": "mit", "name": "m", "network": {"variant": "b0", "test_time_flip": 1}}
+    )
+    assert config_from_dict({**cells_only(TINY_GENOTYPE), "network": {"test_time_flip": True}}).network[
+        "test_time_flip"
+    ]
 
 
 # --------------------------------------------------------------------------- DARTS text form
@@ -223,8 +243,18 @@ def test_several_genotypes_need_select(tmp_path):
         (SMALL_TEXT.format(normal_concat="[2, 3.5]"), None),
         (SMALL_TEXT.format(normal_concat="[2, True]"), None),
     ],
-    ids=["positional", "unknown-field", "syntax", "no-genotype", "empty", "json-list", "long-range",
-         "range-str", "float", "bool"],
+    ids=[
+        "positional",
+        "unknown-field",
+        "syntax",
+        "no-genotype",
+        "empty",
+        "json-list",
+        "long-range",
+        "range-str",
+        "float",
+        "bool",
+    ],
 )
 def test_bad_darts_text_is_a_user_error(text, fragment):
     msg = user_error(text)
@@ -236,24 +266,24 @@ def test_bad_darts_text_is_a_user_error(text, fragment):
 
 MALICIOUS = {
     "import-call": "X = Genotype(normal=__import__('os').system('touch {m}'), normal_concat=[2], "
-                   "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
-    "call-in-index": "X = Genotype(normal=[('sep_conv_3x3', __import__('os').system('touch {m}')), ('sep_conv_3x3', 1)], "
-                     "normal_concat=[2], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
+    "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
+    "call-in-index": "X = Genotype(normal=[('sep_conv_3x3', __import__('os').system('touch {m}')), "
+    "('sep_conv_3x3', 1)], normal_concat=[2], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
     "lambda": "X = Genotype(normal=(lambda: __import__('os').system('touch {m}'))(), normal_concat=[2], "
-              "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
-    "attribute": "X = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=os.system('touch {m}'), "
-                 "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
+    "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
+    "attribute": "X = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], "
+    "normal_concat=os.system('touch {m}'), reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
     "dunder-attribute": "X = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], "
-                        "normal_concat=().__class__.__base__.__subclasses__(), "
-                        "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
+    "normal_concat=().__class__.__base__.__subclasses__(), "
+    "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
     "range-shadow": "X = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], "
-                    "normal_concat=range(__import__('os').system('touch {m}'), 3), "
-                    "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
+    "normal_concat=range(__import__('os').system('touch {m}'), 3), "
+    "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
     "fstring": "X = Genotype(normal=[(f\"{{__import__('os').system('touch {m}')}}\", 0), ('sep_conv_3x3', 1)], "
-               "normal_concat=[2], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
+    "normal_concat=[2], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
     "splat": "X = Genotype(**__import__('os').system('touch {m}'))",
     "walrus": "X = Genotype(normal=(y := __import__('os').system('touch {m}')), normal_concat=[2], "
-              "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
+    "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
 }
 
 
@@ -310,7 +340,12 @@ def test_unknown_op_in_darts_text():
 
 @pytest.mark.parametrize(
     "kind, position, index, node, allowed",
-    [("normal", 0, 2, 0, "0..1"), ("normal", 3, 3, 1, "0..2"), ("reduce", 1, 5, 0, "0..1"), ("normal", 0, -1, 0, "0..1")],
+    [
+        ("normal", 0, 2, 0, "0..1"),
+        ("normal", 3, 3, 1, "0..2"),
+        ("reduce", 1, 5, 0, "0..1"),
+        ("normal", 0, -1, 0, "0..1"),
+    ],
 )
 def test_input_index_out_of_range_names_the_node(tiny_genotype, kind, position, index, node, allowed):
     tiny_genotype[kind][position][1] = index
@@ -332,8 +367,15 @@ def test_odd_number_of_ops(tiny_genotype, kind):
 
 @pytest.mark.parametrize(
     "concat, fragment",
-    [([2, 4], "invalid"), ([2, 2], "distinct"), ([-1, 2], "invalid"), ([], "non-empty"), ([2, "3"], "integers"),
-     ("2,3", "non-empty"), ([2, True], "integers")],
+    [
+        ([2, 4], "invalid"),
+        ([2, 2], "distinct"),
+        ([-1, 2], "invalid"),
+        ([], "non-empty"),
+        ([2, "3"], "integers"),
+        ("2,3", "non-empty"),
+        ([2, True], "integers"),
+    ],
     ids=["out-of-range", "duplicate", "negative", "empty", "string", "not-a-list", "bool"],
 )
 def test_concat_must_be_distinct_valid_states(tiny_genotype, concat, fragment):
@@ -346,8 +388,14 @@ def test_concat_must_be_distinct_valid_states(tiny_genotype, concat, fragment):
 
 @pytest.mark.parametrize(
     "edges",
-    [[["conv_3x3"], ["conv_3x3", 0]], [["conv_3x3", "0"], ["conv_3x3", 1]], [["conv_3x3", True], ["conv_3x3", 1]],
-     [[3, 0], ["conv_3x3", 1]], "conv_3x3", []],
+    [
+        [["conv_3x3"], ["conv_3x3", 0]],
+        [["conv_3x3", "0"], ["conv_3x3", 1]],
+        [["conv_3x3", True], ["conv_3x3", 1]],
+        [[3, 0], ["conv_3x3", 1]],
+        "conv_3x3",
+        [],
+    ],
     ids=["short-pair", "string-index", "bool-index", "int-op", "string", "empty"],
 )
 def test_malformed_edges(tiny_genotype, edges):
@@ -449,15 +497,26 @@ def test_unknown_network_key(tiny_genotype):
     assert "'variant'" in msg and "cell" in msg
 
 
-@pytest.mark.parametrize("key, value", [("format", "emonas-genotype/2"), ("task", "nano"), ("family", "vit"),
-                                        ("trained", "yes"), ("meta", []), ("description", 3), ("network", [])])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("format", "emonas-genotype/2"),
+        ("task", "nano"),
+        ("family", "vit"),
+        ("trained", "yes"),
+        ("meta", []),
+        ("description", 3),
+        ("network", []),
+    ],
+)
 def test_bad_top_level_values(tiny_genotype, key, value):
     tiny_genotype[key] = value
     assert key in user_error(tiny_genotype)
 
 
-@pytest.mark.parametrize("name", ["../../x", "a/b", "/etc/passwd", "..", ".hidden", "", "x" * 101, "a\\b", "a b",
-                                  "x\n", "..x"])
+@pytest.mark.parametrize(
+    "name", ["../../x", "a/b", "/etc/passwd", "..", ".hidden", "", "x" * 101, "a\\b", "a b", "x\n", "..x"]
+)
 def test_unsafe_names_are_refused(tiny_genotype, name):
     tiny_genotype["name"] = name
     msg = user_error(tiny_genotype)
@@ -547,7 +606,11 @@ def test_missing_file_and_folder(tmp_path):
         load_genotype_file(tmp_path)
 
 
-@pytest.mark.parametrize("text", ['{"name": "x",', "{}", '{"normal": 1}', "{" + " " * 10 + "]"], ids=["truncated", "empty-object", "bad-normal", "mismatched"])
+@pytest.mark.parametrize(
+    "text",
+    ['{"name": "x",', "{}", '{"normal": 1}', "{" + " " * 10 + "]"],
+    ids=["truncated", "empty-object", "bad-normal", "mismatched"],
+)
 def test_bad_json_text(text):
     assert user_error(text)
 
@@ -561,8 +624,16 @@ def _configs(darts_v2_file) -> list[ModelConfig]:
         load_genotype_file(darts_v2_file),
         load_genotype("emonas-macro"),
         load_genotype("emonas-micro"),
-        config_from_dict({"family": "mit", "name": "m", "task": "micro", "network": {"variant": "b2", "in_channels": 3},
-                          "meta": {"source": {"paper": "x", "n": [1, 2]}}, "trained": True}),
+        config_from_dict(
+            {
+                "family": "mit",
+                "name": "m",
+                "task": "micro",
+                "network": {"variant": "b2", "in_channels": 3},
+                "meta": {"source": {"paper": "x", "n": [1, 2]}},
+                "trained": True,
+            }
+        ),
     ]
 
 
@@ -661,8 +732,11 @@ def test_range_with_huge_bound_is_a_user_error():
     user_error(SMALL_TEXT.format(normal_concat="range(2, 99999999999999999999999999999)"))
 
 
-@pytest.mark.parametrize("expr", ["-" * 5000 + "0", "-" * 100000 + "0", "a" + ".b" * 50000, "+".join(["1"] * 100000)],
-                         ids=["unary-5k", "unary-100k", "attribute-chain", "binop-chain"])
+@pytest.mark.parametrize(
+    "expr",
+    ["-" * 5000 + "0", "-" * 100000 + "0", "a" + ".b" * 50000, "+".join(["1"] * 100000)],
+    ids=["unary-5k", "unary-100k", "attribute-chain", "binop-chain"],
+)
 def test_deeply_nested_darts_text_is_a_user_error(tmp_path, expr):
     p = tmp_path / "deep.py"
     p.write_text(f"X = Genotype(normal={expr})", encoding="utf-8")
@@ -672,5 +746,7 @@ def test_deeply_nested_darts_text_is_a_user_error(tmp_path, expr):
 
 
 def test_repeated_keyword_is_refused():
-    text = SMALL_TEXT.format(normal_concat="[2, 3]").replace("reduce_concat=[2, 3]", "reduce_concat=[2, 3], normal_concat=[3]")
+    text = SMALL_TEXT.format(normal_concat="[2, 3]").replace(
+        "reduce_concat=[2, 3]", "reduce_concat=[2, 3], normal_concat=[3]"
+    )
     user_error(text)

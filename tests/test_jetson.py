@@ -111,29 +111,106 @@ R36_ORIN_NANO_BUSY = (
 @pytest.mark.parametrize(
     "line, ram, cpu, gpu, rails, total, source",
     [
-        (R32_NANO_OFF, (1901, 3956), [8, 6, None, None], 0,
-         {"POM_5V_IN": 1154, "POM_5V_GPU": 0, "POM_5V_CPU": 119}, 1154, "POM_5V_IN"),
-        (R32_NANO_IRAM, (534, 3964), [16, 9, 0, 0], 0,
-         {"POM_5V_IN": 1022, "POM_5V_GPU": 0, "POM_5V_CPU": 204}, 1022, "POM_5V_IN"),
-        (TX2, (2344, 7852), [1, None, None, 1, 0, 2], 0,
-         {"VDD_SYS_GPU": 152, "VDD_SYS_SOC": 687, "VDD_4V0_WIFI": 0, "VDD_IN": 3056, "VDD_SYS_CPU": 152,
-          "VDD_SYS_DDR": 883}, 3056, "VDD_IN"),
-        (AGX_XAVIER, (721, 31927), [2, 0, 0, 0, None, None, None, None], 0,
-         {"GPU": 0, "CPU": 311, "SOC": 932, "CV": 0, "VDDRQ": 621, "SYS5V": 1482}, 3346, "sum"),
-        (R35_AGX_ORIN, (1282, 62795), [0] * 12, 0,
-         {"VDD_GPU_SOC": 2399, "VDD_CPU_CV": 400, "VIN_SYS_5V0": 4032, "NC": 0, "VDDQ_VDD2_1V8AO": 301},
-         2399 + 400 + 4032 + 301, "sum"),
-        (R36_AGX_ORIN, (18202, 62841), [16, 6, 4, 4, 4, 33, 0, 40, 3, 46, 6, 2], 0,
-         {"VDD_GPU_SOC": 2412, "VDD_CPU_CV": 1607, "VIN_SYS_5V0": 4607}, 2412 + 1607 + 4607, "sum"),
-        (R36_AGX_ORIN_PADDED, (29114, 30697), [3, 4, 0, 1, 0, 100, 1, 0, 100, 0, 0, 0], 0,
-         {"VDD_GPU_SOC": 3205, "VDD_CPU_CV": 4405, "VIN_SYS_5V0": 4767}, 12377, "sum"),
-        (R36_ORIN_NANO_IDLE, (3452, 7620), [1, 2, 0, 2, 2, 1], 0,
-         {"VDD_IN": 4824, "VDD_CPU_GPU_CV": 518, "VDD_SOC": 1475}, 4824, "VDD_IN"),
-        (R36_ORIN_NANO_BUSY, (6185, 7620), [15, 11, 14, 13, 11, 8], 63,
-         {"VDD_IN": 12479, "VDD_CPU_GPU_CV": 4667, "VDD_SOC": 2817}, 12479, "VDD_IN"),
+        (
+            R32_NANO_OFF,
+            (1901, 3956),
+            [8, 6, None, None],
+            0,
+            {"POM_5V_IN": 1154, "POM_5V_GPU": 0, "POM_5V_CPU": 119},
+            1154,
+            "POM_5V_IN",
+        ),
+        (
+            R32_NANO_IRAM,
+            (534, 3964),
+            [16, 9, 0, 0],
+            0,
+            {"POM_5V_IN": 1022, "POM_5V_GPU": 0, "POM_5V_CPU": 204},
+            1022,
+            "POM_5V_IN",
+        ),
+        (
+            TX2,
+            (2344, 7852),
+            [1, None, None, 1, 0, 2],
+            0,
+            {
+                "VDD_SYS_GPU": 152,
+                "VDD_SYS_SOC": 687,
+                "VDD_4V0_WIFI": 0,
+                "VDD_IN": 3056,
+                "VDD_SYS_CPU": 152,
+                "VDD_SYS_DDR": 883,
+            },
+            3056,
+            "VDD_IN",
+        ),
+        (
+            AGX_XAVIER,
+            (721, 31927),
+            [2, 0, 0, 0, None, None, None, None],
+            0,
+            {"GPU": 0, "CPU": 311, "SOC": 932, "CV": 0, "VDDRQ": 621, "SYS5V": 1482},
+            3346,
+            "sum",
+        ),
+        (
+            R35_AGX_ORIN,
+            (1282, 62795),
+            [0] * 12,
+            0,
+            {"VDD_GPU_SOC": 2399, "VDD_CPU_CV": 400, "VIN_SYS_5V0": 4032, "NC": 0, "VDDQ_VDD2_1V8AO": 301},
+            2399 + 400 + 4032 + 301,
+            "sum",
+        ),
+        (
+            R36_AGX_ORIN,
+            (18202, 62841),
+            [16, 6, 4, 4, 4, 33, 0, 40, 3, 46, 6, 2],
+            0,
+            {"VDD_GPU_SOC": 2412, "VDD_CPU_CV": 1607, "VIN_SYS_5V0": 4607},
+            2412 + 1607 + 4607,
+            "sum",
+        ),
+        (
+            R36_AGX_ORIN_PADDED,
+            (29114, 30697),
+            [3, 4, 0, 1, 0, 100, 1, 0, 100, 0, 0, 0],
+            0,
+            {"VDD_GPU_SOC": 3205, "VDD_CPU_CV": 4405, "VIN_SYS_5V0": 4767},
+            12377,
+            "sum",
+        ),
+        (
+            R36_ORIN_NANO_IDLE,
+            (3452, 7620),
+            [1, 2, 0, 2, 2, 1],
+            0,
+            {"VDD_IN": 4824, "VDD_CPU_GPU_CV": 518, "VDD_SOC": 1475},
+            4824,
+            "VDD_IN",
+        ),
+        (
+            R36_ORIN_NANO_BUSY,
+            (6185, 7620),
+            [15, 11, 14, 13, 11, 8],
+            63,
+            {"VDD_IN": 12479, "VDD_CPU_GPU_CV": 4667, "VDD_SOC": 2817},
+            12479,
+            "VDD_IN",
+        ),
     ],
-    ids=["r32-nano-off", "r32-nano-iram", "tx2", "agx-xavier", "r35-agx-orin", "r36-agx-orin",
-         "r36-agx-orin-padded", "r36-orin-nano-idle", "r36-orin-nano-busy"],
+    ids=[
+        "r32-nano-off",
+        "r32-nano-iram",
+        "tx2",
+        "agx-xavier",
+        "r35-agx-orin",
+        "r36-agx-orin",
+        "r36-agx-orin-padded",
+        "r36-orin-nano-idle",
+        "r36-orin-nano-busy",
+    ],
 )
 def test_parse_tegrastats_line(line, ram, cpu, gpu, rails, total, source):
     got = parse_tegrastats_line(line + "\n")
@@ -162,14 +239,18 @@ def test_line_without_ram_is_a_one_line_value_error(bad):
 
 # xulei-leon/particleML, docs/engineering/jetson-orin-nano-debugging.md (Orin Nano, JetPack 6.2.1)
 R36_RELEASE = (
-    "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025\n"
+    "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
+    "DATE: Wed Jan  8 01:49:37 UTC 2025\n"
     "# KERNEL_VARIANT: oot\n"
     "TARGET_USERSPACE_LIB_DIR=nvidia\n"
     "TARGET_USERSPACE_LIB_DIR_PATH=usr/lib/aarch64-linux-gnu/nvidia\n"
 )
 R36_NVPMODEL = "NV Power Mode: 25W\n1\n"  # same file, output of `nvpmodel -q`
 # ay65535/dotfiles, local/share/jetson-nano/firstrun.sh (Jetson Nano, last JetPack 4 release)
-R32_RELEASE = "# R32 (release), REVISION: 7.6, GCID: 38171779, BOARD: t210ref, EABI: aarch64, DATE: Tue Nov  5 07:46:14 UTC 2024\n"
+R32_RELEASE = (
+    "# R32 (release), REVISION: 7.6, GCID: 38171779, BOARD: t210ref, EABI: aarch64, "
+    "DATE: Tue Nov  5 07:46:14 UTC 2024\n"
+)
 
 
 def _root(tmp_path, release=None, model=None):
@@ -191,8 +272,12 @@ def test_orin_r36_root(tmp_path):
         return R36_NVPMODEL if cmd[0] == "nvpmodel" else None  # jetson_clocks --show fails without root
 
     info = jetson_info(root, run=run)
-    assert info == {"model": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.3",
-                    "nvpmodel": {"name": "25W", "id": 1}, "jetson_clocks": None}
+    assert info == {
+        "model": "NVIDIA Jetson Orin Nano Developer Kit",
+        "l4t": "36.4.3",
+        "nvpmodel": {"name": "25W", "id": 1},
+        "jetson_clocks": None,
+    }
     assert calls == [["nvpmodel", "-q"], ["jetson_clocks", "--show"]]
     assert is_jetson(root)
 
@@ -200,8 +285,12 @@ def test_orin_r36_root(tmp_path):
 def test_nano_r32_root_without_tools(tmp_path):
     root = _root(tmp_path, R32_RELEASE, b"NVIDIA Jetson Nano Developer Kit\x00")
     # A fake root never runs this machine's tools: their fields are None, nothing raises.
-    assert jetson_info(root) == {"model": "NVIDIA Jetson Nano Developer Kit", "l4t": "32.7.6",
-                                 "nvpmodel": None, "jetson_clocks": None}
+    assert jetson_info(root) == {
+        "model": "NVIDIA Jetson Nano Developer Kit",
+        "l4t": "32.7.6",
+        "nvpmodel": None,
+        "jetson_clocks": None,
+    }
 
 
 def test_release_file_alone_is_enough(tmp_path):
@@ -258,6 +347,7 @@ def test_jetson_clocks_show():
 
 
 # --- the sampler, driven by a stand-in for tegrastats --------------------------------------------
+
 
 def _fake_tegrastats(lines, ignore_sigterm=False):
     """A child that prints the given lines (plus noise it must skip), then idles until stopped."""

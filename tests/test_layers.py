@@ -80,8 +80,12 @@ def graph() -> dict[str, set[str]]:
 
 
 def upward(edges: dict[str, set[str]]) -> list[str]:
-    return [f"{m} ({unit(m)}) imports {t} ({unit(t)})" for m, targets in sorted(edges.items()) for t in sorted(targets)
-            if LEVEL[unit(t)] > LEVEL[unit(m)]]
+    return [
+        f"{m} ({unit(m)}) imports {t} ({unit(t)})"
+        for m, targets in sorted(edges.items())
+        for t in sorted(targets)
+        if LEVEL[unit(t)] > LEVEL[unit(m)]
+    ]
 
 
 def unit_graph(edges: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -160,6 +164,8 @@ def test_the_checker_finds_what_function_bodies_hide(tmp_path):
     edges = graph_of(pkg)
     assert edges["emonas_edge.profile.models"] == {"emonas_edge.export.precision", "emonas_edge.runtime.base"}
     assert upward(edges) == ["emonas_edge.export.precision (export) imports emonas_edge.profile.models (profile)"]
-    assert sorted(cycles(edges)) == [["emonas_edge.export.precision", "emonas_edge.profile.models"],
-                             ["emonas_edge.runtime.base", "emonas_edge.runtime.tensorrt"]]
+    assert sorted(cycles(edges)) == [
+        ["emonas_edge.export.precision", "emonas_edge.profile.models"],
+        ["emonas_edge.runtime.base", "emonas_edge.runtime.tensorrt"],
+    ]
     assert cycles(unit_graph(edges)) == [["export", "profile"]]

@@ -76,8 +76,16 @@ def export(model: nn.Module, example: torch.Tensor, path, output_names=None, dyn
     dyn = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
     with quiet():
         torch.onnx.export(
-            model, (example,), str(path), dynamo=True, external_data=False, opset_version=18,
-            input_names=["input"], output_names=output_names, dynamic_shapes=dyn, verbose=False,
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            opset_version=18,
+            input_names=["input"],
+            output_names=output_names,
+            dynamic_shapes=dyn,
+            verbose=False,
         )
 
 
@@ -170,7 +178,7 @@ def test_every_op_matches_onnx_runtime(all_ops_onnx):
     with torch.no_grad():
         refs = model(x)
     failures = []
-    for name, got, ref in zip(model.names, outs, refs):
+    for name, got, ref in zip(model.names, outs, refs, strict=True):
         ref = ref.numpy()
         if got.shape != ref.shape:
             failures.append(f"{name}: shape {got.shape} vs {ref.shape}")
@@ -434,6 +442,7 @@ def mit_onnx(tmp_path_factory):
     return cfg, model, onnx.load(str(path))
 
 
+@pytest.mark.slow
 def test_macs_cellnet_torch_equals_onnx(cell_onnx):
     cfg, model, proto = cell_onnx
     mt = macs_torch(model, cfg.input_shape)
@@ -442,6 +451,7 @@ def test_macs_cellnet_torch_equals_onnx(cell_onnx):
     assert mt == mo
 
 
+@pytest.mark.slow
 def test_macs_mit_torch_close_to_onnx(mit_onnx):
     cfg, model, proto = mit_onnx
     mt = macs_torch(model, cfg.input_shape)
@@ -450,6 +460,7 @@ def test_macs_mit_torch_close_to_onnx(mit_onnx):
     assert abs(mt - mo) <= 1e-3 * mt, (mt, mo)
 
 
+@pytest.mark.slow
 def test_macs_mit_torch_equals_onnx_exactly(mit_onnx):
     cfg, model, proto = mit_onnx
     assert macs_torch(model, cfg.input_shape) == macs_onnx(proto)

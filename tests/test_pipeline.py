@@ -23,9 +23,6 @@ from emonas_edge.pipeline.sources import LiveSource, SourceLost, VideoFileSource
 from emonas_edge.pipeline.track import Tracker
 from emonas_edge.resolve import load_genotype
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MEDIA = SHARED / "media"
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _onnx_cache(tmp_path_factory):
@@ -43,10 +40,8 @@ def _onnx_cache(tmp_path_factory):
 
 
 @pytest.fixture
-def media() -> Path:
-    if not MEDIA.is_dir():
-        pytest.skip(f"shared media folder {MEDIA} is not present beside the checkout")
-    return MEDIA
+def media(shared) -> Path:
+    return shared / "media"
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +54,11 @@ def built():
 
 def fresh(built_obj, **settings):
     """The same loaded models and detector with new per-run state (tracker, buffers)."""
-    from emonas_edge.pipeline import Built
+    from emonas_edge.pipeline import LoadedPipeline
     from emonas_edge.pipeline.loop import Pipeline
 
     p = built_obj.pipeline
-    return Built(Pipeline(p.detector, p.macro, p.micro, PipelineSettings(**settings)))
+    return LoadedPipeline(Pipeline(p.detector, p.macro, p.micro, PipelineSettings(**settings)))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -318,7 +313,10 @@ def test_no_track_treats_frames_as_unrelated_photos(media, built):
     for track in (True, False):
         p = fresh(built, track=track, micro_window=2, micro_stride=1).pipeline
         # contrast changes from photo to photo, so probabilities differ and smoothing would show
-        results = [p.process(Frame(i, float(i), cv2.convertScaleAbs(face, alpha=1.0 - 0.25 * i, beta=20 * i))) for i in range(3)]
+        results = [
+            p.process(Frame(i, float(i), cv2.convertScaleAbs(face, alpha=1.0 - 0.25 * i, beta=20 * i)))
+            for i in range(3)
+        ]
         faces = [f for r in results for f in r.faces]
         ids[track] = [f.track for f in faces]
         # a two-frame window fills on a track's second frame; unrelated photos never make one
@@ -386,10 +384,20 @@ def test_unreadable_sources_are_user_errors(kind, tmp_path):
 # --- the CLI ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_run_single_face(cli, media, tmp_path, _onnx_cache):
     out = tmp_path / "out.jsonl"
-    r = cli("run", "--source", media / "single_face.mp4", "--jsonl", out, "--allow-untrained", "--save-video", tmp_path / "a.mp4",
-            env={"EMONAS_EDGE_CACHE": str(_onnx_cache)})
+    r = cli(
+        "run",
+        "--source",
+        media / "single_face.mp4",
+        "--jsonl",
+        out,
+        "--allow-untrained",
+        "--save-video",
+        tmp_path / "a.mp4",
+        env={"EMONAS_EDGE_CACHE": str(_onnx_cache)},
+    )
     assert r.returncode == 0, r.stderr
     lines = read_jsonl(out)
     assert len(lines) == 72 and sum(1 for ln in lines if ln["faces"]) >= 0.95 * 72
@@ -398,15 +406,34 @@ def test_cli_run_single_face(cli, media, tmp_path, _onnx_cache):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "out.jsonl"]
 
 
+@pytest.mark.slow
 def test_cli_run_photos_take_the_full_range_detector(cli, media, tmp_path, _onnx_cache):
     """auto = short-range for video and cameras (speed), full-range for photos (faces of any size)."""
     out = tmp_path / "g.jsonl"
-    r = cli("run", "--source", media / "multi_face.jpg", "--micro", "none", "--jsonl", out, env={"EMONAS_EDGE_CACHE": str(_onnx_cache)})
+    r = cli(
+        "run",
+        "--source",
+        media / "multi_face.jpg",
+        "--micro",
+        "none",
+        "--jsonl",
+        out,
+        env={"EMONAS_EDGE_CACHE": str(_onnx_cache)},
+    )
     assert r.returncode == 0, r.stderr
     assert "detector mediapipe-full |" in r.stdout
     (line,) = read_jsonl(out)
     assert len(line["faces"]) == 5 and all(f["landmarks"] for f in line["faces"])
-    r = cli("run", "--source", media / "multi_face.jpg", "--micro", "none", "--detector", "mediapipe", env={"EMONAS_EDGE_CACHE": str(_onnx_cache)})
+    r = cli(
+        "run",
+        "--source",
+        media / "multi_face.jpg",
+        "--micro",
+        "none",
+        "--detector",
+        "mediapipe",
+        env={"EMONAS_EDGE_CACHE": str(_onnx_cache)},
+    )
     assert r.returncode == 0 and "detector mediapipe |" in r.stdout, r.stderr
 
 
@@ -414,8 +441,16 @@ def test_cli_run_photos_take_the_full_range_detector(cli, media, tmp_path, _onnx
 def test_cli_bad_source_exits_2_one_line_nothing_written(cli, tmp_path, source):
     if source == "garbage.mp4":
         (tmp_path / source).write_bytes(b"\x00not a video" * 100)
-    r = cli("run", "--source", tmp_path / source if source != "7" else source, "--jsonl", tmp_path / "o.jsonl",
-            "--save-video", tmp_path / "o.mp4", cwd=tmp_path)
+    r = cli(
+        "run",
+        "--source",
+        tmp_path / source if source != "7" else source,
+        "--jsonl",
+        tmp_path / "o.jsonl",
+        "--save-video",
+        tmp_path / "o.mp4",
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error:"), r.stderr
     assert "Traceback" not in r.stderr
@@ -444,8 +479,18 @@ def test_cli_demo_without_display_is_a_clear_error(cli):
 
 def test_cli_max_frames_and_detect_every(cli, media, tmp_path):
     out = tmp_path / "o.jsonl"
-    r = cli("run", "--source", media / "single_face.mp4", "--max-frames", "9", "--detect-every", "3", "--jsonl", out,
-            "--allow-untrained")
+    r = cli(
+        "run",
+        "--source",
+        media / "single_face.mp4",
+        "--max-frames",
+        "9",
+        "--detect-every",
+        "3",
+        "--jsonl",
+        out,
+        "--allow-untrained",
+    )
     assert r.returncode == 0, r.stderr
     lines = read_jsonl(out)
     assert [ln["frame"] for ln in lines] == list(range(9))

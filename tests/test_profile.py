@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 
-from emonas_edge.resolve import model_info
 from emonas_edge.errors import UserError
 from emonas_edge.profile.models import profile
-
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+from emonas_edge.resolve import model_info
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +17,26 @@ def cache(tmp_path_factory):
     return {"EMONAS_EDGE_CACHE": str(tmp_path_factory.mktemp("cache"))}
 
 
+@pytest.mark.slow
 def test_profile_json_keys_and_sane_values(cli, tmp_path, cache):
     out = tmp_path / "p.json"
-    r = cli("profile", "emonas-macro", "--json", out, "--iters", "200", "--warmup", "20", "--markdown", tmp_path / "p.md",
-            "--csv", tmp_path / "p.csv", "--plot", tmp_path / "p.png", env=cache)
+    r = cli(
+        "profile",
+        "emonas-macro",
+        "--json",
+        out,
+        "--iters",
+        "200",
+        "--warmup",
+        "20",
+        "--markdown",
+        tmp_path / "p.md",
+        "--csv",
+        tmp_path / "p.csv",
+        "--plot",
+        tmp_path / "p.png",
+        env=cache,
+    )
     assert r.returncode == 0, r.stderr
     p = json.loads(out.read_text())
     assert {"params", "macs", "p50_ms", "p90_ms", "p99_ms", "throughput", "runs", "environment"} <= set(p)
@@ -42,9 +55,12 @@ def test_profile_json_keys_and_sane_values(cli, tmp_path, cache):
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_profile_grid_over_backends_batches_threads(tiny_genotype_file, monkeypatch, tmp_path):
     monkeypatch.setenv("EMONAS_EDGE_CACHE", str(tmp_path))
-    report, lat = profile([str(tiny_genotype_file)], backends=("ort", "torch"), batches=(1, 4), threads=(1, 2), warmup=5, iters=30)
+    report, lat = profile(
+        [str(tiny_genotype_file)], backends=("ort", "torch"), batches=(1, 4), threads=(1, 2), warmup=5, iters=30
+    )
     runs = report["runs"]
     assert len(runs) == len(lat) == 8
     assert {(r["backend"], r["batch"], r["threads"]) for r in runs} == {
@@ -56,13 +72,20 @@ def test_profile_grid_over_backends_batches_threads(tiny_genotype_file, monkeypa
 
 def test_profile_grid_skips_torch_at_reduced_precision(tiny_genotype_file, monkeypatch, tmp_path):
     monkeypatch.setenv("EMONAS_EDGE_CACHE", str(tmp_path))
-    report, lat = profile([str(tiny_genotype_file)], backends=("ort", "torch"), precisions=("fp32", "fp16"), warmup=2, iters=10)
-    assert {(r["backend"], r["precision"]) for r in report["runs"]} == {("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("torch", "fp32")}
+    report, lat = profile(
+        [str(tiny_genotype_file)], backends=("ort", "torch"), precisions=("fp32", "fp16"), warmup=2, iters=10
+    )
+    assert {(r["backend"], r["precision"]) for r in report["runs"]} == {
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "fp16"),
+        ("torch", "fp32"),
+    }
     assert [(s["backend"], s["precision"]) for s in report["skipped"]] == [("torch", "fp16")]
     with pytest.raises(UserError, match="fp32 only"):
         profile([str(tiny_genotype_file)], backends=("torch",), precisions=("fp16",), warmup=2, iters=10)
 
 
+@pytest.mark.slow
 def test_profile_bad_input(cli, tmp_path, tiny_genotype_file, cache):
     r = cli("profile", "no-such-model", env=cache)
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
@@ -76,11 +99,12 @@ def test_profile_bad_input(cli, tmp_path, tiny_genotype_file, cache):
     assert r.returncode == 2 and "fixed batch of 1" in r.stderr
 
 
-def test_profile_pipeline_stage_table(cli, tmp_path, cache):
-    if not MEDIA.is_dir():
-        pytest.skip(f"shared media folder {MEDIA} is not present beside the checkout")
+@pytest.mark.slow
+def test_profile_pipeline_stage_table(cli, tmp_path, cache, shared):
     out = tmp_path / "pp.json"
-    r = cli("profile-pipeline", "--source", MEDIA / "single_face.mp4", "--frames", "60", "--json", out, env=cache)
+    r = cli(
+        "profile-pipeline", "--source", shared / "media" / "single_face.mp4", "--frames", "60", "--json", out, env=cache
+    )
     assert r.returncode == 0, r.stderr
     for stage in ("decode", "detect", "align", "track", "macro"):
         assert stage in r.stdout

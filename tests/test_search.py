@@ -39,11 +39,9 @@ def lut_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fer_small(tmp_path_factory) -> Path:
+def fer_small(tmp_path_factory, shared) -> Path:
     """12 real FER2013 training faces per class, linked (never copied) from ../shared."""
-    src = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fer2013" / "train"
-    if not src.is_dir():
-        pytest.skip("../shared FER2013 is not present beside the checkout")
+    src = shared / "datasets" / "fer2013" / "train"
     root = tmp_path_factory.mktemp("fer")
     for cls in sorted(p.name for p in src.iterdir()):
         (root / cls).mkdir()
@@ -71,7 +69,16 @@ def test_lut_round_trips_and_records_what_it_measured(lut_file):
     # every block of every network of the space has an entry: a prediction never misses a key
     sp = table.space
     for w, dpt in itertools.product(sp.widths, sp.depths):
-        assert table.predict_ms(sp.config(genotype_of([("sep_conv_3x3", 0), ("max_pool_3x3", 1)], [("conv_3x3", 1), ("skip_connect", 0)], 1), w, dpt)) > 0
+        assert (
+            table.predict_ms(
+                sp.config(
+                    genotype_of([("sep_conv_3x3", 0), ("max_pool_3x3", 1)], [("conv_3x3", 1), ("skip_connect", 0)], 1),
+                    w,
+                    dpt,
+                )
+            )
+            > 0
+        )
 
 
 def test_lut_for_another_input_spec_backend_or_precision_is_refused(lut_file, tmp_path):
@@ -114,7 +121,9 @@ def test_derivation_under_a_target_takes_the_largest_size_that_meets_it(lut_file
     sp = table.space
     arch, latency = ArchParams(sp), ExpectedLatency(sp, table)
     genotype, _, _ = arch.argmax()
-    costs = sorted((table.predict_ms(sp.config(genotype, w, d)), w, d) for w, d in itertools.product(sp.widths, sp.depths))
+    costs = sorted(
+        (table.predict_ms(sp.config(genotype, w, d)), w, d) for w, d in itertools.product(sp.widths, sp.depths)
+    )
     for target in (costs[1][0], (costs[-2][0] + costs[-1][0]) / 2, costs[-1][0] * 2):
         g, w, d, predicted, met = derive(arch, latency, target)
         assert g == genotype and met and predicted <= target
@@ -132,14 +141,38 @@ def test_lut_cli_refuses_unknown_precision_and_writes_nothing(cli, tmp_path):
 # --------------------------------------------------------------------------- search
 
 
+@pytest.mark.slow
 def test_one_epoch_derives_a_genotype_that_export_verifies(cli, lut_file, fer_small, tmp_path):
     run = tmp_path / "run"
-    r = cli("search", "--data", fer_small, "--lut", lut_file, "--epochs", "1", "--batch", "16", "--max-steps", "2",
-            "--run-dir", run, "--out", tmp_path / "best.json", "--threads", "1", timeout=600)
+    r = cli(
+        "search",
+        "--data",
+        fer_small,
+        "--lut",
+        lut_file,
+        "--epochs",
+        "1",
+        "--batch",
+        "16",
+        "--max-steps",
+        "2",
+        "--run-dir",
+        run,
+        "--out",
+        tmp_path / "best.json",
+        "--threads",
+        "1",
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     best = json.loads((tmp_path / "best.json").read_text())
     rec = best["meta"]["search"]
-    assert rec["epochs"] == 1 and rec["lut"]["backend"] == "ort" and rec["split"]["architecture"] > 0 and rec["wall_seconds"] > 0
+    assert (
+        rec["epochs"] == 1
+        and rec["lut"]["backend"] == "ort"
+        and rec["split"]["architecture"] > 0
+        and rec["wall_seconds"] > 0
+    )
     assert rec["predicted_ms"] > 0 and rec["architecture_weights"]["normal"]
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert len(history) == 1 and "expected_ms" in history[0] and "supernet_accuracy" in history[0]
@@ -160,10 +193,13 @@ def _brute_force_min(table) -> float:
     return best
 
 
+@pytest.mark.slow
 def test_huge_latency_weight_derives_the_cheapest_network(lut_file, fer_small, tmp_path):
     table = load_lut(lut_file)
     settings = quick(epochs=6, latency_weight=1e3, arch_lr=0.2, max_steps=8)
-    best = run_search(SearchJob(str(fer_small), str(lut_file), run_dir=str(tmp_path / "r")), settings, log=lambda m: None)
+    best = run_search(
+        SearchJob(str(fer_small), str(lut_file), run_dir=str(tmp_path / "r")), settings, log=lambda m: None
+    )
     rec = best["meta"]["search"]
     # "cheapest" by the table (on a loaded machine a narrower width is not always timed faster)
     # near-ties (two ops a few us apart in a noisy table) may go either way: within 2% of the true minimum
@@ -182,7 +218,11 @@ def test_a_search_at_one_size_runs_the_supernet_there_and_derives_it(lut_file, f
 
     engine.Searcher.weight_step = spy
     try:
-        best = run_search(SearchJob(str(fer_small), str(lut_file), run_dir=str(tmp_path / "r")), quick(epochs=4, search_size=(12, 2)), log=lambda m: None)
+        best = run_search(
+            SearchJob(str(fer_small), str(lut_file), run_dir=str(tmp_path / "r")),
+            quick(epochs=4, search_size=(12, 2)),
+            log=lambda m: None,
+        )
     finally:
         engine.Searcher.weight_step = original
     assert set(seen) == {(12, 2)} and len(seen) >= 8
@@ -190,6 +230,7 @@ def test_a_search_at_one_size_runs_the_supernet_there_and_derives_it(lut_file, f
     assert best["network"]["init_channels"] == 12 and best["network"]["layers"] == 3 * 2 + 2
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_search_ends_where_an_uninterrupted_one_does(lut_file, fer_small, tmp_path):
     settings = quick(epochs=3, max_steps=3, seed=7)
     job = SearchJob(str(fer_small), str(lut_file), run_dir=str(tmp_path / "a"))
@@ -200,8 +241,15 @@ def test_interrupted_and_resumed_search_ends_where_an_uninterrupted_one_does(lut
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_search(SearchJob(str(fer_small), str(lut_file), run_dir=str(tmp_path / "b")), settings, log=lambda m: None, progress=stop)
-    resumed = run_search(SearchJob(str(fer_small), str(lut_file), resume=str(tmp_path / "b")), SearchSettings(), log=lambda m: None)
+        run_search(
+            SearchJob(str(fer_small), str(lut_file), run_dir=str(tmp_path / "b")),
+            settings,
+            log=lambda m: None,
+            progress=stop,
+        )
+    resumed = run_search(
+        SearchJob(str(fer_small), str(lut_file), resume=str(tmp_path / "b")), SearchSettings(), log=lambda m: None
+    )
     for key in ("normal", "reduce", "normal_concat"):
         assert resumed[key] == straight[key]
     assert resumed["network"] == straight["network"]
@@ -215,8 +263,17 @@ def test_micro_search_on_synthetic_clips(tmp_path):
 
     from emonas_edge.config import MEGC_CLASSES
 
-    sp = SearchSpace(in_channels=3, input_size=32, num_classes=3, task="micro", classes=MEGC_CLASSES, ops=("conv_3x3", "skip_connect"),
-                     widths=(8,), depths=(1,), nodes=1)
+    sp = SearchSpace(
+        in_channels=3,
+        input_size=32,
+        num_classes=3,
+        task="micro",
+        classes=MEGC_CLASSES,
+        ops=("conv_3x3", "skip_connect"),
+        widths=(8,),
+        depths=(1,),
+        nodes=1,
+    )
     lut = save_lut(build_lut(sp, LutSettings(iters=10, warmup=2, calibration_networks=0)), tmp_path / "micro_lut.json")
     rows = []
     for k in range(24):
@@ -224,8 +281,11 @@ def test_micro_search_on_synthetic_clips(tmp_path):
         rows.append(f"s{k % 4},c{k},1,2,4,{MEGC_CLASSES[k % 3]}")
     ann = tmp_path / "ann.csv"
     ann.write_text("subject,clip,onset,apex,offset,label\n" + "\n".join(rows) + "\n")
-    best = run_search(SearchJob(str(tmp_path / "frames"), str(lut), task="micro", annotations=str(ann), run_dir=str(tmp_path / "r")),
-                      quick(batch=8), log=lambda m: None)
+    best = run_search(
+        SearchJob(str(tmp_path / "frames"), str(lut), task="micro", annotations=str(ann), run_dir=str(tmp_path / "r")),
+        quick(batch=8),
+        log=lambda m: None,
+    )
     assert best["task"] == "micro" and best["classes"] == list(MEGC_CLASSES) and best["network"]["in_channels"] == 3
     assert best["meta"]["search"]["images"] == 24
 
@@ -241,6 +301,7 @@ def _refused(r, run: Path, *words):
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_too_small_dataset_is_refused(cli, lut_file, fer_small, tmp_path):
     small = tmp_path / "small"
     for cls in ("happy", "sad"):
@@ -251,17 +312,49 @@ def test_too_small_dataset_is_refused(cli, lut_file, fer_small, tmp_path):
     _refused(cli("search", "--data", small, "--lut", lut_file, "--run-dir", run), run, "too small")
 
 
+@pytest.mark.slow
 def test_unknown_op_and_op_outside_the_table_are_refused(cli, lut_file, fer_small, tmp_path):
     run = tmp_path / "run"
-    _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--ops", "conv_3x3,warp_9x9", "--run-dir", run), run, "warp_9x9")
-    _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--ops", "conv_3x3,sep_conv_7x7", "--run-dir", run), run, "sep_conv_7x7")
-    _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--search-size", "99,1", "--run-dir", run), run, "99,1")
-    _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--search-size", "12", "--run-dir", run), run, "WIDTH,DEPTH")
+    _refused(
+        cli("search", "--data", fer_small, "--lut", lut_file, "--ops", "conv_3x3,warp_9x9", "--run-dir", run),
+        run,
+        "warp_9x9",
+    )
+    _refused(
+        cli("search", "--data", fer_small, "--lut", lut_file, "--ops", "conv_3x3,sep_conv_7x7", "--run-dir", run),
+        run,
+        "sep_conv_7x7",
+    )
+    _refused(
+        cli("search", "--data", fer_small, "--lut", lut_file, "--search-size", "99,1", "--run-dir", run), run, "99,1"
+    )
+    _refused(
+        cli("search", "--data", fer_small, "--lut", lut_file, "--search-size", "12", "--run-dir", run),
+        run,
+        "WIDTH,DEPTH",
+    )
 
 
+@pytest.mark.slow
 def test_table_for_another_task_or_backend_is_refused(cli, lut_file, fer_small, tmp_path):
     run = tmp_path / "run"
-    _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--task", "micro", "--annotations", lut_file, "--run-dir", run), run, "task")
+    _refused(
+        cli(
+            "search",
+            "--data",
+            fer_small,
+            "--lut",
+            lut_file,
+            "--task",
+            "micro",
+            "--annotations",
+            lut_file,
+            "--run-dir",
+            run,
+        ),
+        run,
+        "task",
+    )
     d = json.loads(Path(lut_file).read_text())
     d["backend"] = "tensorrt"
     other = tmp_path / "trt.json"
@@ -269,10 +362,26 @@ def test_table_for_another_task_or_backend_is_refused(cli, lut_file, fer_small, 
     _refused(cli("search", "--data", fer_small, "--lut", other, "--run-dir", run), run, "backend")
 
 
+@pytest.mark.slow
 def test_budget_below_one_epoch_is_refused(cli, lut_file, fer_small, tmp_path):
     run = tmp_path / "run"
-    _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--budget-hours", "0.000001", "--run-dir", run, "--out", tmp_path / "b.json"),
-             run, "budget")
+    _refused(
+        cli(
+            "search",
+            "--data",
+            fer_small,
+            "--lut",
+            lut_file,
+            "--budget-hours",
+            "0.000001",
+            "--run-dir",
+            run,
+            "--out",
+            tmp_path / "b.json",
+        ),
+        run,
+        "budget",
+    )
     assert not (tmp_path / "b.json").exists()
 
 
@@ -284,14 +393,41 @@ def test_held_out_split_is_stratified_and_disjoint():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on CPU is exercised on Linux")
+@pytest.mark.slow
 def test_search_runs_under_torchrun(lut_file, fer_small, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
-    code = ("import sys; from emonas_edge.cli.main import main; main(sys.argv[1:])")
+    code = "import sys; from emonas_edge.cli.main import main; main(sys.argv[1:])"
     script = tmp_path / "entry.py"
     script.write_text(code)
-    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29631", str(script), "search", "--data", str(fer_small),
-                        "--lut", str(lut_file), "--epochs", "1", "--batch", "8", "--max-steps", "2", "--threads", "1", "--run-dir", str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29631",
+            str(script),
+            "search",
+            "--data",
+            str(fer_small),
+            "--lut",
+            str(lut_file),
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--max-steps",
+            "2",
+            "--threads",
+            "1",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     assert best["meta"]["search"]["processes"] == 2

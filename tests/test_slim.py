@@ -8,10 +8,7 @@ concatenated cell outputs and the stem width; anything else means weights were s
 from __future__ import annotations
 
 import copy
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +22,40 @@ from emonas_edge.nn import count_params, create_model
 from emonas_edge.train.slim import slim_cell_network
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-CLI = Path(sys.executable).parent / "emonas-edge"
 
 SHIPPED_GRAPH = {
-    "name": "g1", "task": "macro", "family": "cell",
-    "normal": [["conv_3x3", 1], ["skip_connect", 1]], "normal_concat": [2],
-    "reduce": [["conv_3x3", 1], ["max_pool_3x3", 1]], "reduce_concat": [2],
-    "network": {"in_channels": 1, "input_size": 48, "init_channels": 8, "layers": 5, "stem_stride": 2, "stem_multiplier": 1},
+    "name": "g1",
+    "task": "macro",
+    "family": "cell",
+    "normal": [["conv_3x3", 1], ["skip_connect", 1]],
+    "normal_concat": [2],
+    "reduce": [["conv_3x3", 1], ["max_pool_3x3", 1]],
+    "reduce_concat": [2],
+    "network": {
+        "in_channels": 1,
+        "input_size": 48,
+        "init_channels": 8,
+        "layers": 5,
+        "stem_stride": 2,
+        "stem_multiplier": 1,
+    },
 }
 TWO_NODES = {  # concatenated outputs (chunks), a 1x1 and pooling ops, a wider stem
-    "name": "g2", "task": "macro", "family": "cell",
-    "normal": [["conv_3x3", 1], ["skip_connect", 1], ["conv_1x1", 2], ["avg_pool_3x3", 1]], "normal_concat": [2, 3],
-    "reduce": [["conv_3x3", 1], ["max_pool_3x3", 1], ["conv_3x3", 2], ["skip_connect", 2]], "reduce_concat": [2, 3],
-    "network": {"in_channels": 1, "input_size": 32, "init_channels": 8, "layers": 4, "stem_stride": 1, "stem_multiplier": 2},
+    "name": "g2",
+    "task": "macro",
+    "family": "cell",
+    "normal": [["conv_3x3", 1], ["skip_connect", 1], ["conv_1x1", 2], ["avg_pool_3x3", 1]],
+    "normal_concat": [2, 3],
+    "reduce": [["conv_3x3", 1], ["max_pool_3x3", 1], ["conv_3x3", 2], ["skip_connect", 2]],
+    "reduce_concat": [2, 3],
+    "network": {
+        "in_channels": 1,
+        "input_size": 32,
+        "init_channels": 8,
+        "layers": 4,
+        "stem_stride": 1,
+        "stem_multiplier": 2,
+    },
 }
 
 
@@ -93,7 +110,11 @@ def test_slimmed_network_is_the_original_with_the_dropped_channels_zeroed(genoty
     config, net = random_network(genotype)
     size = config.network["input_size"]
     new_config, small, rep = slim_cell_network(config, net, channels, images(64, size), recalibrate=False)
-    assert new_config.network["init_channels"] == channels and small.classifier.in_features < net.classifier.in_features or channels == 8
+    assert (
+        new_config.network["init_channels"] == channels
+        and small.classifier.in_features < net.classifier.in_features
+        or channels == 8
+    )
     assert rep["params_after"] == count_params(small) <= count_params(net)
     x = torch.randn(4, 1, size, size)
     with torch.no_grad():
@@ -126,7 +147,11 @@ def test_the_flip_setting_is_kept_unless_given():
     kept, _, _ = slim_cell_network(flip_config, net, 6, x, recalibrate=False)
     off, small, _ = slim_cell_network(flip_config, net, 6, x, recalibrate=False, test_time_flip=False)
     on, _, _ = slim_cell_network(config, net, 6, x, recalibrate=False, test_time_flip=True)
-    assert kept.network["test_time_flip"] is True and off.network["test_time_flip"] is False and small.test_time_flip is False
+    assert (
+        kept.network["test_time_flip"] is True
+        and off.network["test_time_flip"] is False
+        and small.test_time_flip is False
+    )
     assert on.network["test_time_flip"] is True
     assert "selection" not in kept.meta and kept.meta["slimmed_from"]["name"] == config.name
 
@@ -153,14 +178,21 @@ def _with(genotype: dict, **changes) -> dict:
     return g
 
 
-@pytest.mark.parametrize("genotype,channels,fragment", [
-    (_with(SHIPPED_GRAPH, normal=[["sep_conv_3x3", 1], ["skip_connect", 1]]), 4, "'sep_conv_3x3' cannot be slimmed"),
-    (_with(SHIPPED_GRAPH, normal=[["conv_3x3", 0], ["skip_connect", 1]]), 4, "reads input 0"),
-    (_with(SHIPPED_GRAPH, reduce=[["skip_connect", 1], ["max_pool_3x3", 1]]), 4, "factorized reduce"),
-    (_with(SHIPPED_GRAPH, network={"auxiliary": True}), 4, "auxiliary head"),
-    (SHIPPED_GRAPH, 9, "between 1 and the network's init_channels (8)"),
-    (SHIPPED_GRAPH, 0, "between 1 and"),
-])
+@pytest.mark.parametrize(
+    "genotype,channels,fragment",
+    [
+        (
+            _with(SHIPPED_GRAPH, normal=[["sep_conv_3x3", 1], ["skip_connect", 1]]),
+            4,
+            "'sep_conv_3x3' cannot be slimmed",
+        ),
+        (_with(SHIPPED_GRAPH, normal=[["conv_3x3", 0], ["skip_connect", 1]]), 4, "reads input 0"),
+        (_with(SHIPPED_GRAPH, reduce=[["skip_connect", 1], ["max_pool_3x3", 1]]), 4, "factorized reduce"),
+        (_with(SHIPPED_GRAPH, network={"auxiliary": True}), 4, "auxiliary head"),
+        (SHIPPED_GRAPH, 9, "between 1 and the network's init_channels (8)"),
+        (SHIPPED_GRAPH, 0, "between 1 and"),
+    ],
+)
 def test_networks_that_cannot_be_slimmed_exactly_are_refused(genotype, channels, fragment):
     config, net = random_network(genotype)
     with pytest.raises(UserError, match=re.escape(fragment)):
@@ -178,20 +210,35 @@ def test_mit_networks_are_refused():
 # ---------------------------------------------------------------------------------------------
 
 
-def run_cli(*args, tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("FORCE_COLOR", None)
-    env.update({"NO_COLOR": "1", "COLUMNS": "200", "EMONAS_EDGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
-    return subprocess.run([str(CLI), *map(str, args)], cwd=tmp_path, env=env, text=True, capture_output=True, timeout=timeout)
+def cli_env(tmp_path: Path) -> dict:
+    """Wide lines (one-line errors stay one line), a decode cache of the test's own, one thread."""
+    return {"COLUMNS": "200", "EMONAS_EDGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
 
 
-def test_cli_slims_the_shipped_model_and_the_result_fine_tunes(tmp_path):
-    train_dir, val_dir = SHARED / "datasets/fer2013/train", SHARED / "datasets/fer2013/publictest"
-    if not train_dir.is_dir() or not val_dir.is_dir():
-        pytest.skip(f"FER2013 images not present under {SHARED} (shared data folder absent)")
+@pytest.mark.slow
+def test_cli_slims_the_shipped_model_and_the_result_fine_tunes(cli, tmp_path, shared):
+    train_dir, val_dir = shared / "datasets/fer2013/train", shared / "datasets/fer2013/publictest"
     out = tmp_path / "slim32.pt"
-    proc = run_cli("slim", "--model", "emonas-macro", "--channels", 32, "--data", train_dir, "--val", val_dir,
-                   "--limit-per-class", 40, "--out", out, "--threads", 1, "--no-test-time-flip", tmp_path=tmp_path)
+    proc = cli(
+        "slim",
+        "--model",
+        "emonas-macro",
+        "--channels",
+        32,
+        "--data",
+        train_dir,
+        "--val",
+        val_dir,
+        "--limit-per-class",
+        40,
+        "--out",
+        out,
+        "--threads",
+        1,
+        "--no-test-time-flip",
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     config, small, _ = load_checkpoint(out)
     # emonas-macro runs with the flip; --no-test-time-flip turns it off; its selection note is not inherited
@@ -204,16 +251,46 @@ def test_cli_slims_the_shipped_model_and_the_result_fine_tunes(tmp_path):
     assert acc > 0.35, proc.stdout  # 7 classes: chance is 0.14; the kept channels still recognise expressions
 
     tuned = tmp_path / "ft"
-    proc = run_cli("train", "--model", out, "--data", train_dir, "--out", tuned, "--epochs", 1, "--max-steps", 2,
-                   "--limit-per-class", 10, "--batch", 16, "--threads", 1, tmp_path=tmp_path)
+    proc = cli(
+        "train",
+        "--model",
+        out,
+        "--data",
+        train_dir,
+        "--out",
+        tuned,
+        "--epochs",
+        1,
+        "--max-steps",
+        2,
+        "--limit-per-class",
+        10,
+        "--batch",
+        16,
+        "--threads",
+        1,
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "fine-tuning the trained weights" in proc.stdout
     assert load_checkpoint(tuned / "last.pt")[0].network["init_channels"] == 32
 
 
-def test_cli_refuses_to_slim_random_weights(tmp_path):
-    proc = run_cli("slim", "--model", ROOT / "models" / "emonas-macro.json", "--channels", 24, "--data", tmp_path,
-                   "--out", tmp_path / "s.pt", tmp_path=tmp_path)
+def test_cli_refuses_to_slim_random_weights(cli, tmp_path):
+    proc = cli(
+        "slim",
+        "--model",
+        ROOT / "models" / "emonas-macro.json",
+        "--channels",
+        24,
+        "--data",
+        tmp_path,
+        "--out",
+        tmp_path / "s.pt",
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+    )
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "no trained weights" in lines[0] and "Traceback" not in proc.stderr

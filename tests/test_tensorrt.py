@@ -40,17 +40,29 @@ def _onnx_file(tmp_path, genotype: dict, batch=None, qdq: bool = False, metadata
     c, h, w = config.input_shape
     nodes, src = [], "input"
     inits = [
-        helper.make_tensor("W", TensorProto.FLOAT, [c * h * w, config.num_classes], np.linspace(-1, 1, c * h * w * config.num_classes)),
+        helper.make_tensor(
+            "W", TensorProto.FLOAT, [c * h * w, config.num_classes], np.linspace(-1, 1, c * h * w * config.num_classes)
+        ),
         helper.make_tensor("b", TensorProto.FLOAT, [config.num_classes], np.zeros(config.num_classes)),
     ]
     if qdq:
-        inits += [helper.make_tensor("s", TensorProto.FLOAT, [], [0.02]), helper.make_tensor("z", TensorProto.INT8, [], [0])]
-        nodes += [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"])]
+        inits += [
+            helper.make_tensor("s", TensorProto.FLOAT, [], [0.02]),
+            helper.make_tensor("z", TensorProto.INT8, [], [0]),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+        ]
         src = "dq"
-    nodes += [helper.make_node("Flatten", [src], ["flat"], axis=1), helper.make_node("Gemm", ["flat", "W", "b"], ["logits"])]
+    nodes += [
+        helper.make_node("Flatten", [src], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "b"], ["logits"]),
+    ]
     n = batch if batch is not None else "batch"
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, c, h, w])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, config.num_classes])],
         inits,
@@ -109,8 +121,9 @@ def test_trtexec_fp16_int8_and_timing_cache():
 
 
 def test_trtexec_static_batch_and_quoting():
-    args = shlex.split(trtexec_command("my dir/m.onnx", "out dir/m.engine", "fp32", "x", (1, 16, 16), 4, 4, 4, 64, None,
-                                       dynamic=False))
+    args = shlex.split(
+        trtexec_command("my dir/m.onnx", "out dir/m.engine", "fp32", "x", (1, 16, 16), 4, 4, 4, 64, None, dynamic=False)
+    )
     assert "--onnx=my dir/m.onnx" in args and "--saveEngine=out dir/m.engine" in args
     assert not any("Shapes=" in a for a in args)
     with pytest.raises(UserError, match="precision"):
@@ -139,7 +152,9 @@ def test_plan_dynamic_and_fixed_batch(tmp_path, tiny_genotype):
     assert plan["model"]["config"]["name"] == "tiny" and plan["model"]["trained"] is False
     assert "--maxShapes=input:8x1x16x16" in plan["trtexec"]
 
-    fixed = plan_engine(_onnx_file(tmp_path, tiny_genotype, batch=4, name="b4.onnx"), tmp_path / "b4.engine", batch=(1, 2, 8))
+    fixed = plan_engine(
+        _onnx_file(tmp_path, tiny_genotype, batch=4, name="b4.onnx"), tmp_path / "b4.engine", batch=(1, 2, 8)
+    )
     assert fixed["batch"] == {"min": 4, "opt": 4, "max": 4, "static": 4}
     assert "Shapes=" not in fixed["trtexec"]
 

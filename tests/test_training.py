@@ -30,15 +30,16 @@ from emonas_edge.train.evaluate import evaluate, predict_logits
 from emonas_edge.train.loso import run_loso
 from emonas_edge.train.trainer import TrainSettings, train
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FER_ROOT = SHARED / "datasets" / "fer2013"
-CLI = Path(sys.executable).parent / "emonas-edge"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 TINY = {
-    "name": "tiny", "task": "macro", "family": "cell",
-    "normal": [["conv_3x3", 0], ["skip_connect", 1]], "normal_concat": [2],
-    "reduce": [["max_pool_3x3", 0], ["conv_3x3", 1]], "reduce_concat": [2],
+    "name": "tiny",
+    "task": "macro",
+    "family": "cell",
+    "normal": [["conv_3x3", 0], ["skip_connect", 1]],
+    "normal_concat": [2],
+    "reduce": [["max_pool_3x3", 0], ["conv_3x3", 1]],
+    "reduce_concat": [2],
     "network": {"in_channels": 1, "input_size": 48, "init_channels": 8, "layers": 3, "stem_stride": 2},
 }
 
@@ -65,11 +66,10 @@ def _isolated(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
-def fer_dir(split: str) -> Path:
-    root = FER_ROOT / split
-    if not root.is_dir():
-        pytest.skip(f"FER2013 images not present at {root} (shared data folder absent)")
-    return root
+@pytest.fixture(scope="session")
+def fer(shared) -> Path:
+    """FER2013 as class folders: ``fer / "train"``, ``fer / "publictest"``."""
+    return shared / "datasets" / "fer2013"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,11 +133,9 @@ def test_perfect_and_empty_reports():
 
 
 @pytest.fixture(scope="module")
-def fer_subsets(tmp_path_factory):
+def fer_subsets(tmp_path_factory, fer):
     """30 train images per class and 10 public-test images per class (decoded once per module)."""
-    train_root, test_root = FER_ROOT / "train", FER_ROOT / "publictest"
-    if not train_root.is_dir() or not test_root.is_dir():
-        pytest.skip(f"FER2013 images not present under {FER_ROOT} (shared data folder absent)")
+    train_root, test_root = fer / "train", fer / "publictest"
     old = os.environ.get("EMONAS_EDGE_CACHE")
     os.environ["EMONAS_EDGE_CACHE"] = str(tmp_path_factory.mktemp("fer-cache"))
     try:
@@ -155,8 +153,17 @@ def fer_subsets(tmp_path_factory):
 def test_a_few_epochs_reduce_the_training_loss(fer_subsets, tmp_path):
     tr, _ = fer_subsets
     config = tiny_config()
-    settings = TrainSettings(epochs=6, batch=32, optimizer="adamw", lr=5e-3, augment=False, label_smoothing=0.0,
-                             warmup_epochs=0.0, threads=1, seed=0)
+    settings = TrainSettings(
+        epochs=6,
+        batch=32,
+        optimizer="adamw",
+        lr=5e-3,
+        augment=False,
+        label_smoothing=0.0,
+        warmup_epochs=0.0,
+        threads=1,
+        seed=0,
+    )
     summary = train(config, fresh_model(config), tr, None, tmp_path / "run", settings, log=quiet)
     losses = [h["train_loss"] for h in summary["history"]]
     assert len(losses) == 6 and all(np.isfinite(losses))
@@ -224,7 +231,7 @@ def test_run_interrupted_after_an_epoch_resumes_exactly(fer_subsets, tmp_path):
     train(config, fresh_model(config, seed=7), tr, te, b, settings, resume=True, log=quiet)
     ha, hb = _history(a), _history(b)
     assert [h["epoch"] for h in hb] == [1, 2, 3]
-    for ra, rb in zip(ha, hb):
+    for ra, rb in zip(ha, hb, strict=True):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], abs=1e-6, rel=0)
         assert rb["val"] == pytest.approx(ra["val"], abs=1e-9)
     _same_weights(a / "last.pt", b / "last.pt")
@@ -246,7 +253,17 @@ def test_training_data_with_other_classes_is_an_error(tmp_path):
         train(config, fresh_model(config), ds, None, tmp_path / "r", _resume_settings(1), log=quiet)
 
 
-@pytest.mark.parametrize("bad", [dict(optimizer="lamb"), dict(epochs=0), dict(batch=0), dict(mix="mosaic"), dict(mix="mixup", mix_alpha=0.0), dict(mix_p=1.5)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(optimizer="lamb"),
+        dict(epochs=0),
+        dict(batch=0),
+        dict(mix="mosaic"),
+        dict(mix="mixup", mix_alpha=0.0),
+        dict(mix_p=1.5),
+    ],
+)
 def test_bad_settings_are_user_errors(bad):
     with pytest.raises(UserError):
         TrainSettings(**bad).resolved()
@@ -278,11 +295,14 @@ def trained_run(fer_subsets, tmp_path_factory):
 
 def _targets(teachers, ds, temperature=4.0):
     from emonas_edge.data.preprocess import Preprocessor
-    from emonas_edge.train.trainer import _to_tensor, teacher_targets
+    from emonas_edge.train.common import dataset_images
+    from emonas_edge.train.distill import teacher_targets
 
     pre = Preprocessor(tiny_config())
-    images = _to_tensor(ds, "cpu")
-    return images, teacher_targets(teachers, images, torch.from_numpy(pre.unit_scale), torch.from_numpy(pre.shift), temperature)
+    images = dataset_images(ds, "cpu")
+    return images, teacher_targets(
+        teachers, images, torch.from_numpy(pre.unit_scale), torch.from_numpy(pre.shift), temperature
+    )
 
 
 def test_teacher_targets_are_mirror_invariant_distributions(trained_run, fer_subsets):
@@ -321,7 +341,14 @@ def _kl_to_targets(model, images, targets, temperature=4.0) -> float:
     pre = Preprocessor(tiny_config())
     model.eval()
     with torch.inference_mode():
-        x = training_batch(images, torch.arange(len(images)), torch.from_numpy(pre.unit_scale), torch.from_numpy(pre.shift), None, channels_last=False)
+        x = training_batch(
+            images,
+            torch.arange(len(images)),
+            torch.from_numpy(pre.unit_scale),
+            torch.from_numpy(pre.shift),
+            None,
+            channels_last=False,
+        )
         logp = torch.log_softmax(model(x) / temperature, 1)
     return float(torch.nn.functional.kl_div(logp, targets, reduction="batchmean"))
 
@@ -336,8 +363,19 @@ def test_distillation_pulls_the_student_towards_the_teacher(trained_run, fer_sub
     student = fresh_model(config, seed=11)
     before = _kl_to_targets(student, images, targets)
     # alpha 1: the labels play no part, only the teacher does
-    settings = TrainSettings(epochs=5, batch=32, optimizer="adamw", lr=5e-3, augment=False, warmup_epochs=0.0, threads=1, seed=0,
-                             teachers=(str(out / "best.pt"),), distill=mode, distill_alpha=1.0)
+    settings = TrainSettings(
+        epochs=5,
+        batch=32,
+        optimizer="adamw",
+        lr=5e-3,
+        augment=False,
+        warmup_epochs=0.0,
+        threads=1,
+        seed=0,
+        teachers=(str(out / "best.pt"),),
+        distill=mode,
+        distill_alpha=1.0,
+    )
     summary = train(config, student, tr, None, tmp_path / "run", settings, log=quiet)
     _, trained, _ = load_checkpoint(tmp_path / "run" / "last.pt")
     after = _kl_to_targets(trained, images, targets)
@@ -388,18 +426,37 @@ def test_resuming_with_another_teacher_is_refused(trained_run, fer_subsets, tmp_
     assert len(read_checkpoint(run / "last.pt")["train"]["teachers"]) == 1
     for teachers in (("emonas-macro",), (str(out / "best.pt"), "emonas-macro"), ()):
         with pytest.raises(UserError, match="not the ones this run started with"):
-            train(config, fresh_model(config), tr, None, run, _resume_settings(2, teachers=teachers), resume=True, log=quiet)
+            train(
+                config,
+                fresh_model(config),
+                tr,
+                None,
+                run,
+                _resume_settings(2, teachers=teachers),
+                resume=True,
+                log=quiet,
+            )
     # the same weights under another file name are the same teacher
     copy = tmp_path / "copy.pt"
     copy.write_bytes((out / "best.pt").read_bytes())
-    summary = train(config, fresh_model(config), tr, None, run, _resume_settings(2, teachers=(str(copy),)), resume=True, log=quiet)
+    summary = train(
+        config, fresh_model(config), tr, None, run, _resume_settings(2, teachers=(str(copy),)), resume=True, log=quiet
+    )
     assert len(summary["history"]) == 2
 
 
 def test_a_trained_builtin_name_can_teach(fer_subsets, tmp_path):
     tr, _ = fer_subsets
     config = tiny_config()
-    summary = train(config, fresh_model(config), tr, None, tmp_path / "r", _resume_settings(1, teachers=("emonas-macro",)), log=quiet)
+    summary = train(
+        config,
+        fresh_model(config),
+        tr,
+        None,
+        tmp_path / "r",
+        _resume_settings(1, teachers=("emonas-macro",)),
+        log=quiet,
+    )
     assert len(summary["history"]) == 1 and np.isfinite(summary["history"][0]["train_loss"])
 
 
@@ -412,9 +469,21 @@ def test_bad_teachers_are_user_errors(trained_run, fer_subsets, tmp_path):
     untrained = save_checkpoint(tmp_path / "untrained.pt", fresh_model(config), config)
     other = config_from_dict({**TINY, "classes": ["a", "b", "c"]})
     other_classes = save_checkpoint(tmp_path / "other.pt", fresh_model(other), other.replace(trained=True))
-    for path, msg in ((untrained, "untrained"), (other_classes, "other classes"), (tmp_path / "missing.pt", "missing.pt")):
+    for path, msg in (
+        (untrained, "untrained"),
+        (other_classes, "other classes"),
+        (tmp_path / "missing.pt", "missing.pt"),
+    ):
         with pytest.raises(UserError, match=msg):
-            train(config, fresh_model(config), tr, None, tmp_path / "r", _resume_settings(1, teachers=(str(path),)), log=quiet)
+            train(
+                config,
+                fresh_model(config),
+                tr,
+                None,
+                tmp_path / "r",
+                _resume_settings(1, teachers=(str(path),)),
+                log=quiet,
+            )
     with pytest.raises(UserError, match="offline or online"):
         TrainSettings(distill="sometimes").resolved()
     with pytest.raises(UserError, match="alpha"):
@@ -422,9 +491,9 @@ def test_bad_teachers_are_user_errors(trained_run, fer_subsets, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def eval_folder(tmp_path_factory):
+def eval_folder(fer, tmp_path_factory):
     """A few real public-test images per class, copied into a class-folder tree."""
-    src = fer_dir("publictest")
+    src = fer / "publictest"
     dst = tmp_path_factory.mktemp("evaldata")
     for cls in FER2013_CLASSES:
         (dst / cls).mkdir()
@@ -474,7 +543,9 @@ def exported(trained_run, eval_folder, tmp_path_factory):
 
     out, _ = trained_run
     config, model, _ = load_checkpoint(out / "best.pt")
-    result = export_onnx(config, model, tmp_path_factory.mktemp("export"), parity_data=eval_folder, weights=out / "best.pt")
+    result = export_onnx(
+        config, model, tmp_path_factory.mktemp("export"), parity_data=eval_folder, weights=out / "best.pt"
+    )
     assert result.parity.passed
     return result.path
 
@@ -498,6 +569,7 @@ def test_onnx_evaluation_equals_checkpoint_evaluation(trained_run, exported, eva
     assert written["backend"] == "onnxruntime" and written["accuracy"] == ox["accuracy"]
 
 
+@pytest.mark.slow
 def test_kept_epochs_are_each_epochs_evaluated_weights_scored_with_the_models_flip(fer_subsets, eval_folder, tmp_path):
     """--keep-epochs: epochs/e<N>.pt holds what epoch N scored (EMA weights; a flip model scored with its flip),
     and benchmarks/flip_by_epoch.py reads those files and reproduces the trainer's with-flip figures."""
@@ -505,8 +577,9 @@ def test_kept_epochs_are_each_epochs_evaluated_weights_scored_with_the_models_fl
     config = config_from_dict({**TINY, "network": {**TINY["network"], "test_time_flip": True}})
     val = load_image_folder(eval_folder, config)
     out = tmp_path / "run"
-    settings = TrainSettings(epochs=2, batch=32, optimizer="adamw", lr=5e-3, augment=False, threads=1, seed=1,
-                             ema=0.9, keep_epochs=True)
+    settings = TrainSettings(
+        epochs=2, batch=32, optimizer="adamw", lr=5e-3, augment=False, threads=1, seed=1, ema=0.9, keep_epochs=True
+    )
     summary = train(config, fresh_model(config), tr, val, out, settings, log=quiet)
     assert sorted(p.name for p in (out / "epochs").glob("*.pt")) == ["e1.pt", "e2.pt"]
     for h in summary["history"]:
@@ -519,26 +592,46 @@ def test_kept_epochs_are_each_epochs_evaluated_weights_scored_with_the_models_fl
     raw, ema2 = read_checkpoint(out / "last.pt")["state_dict"], read_checkpoint(out / "epochs" / "e2.pt")["state_dict"]
     assert any(not torch.equal(raw[k], ema2[k]) for k in raw if raw[k].is_floating_point())
 
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "flip_by_epoch.py"),
-                           str(out), "--data", str(eval_folder)], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "benchmarks" / "flip_by_epoch.py"),
+            str(out),
+            "--data",
+            str(eval_folder),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("e")]
     assert [ln.split(":")[0] for ln in lines] == ["e1", "e2"]
     n = len(val)
-    for ln, h in zip(lines, summary["history"]):
+    for ln, h in zip(lines, summary["history"], strict=True):
         with_flip = int(ln.split("with flip ")[1].split()[0])
         assert with_flip / n == pytest.approx(h["val"]["accuracy"], abs=1e-12), ln
 
     # benchmarks/ensemble_tta.py on the same files: one view, with flip, and the two epochs averaged
     kept = [out / "epochs" / "e1.pt", out / "epochs" / "e2.pt"]
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "ensemble_tta.py"),
-                           *map(str, kept), "--data", str(eval_folder)], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "benchmarks" / "ensemble_tta.py"),
+            *map(str, kept),
+            "--data",
+            str(eval_folder),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr
     x = torch.from_numpy(Preprocessor(config).normalize(val.images))
     total = 0
     per_model = [ln for ln in proc.stdout.splitlines() if ln.startswith(str(out))]
     assert len(per_model) == 2, proc.stdout
-    for f, h, ln in zip(kept, summary["history"], per_model):
+    for f, h, ln in zip(kept, summary["history"], per_model, strict=True):
         _, model, _ = load_checkpoint(f)
         model.test_time_flip = False
         with torch.inference_mode():
@@ -576,15 +669,9 @@ def test_evaluate_limit_per_class(trained_run, eval_folder):
 # ---------------------------------------------------------------------------------------------
 
 
-def run_cli(*args, tmp_path: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    if not CLI.is_file():
-        pytest.fail(f"console script not installed at {CLI}")
-    env = dict(os.environ)
-    env.pop("FORCE_COLOR", None)
-    env.update({"NO_COLOR": "1", "COLUMNS": "200", "EMONAS_EDGE_CACHE": str(tmp_path / "cli-cache"),
-                "OMP_NUM_THREADS": "1"})
-    return subprocess.run([str(CLI), *map(str, args)], cwd=tmp_path, env=env, text=True, capture_output=True,
-                          timeout=timeout)
+def cli_env(tmp_path: Path) -> dict:
+    """Wide lines (one-line errors stay one line), a decode cache of the test's own, one thread."""
+    return {"COLUMNS": "200", "EMONAS_EDGE_CACHE": str(tmp_path / "cli-cache"), "OMP_NUM_THREADS": "1"}
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -605,11 +692,32 @@ def tiny_file(tmp_path) -> Path:
     return p
 
 
-def test_cli_train_end_to_end(tmp_path, tiny_file):
-    data = fer_dir("train")
+@pytest.mark.slow
+def test_cli_train_end_to_end(fer, cli, tmp_path, tiny_file):
+    data = fer / "train"
     out = tmp_path / "run"
-    proc = run_cli("train", "--model", tiny_file, "--data", data, "--out", out, "--epochs", 1, "--max-steps", 2,
-                   "--limit-per-class", 10, "--batch", 16, "--threads", 1, "--keep-epochs", tmp_path=tmp_path)
+    proc = cli(
+        "train",
+        "--model",
+        tiny_file,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        1,
+        "--max-steps",
+        2,
+        "--limit-per-class",
+        10,
+        "--batch",
+        16,
+        "--threads",
+        1,
+        "--keep-epochs",
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     for name in ("last.pt", "best.pt", "summary.json", "history.jsonl", "epochs/e1.pt"):
@@ -623,24 +731,35 @@ def test_cli_train_end_to_end(tmp_path, tiny_file):
     assert any(tmp_path.joinpath("cli-cache").glob("*.npz")), "the decode cache goes to $EMONAS_EDGE_CACHE"
 
 
-def test_cli_evaluate_with_a_class_the_model_lacks(tmp_path, tiny_file):
+def test_cli_evaluate_with_a_class_the_model_lacks(cli, tmp_path, tiny_file):
     data = tmp_path / "data"
     for cls in ("happy", "contempt"):
         (data / cls).mkdir(parents=True)
         cv2.imwrite(str(data / cls / "a.png"), np.full((48, 48), 120, np.uint8))
-    proc = run_cli("evaluate", "--model", tiny_file, "--data", data, tmp_path=tmp_path)
+    proc = cli("evaluate", "--model", tiny_file, "--data", data, cwd=tmp_path, env=cli_env(tmp_path))
     assert_one_line_error(proc, "contempt")
 
 
-def test_cli_train_with_missing_data_folder(tmp_path, tiny_file):
-    proc = run_cli("train", "--model", tiny_file, "--data", tmp_path / "no-such-folder", "--out", tmp_path / "run",
-                   "--epochs", 1, tmp_path=tmp_path)
+def test_cli_train_with_missing_data_folder(cli, tmp_path, tiny_file):
+    proc = cli(
+        "train",
+        "--model",
+        tiny_file,
+        "--data",
+        tmp_path / "no-such-folder",
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        1,
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+    )
     assert_one_line_error(proc, "no-such-folder")
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_cli_evaluate_untrained_genotype_warns(tmp_path):
-    src = fer_dir("publictest")
+def test_cli_evaluate_untrained_genotype_warns(fer, cli, tmp_path):
+    src = fer / "publictest"
     data = tmp_path / "data"
     for cls in ("happy", "sad"):
         (data / cls).mkdir(parents=True)
@@ -648,8 +767,19 @@ def test_cli_evaluate_untrained_genotype_warns(tmp_path):
             (data / cls / f.name).write_bytes(f.read_bytes())
     # the genotype file, not the built-in name: the name resolves to the shipped trained weights
     genotype = Path(__file__).resolve().parents[1] / "models" / "emonas-macro.json"
-    proc = run_cli("evaluate", "--model", genotype, "--data", data, "--json", tmp_path / "r.json",
-                   "--report", tmp_path / "rep", tmp_path=tmp_path)
+    proc = cli(
+        "evaluate",
+        "--model",
+        genotype,
+        "--data",
+        data,
+        "--json",
+        tmp_path / "r.json",
+        "--report",
+        tmp_path / "rep",
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "warning" in proc.stderr and "untrained" in proc.stderr
     r = json.loads((tmp_path / "r.json").read_text())
@@ -709,17 +839,42 @@ def test_loso_three_subjects(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_distributed_data_parallel(tmp_path, tiny_file):
+def test_torchrun_distributed_data_parallel(fer, tmp_path, tiny_file):
     """Two CPU processes (gloo) train one model: rank 0 alone writes checkpoints, and the
     global batch (2 x 16) sets the default learning rate."""
     genotype = tiny_file
     out = tmp_path / "ddp"
     env = {**os.environ, "EMONAS_EDGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "emonas_edge.cli.main",
-         "train", "--model", str(genotype), "--data", str(fer_dir("train")), "--limit-per-class", "6",
-         "--epochs", "1", "--batch", "16", "--max-steps", "2", "--threads", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path,
+        [
+            str(Path(sys.executable).parent / "torchrun"),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "emonas_edge.cli.main",
+            "train",
+            "--model",
+            str(genotype),
+            "--data",
+            str(fer / "train"),
+            "--limit-per-class",
+            "6",
+            "--epochs",
+            "1",
+            "--batch",
+            "16",
+            "--max-steps",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
@@ -729,7 +884,8 @@ def test_torchrun_distributed_data_parallel(tmp_path, tiny_file):
     assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 reports
 
 
-def test_cli_train_a_trained_name_fine_tunes_unless_scratch(tmp_path):
+@pytest.mark.slow
+def test_cli_train_a_trained_name_fine_tunes_unless_scratch(fer, cli, tmp_path):
     """`--model emonas-macro` means the shipped weights; --scratch keeps only the architecture."""
     from emonas_edge.resolve import load_model
 
@@ -738,10 +894,34 @@ def test_cli_train_a_trained_name_fine_tunes_unless_scratch(tmp_path):
     distance = {}
     for flag in ((), ("--scratch",)):
         out = tmp_path / ("scratch" if flag else "tune")
-        proc = run_cli("train", "--model", "emonas-macro", *flag, "--data", fer_dir("train"), "--out", out, "--epochs", 1,
-                       "--max-steps", 1, "--limit-per-class", 4, "--batch", 16, "--threads", 1, tmp_path=tmp_path)
+        proc = cli(
+            "train",
+            "--model",
+            "emonas-macro",
+            *flag,
+            "--data",
+            fer / "train",
+            "--out",
+            out,
+            "--epochs",
+            1,
+            "--max-steps",
+            1,
+            "--limit-per-class",
+            4,
+            "--batch",
+            16,
+            "--threads",
+            1,
+            cwd=tmp_path,
+            env=cli_env(tmp_path),
+        )
         assert proc.returncode == 0, proc.stderr
-        assert ("random weights (--scratch)" if flag else "fine-tuning the trained weights of emonas-macro") in proc.stdout
+        assert (
+            "random weights (--scratch)" if flag else "fine-tuning the trained weights of emonas-macro"
+        ) in proc.stdout
         weights = read_checkpoint(out / "last.pt")["state_dict"]
-        distance[bool(flag)] = max(float((weights[k].float() - ref[k].float()).abs().max()) for k in ref if k.endswith("weight"))
+        distance[bool(flag)] = max(
+            float((weights[k].float() - ref[k].float()).abs().max()) for k in ref if k.endswith("weight")
+        )
     assert distance[False] < 0.05 < distance[True], distance

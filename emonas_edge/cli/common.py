@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,19 +12,38 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 # Network overrides, accepted by every command that builds a model from a genotype.
-Select = Annotated[Optional[str], typer.Option(help="Which Genotype(...) of a DARTS text file holding several (variable name).")]
-Name = Annotated[Optional[str], typer.Option(help="Model name (used for file names).", rich_help_panel="Network settings")]
-Task = Annotated[Optional[str], typer.Option(help="macro | micro", rich_help_panel="Network settings")]
-InChannels = Annotated[Optional[int], typer.Option(help="1 (gray) or 3 (RGB). Default 1.", rich_help_panel="Network settings")]
-InputSize = Annotated[Optional[int], typer.Option(help="Square input size. Default 48.", rich_help_panel="Network settings")]
-InitChannels = Annotated[Optional[int], typer.Option(help="Cell network width. Default 16.", rich_help_panel="Network settings")]
-Layers = Annotated[Optional[int], typer.Option(help="Number of cells. Default 8.", rich_help_panel="Network settings")]
-NumClasses = Annotated[Optional[int], typer.Option(help="Default: 7 (macro) or 3 (micro).", rich_help_panel="Network settings")]
-Classes = Annotated[Optional[str], typer.Option(help="Comma-separated class names.", rich_help_panel="Network settings")]
-OptPath = Optional[Path]
+Select = Annotated[
+    str | None, typer.Option(help="Which Genotype(...) of a DARTS text file holding several (variable name).")
+]
+Name = Annotated[str | None, typer.Option(help="Model name (used for file names).", rich_help_panel="Network settings")]
+Task = Annotated[str | None, typer.Option(help="macro | micro", rich_help_panel="Network settings")]
+InChannels = Annotated[
+    int | None, typer.Option(help="1 (gray) or 3 (RGB). Default 1.", rich_help_panel="Network settings")
+]
+InputSize = Annotated[
+    int | None, typer.Option(help="Square input size. Default 48.", rich_help_panel="Network settings")
+]
+InitChannels = Annotated[
+    int | None, typer.Option(help="Cell network width. Default 16.", rich_help_panel="Network settings")
+]
+Layers = Annotated[int | None, typer.Option(help="Number of cells. Default 8.", rich_help_panel="Network settings")]
+NumClasses = Annotated[
+    int | None, typer.Option(help="Default: 7 (macro) or 3 (micro).", rich_help_panel="Network settings")
+]
+Classes = Annotated[str | None, typer.Option(help="Comma-separated class names.", rich_help_panel="Network settings")]
+OptPath = Path | None
 
 
-def overrides(name=None, task=None, in_channels=None, input_size=None, init_channels=None, layers=None, num_classes=None, classes=None) -> dict:
+def overrides(
+    name=None,
+    task=None,
+    in_channels=None,
+    input_size=None,
+    init_channels=None,
+    layers=None,
+    num_classes=None,
+    classes=None,
+) -> dict:
     return {
         "name": name,
         "task": task,

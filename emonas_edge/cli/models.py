@@ -1,10 +1,13 @@
-"""``export``, ``info`` and ``ops``: thin layers over :func:`export_onnx` and :func:`model_info`."""
+"""``export``, ``info``, ``models`` and ``ops``.
+
+Thin layers over :func:`export_artifact`, :func:`model_info` and :func:`list_models`.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -14,8 +17,25 @@ from ..errors import UserError
 from ..export.formats import DEFAULT_OPSET, SIMPLIFIERS
 from ..resolve import list_models, load_model, model_info
 from .common import (
-    Classes, InChannels, InitChannels, InputSize, Layers, Name, NumClasses, Select, Task, console, err_console, human, overrides,
+    Classes,
+    InChannels,
+    InitChannels,
+    InputSize,
+    Layers,
+    Name,
+    NumClasses,
+    Select,
+    Task,
+    console,
+    err_console,
+    human,
+    overrides,
 )
+
+if TYPE_CHECKING:
+    from ..export.artifact import ExportProgress
+    from ..export.onnx import ExportResult
+    from ..export.precision import PrecisionArtifact
 
 
 def _parse_batch(batch: str) -> int | None:
@@ -36,7 +56,11 @@ def info_table(info: dict) -> Table:
     t.add_row("MACs (batch 1)", f"{info['macs']:,} ({human(info['macs'])})")
     spec = info.get("input_spec")
     if spec:
-        t.add_row("input", f"{spec['name']} {spec['shape']} {spec['dtype']} {spec['layout']}, {spec['color']}, x/255 then (x-{spec['mean']})/{spec['std']}")
+        t.add_row(
+            "input",
+            f"{spec['name']} {spec['shape']} {spec['dtype']} {spec['layout']}, {spec['color']}, "
+            f"x/255 then (x-{spec['mean']})/{spec['std']}",
+        )
     if info.get("classes"):
         t.add_row("classes", ", ".join(info["classes"]))
     if info.get("op_histogram"):
@@ -44,7 +68,12 @@ def info_table(info: dict) -> Table:
     if info.get("network"):
         t.add_row("network", ", ".join(f"{k}={v}" for k, v in info["network"].items()))
     trained = info.get("trained")
-    t.add_row("trained", "yes" if trained else ("[bold yellow]no: random weights, outputs are not predictions[/]" if trained is False else "unknown"))
+    t.add_row(
+        "trained",
+        "yes"
+        if trained
+        else ("[bold yellow]no: random weights, outputs are not predictions[/]" if trained is False else "unknown"),
+    )
     if "onnx" in info:
         o = info["onnx"]
         t.add_row("ONNX", f"opset {o['opset']}, {o['nodes']} nodes, {o['bytes']:,} bytes, producer {o['producer']}")
@@ -84,96 +113,191 @@ def precision_table(table: dict) -> Table:
     return t
 
 
+def _printed_progress() -> ExportProgress:
+    """An :class:`ExportProgress` that prints each artifact's tables as :func:`export_artifact` writes it.
+
+    Defined on call: ``export.artifact`` loads PyTorch, which loads only for commands that need it.
+    """
+    from ..export.artifact import ExportProgress
+
+    class PrintedProgress(ExportProgress):
+        def onnx_written(self, result: ExportResult) -> None:
+            for note in result.notes:
+                err_console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+            console.print(info_table(model_info(result.path)))
+            console.print(parity_table(result.parity.to_dict()))
+            console.print(
+                f"[green]wrote[/] {result.path} ({result.manifest['bytes']:,} bytes) and {result.manifest_path.name} "
+                f"in {result.manifest['timings_s']['total']:.1f} s"
+            )
+
+        def precision_written(self, derived: PrecisionArtifact) -> None:
+            console.print(precision_table(derived.table))
+            console.print(
+                f"[green]wrote[/] {derived.path} ({derived.path.stat().st_size:,} bytes) "
+                f"and {derived.manifest_path.name}"
+            )
+
+        def engine_written(self, path: Path, sidecar: dict) -> None:
+            console.print(f"[green]wrote[/] {path} and its sidecar; to rebuild elsewhere: {escape(sidecar['trtexec'])}")
+
+    return PrintedProgress()
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def export(
-        genotype: Annotated[str, typer.Option("--genotype", "-g", help="Built-in name, genotype JSON, DARTS Genotype(...) text file, or checkpoint.")],
-        weights: Annotated[Optional[Path], typer.Option(help="Checkpoint with trained weights for this genotype.")] = None,
-        output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the .onnx and its manifest.")] = Path("export"),
+        genotype: Annotated[
+            str,
+            typer.Option(
+                "--genotype", "-g", help="Built-in name, genotype JSON, DARTS Genotype(...) text file, or checkpoint."
+            ),
+        ],
+        weights: Annotated[Path | None, typer.Option(help="Checkpoint with trained weights for this genotype.")] = None,
+        output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the .onnx and its manifest.")] = Path(
+            "export"
+        ),
         opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = DEFAULT_OPSET,
         batch: Annotated[str, typer.Option(help="'dynamic' or a fixed batch size.")] = "dynamic",
-        simplify: Annotated[str, typer.Option(help=f"{' | '.join(SIMPLIFIERS)} (onnxsim falls back to onnxslim).")] = "onnxsim",
-        exporter: Annotated[str, typer.Option(help="auto (TorchScript, ~10x faster; dynamo if it fails) | torchscript | dynamo.")] = "auto",
-        parity_data: Annotated[Optional[Path], typer.Option(help="Image file or folder of face images for the parity check (default: bundled face).")] = None,
-        atol: Annotated[float, typer.Option(help="Absolute tolerance of the parity check (plus 1e-4 x max |logit|).")] = 1e-4,
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the manifest here.")] = None,
-        fmt: Annotated[str, typer.Option("--format", help="onnx | engine (TensorRT, built from the ONNX of the chosen precision; needs tensorrt and a GPU).")] = "onnx",
-        workspace_mb: Annotated[int, typer.Option(help="TensorRT builder workspace limit (MB).", rich_help_panel="TensorRT")] = 256,
-        max_batch: Annotated[int, typer.Option(help="TensorRT optimisation profile: largest batch (min 1, opt 1).", rich_help_panel="TensorRT")] = 8,
-        timing_cache: Annotated[Optional[Path], typer.Option(help="TensorRT timing cache to reuse and update.", rich_help_panel="TensorRT")] = None,
-        precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | auto (fastest here within the accuracy budget).", rich_help_panel="Precision")] = "fp32",
-        calib: Annotated[Optional[Path], typer.Option(help="INT8 calibration faces: labelled dataset, folder of face crops, or frames/videos (faces detected and aligned).", rich_help_panel="Precision")] = None,
-        calib_samples: Annotated[int, typer.Option(help="Calibration samples (picked with a fixed seed).", rich_help_panel="Precision")] = 512,
-        calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile.", rich_help_panel="Precision")] = "minmax",
-        eval_data: Annotated[Optional[Path], typer.Option("--eval", help="Labelled data to score fp32 and the new precision on (the accuracy gate).", rich_help_panel="Precision")] = None,
-        max_accuracy_drop: Annotated[float, typer.Option(help="Largest top-1 drop (points) the new precision may cost; more exits 1.", rich_help_panel="Precision")] = 1.0,
+        simplify: Annotated[
+            str, typer.Option(help=f"{' | '.join(SIMPLIFIERS)} (onnxsim falls back to onnxslim).")
+        ] = "onnxsim",
+        exporter: Annotated[
+            str, typer.Option(help="auto (TorchScript, ~10x faster; dynamo if it fails) | torchscript | dynamo.")
+        ] = "auto",
+        parity_data: Annotated[
+            Path | None,
+            typer.Option(help="Image file or folder of face images for the parity check (default: bundled face)."),
+        ] = None,
+        atol: Annotated[
+            float, typer.Option(help="Absolute tolerance of the parity check (plus 1e-4 x max |logit|).")
+        ] = 1e-4,
+        json_out: Annotated[Path | None, typer.Option("--json", help="Also write the manifest here.")] = None,
+        fmt: Annotated[
+            str,
+            typer.Option(
+                "--format",
+                help="onnx | engine (TensorRT, built from the ONNX of the chosen precision; needs tensorrt and a GPU).",
+            ),
+        ] = "onnx",
+        workspace_mb: Annotated[
+            int, typer.Option(help="TensorRT builder workspace limit (MB).", rich_help_panel="TensorRT")
+        ] = 256,
+        max_batch: Annotated[
+            int,
+            typer.Option(
+                help="TensorRT optimisation profile: largest batch (min 1, opt 1).", rich_help_panel="TensorRT"
+            ),
+        ] = 8,
+        timing_cache: Annotated[
+            Path | None, typer.Option(help="TensorRT timing cache to reuse and update.", rich_help_panel="TensorRT")
+        ] = None,
+        precision: Annotated[
+            str,
+            typer.Option(
+                help="fp32 | fp16 | int8 | auto (fastest here within the accuracy budget).", rich_help_panel="Precision"
+            ),
+        ] = "fp32",
+        calib: Annotated[
+            Path | None,
+            typer.Option(
+                help="INT8 calibration faces: labelled dataset, folder of face crops, "
+                "or frames/videos (faces detected and aligned).",
+                rich_help_panel="Precision",
+            ),
+        ] = None,
+        calib_samples: Annotated[
+            int, typer.Option(help="Calibration samples (picked with a fixed seed).", rich_help_panel="Precision")
+        ] = 512,
+        calib_method: Annotated[
+            str, typer.Option(help="minmax | entropy | percentile.", rich_help_panel="Precision")
+        ] = "minmax",
+        eval_data: Annotated[
+            Path | None,
+            typer.Option(
+                "--eval",
+                help="Labelled data to score fp32 and the new precision on (the accuracy gate).",
+                rich_help_panel="Precision",
+            ),
+        ] = None,
+        max_accuracy_drop: Annotated[
+            float,
+            typer.Option(
+                help="Largest top-1 drop (points) the new precision may cost; more exits 1.",
+                rich_help_panel="Precision",
+            ),
+        ] = 1.0,
         select: Select = None,
-        name: Name = None, task: Task = None, in_channels: InChannels = None, input_size: InputSize = None,
-        init_channels: InitChannels = None, layers: Layers = None, num_classes: NumClasses = None, classes: Classes = None,
+        name: Name = None,
+        task: Task = None,
+        in_channels: InChannels = None,
+        input_size: InputSize = None,
+        init_channels: InitChannels = None,
+        layers: Layers = None,
+        num_classes: NumClasses = None,
+        classes: Classes = None,
     ):
         """Export a genotype or checkpoint to a checked, simplified, parity-verified ONNX file with metadata."""
-        from ..export.formats import FORMATS
-        from ..export.onnx import check_export_settings, export_onnx  # PyTorch loads only for commands that need it
-        from ..export.precision import check_precision_settings, derive_precision
+        # PyTorch loads only for commands that need it
+        from ..export.artifact import ArtifactSettings, EngineSettings, export_artifact
         from ..profile.models import precision_timer
 
         ov = overrides(name, task, in_channels, input_size, init_channels, layers, num_classes, classes)
-        b = _parse_batch(batch)
-        check_export_settings(opset, b, simplify, output, parity_data, exporter)
-        if fmt not in FORMATS:
-            raise UserError(f"unknown format {fmt!r} (choose from: {', '.join(FORMATS)})")
-        check_precision_settings(precision, calib, calib_method, max_accuracy_drop, eval_data)
-        if fmt == "engine":
-            from ..export.tensorrt import require_tensorrt
-
-            require_tensorrt()  # before any work: a clear message, exit 2
+        settings = ArtifactSettings(
+            output=output,
+            format=fmt,
+            opset=opset,
+            batch=_parse_batch(batch),
+            simplify=simplify,
+            exporter=exporter,
+            parity_data=parity_data,
+            atol=atol,
+            precision=precision,
+            calib=calib,
+            calib_samples=calib_samples,
+            calib_method=calib_method,
+            eval_data=eval_data,
+            max_accuracy_drop=max_accuracy_drop,
+            engine=EngineSettings(workspace_mb=workspace_mb, max_batch=max_batch, timing_cache=timing_cache),
+        )
+        settings.check()  # every flag before the model loads
         config, model, wpath = load_model(genotype, weights, select, **ov)
         if not config.trained:
-            err_console.print("[bold yellow]warning:[/] no trained weights: exporting random initial weights (metadata says trained=false); outputs are not predictions", soft_wrap=True)
-        result = export_onnx(
-            config, model, output, opset=opset, batch=b, simplify=simplify, parity_data=parity_data, atol=atol,
-            weights=wpath, exporter=exporter, log=lambda m: console.print(f"[dim]·[/] {m}"),
-        )
-        for note in result.notes:
-            err_console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
-        console.print(info_table(model_info(result.path)))
-        console.print(parity_table(result.parity.to_dict()))
-        console.print(f"[green]wrote[/] {result.path} ({result.manifest['bytes']:,} bytes) and {result.manifest_path.name} "
-                      f"in {result.manifest['timings_s']['total']:.1f} s")
-        manifest = result.manifest
-        if precision != "fp32":
-            d = derive_precision(
-                result.path, config, precision, calib=calib, calib_samples=calib_samples, calib_method=calib_method,
-                eval_data=eval_data, max_drop=max_accuracy_drop, log=lambda m: console.print(f"[dim]·[/] {escape(m)}"),
-                int8_scheme="tensorrt" if fmt == "engine" else "ort", timer=precision_timer(config),
+            err_console.print(
+                "[bold yellow]warning:[/] no trained weights: "
+                "exporting random initial weights (metadata says trained=false); outputs are not predictions",
+                soft_wrap=True,
             )
-            console.print(precision_table(d.table))
-            console.print(f"[green]wrote[/] {d.path} ({d.path.stat().st_size:,} bytes) and {d.manifest_path.name}")
-            manifest = d.manifest
-            onnx_for_engine, engine_precision = d.path, (d.manifest.get("precision") or "fp32")
-        else:
-            onnx_for_engine, engine_precision = result.path, "fp32"
-        if fmt == "engine":
-            from ..export.formats import artifact_name
-            from ..export.tensorrt import build_engine
-
-            engine_path = Path(output) / artifact_name(config.name, "engine", engine_precision)
-            sidecar = build_engine(onnx_for_engine, engine_path, precision=engine_precision, batch=(1, 1, max_batch),
-                                   workspace_mb=workspace_mb, timing_cache=timing_cache, log=lambda m: console.print(f"[dim]·[/] {escape(m)}"))
-            console.print(f"[green]wrote[/] {engine_path} and its sidecar; to rebuild elsewhere: {escape(sidecar['trtexec'])}")
+        result = export_artifact(
+            config,
+            model,
+            settings,
+            weights=wpath,
+            timer=precision_timer(config),
+            log=lambda m: console.print(f"[dim]·[/] {escape(m)}"),
+            progress=_printed_progress(),
+        )
         if json_out:
             from ..fileio import write_json_atomic
 
-            write_json_atomic(json_out, manifest)
+            write_json_atomic(json_out, result.manifest)
 
     @app.command()
     def info(
         target: Annotated[str, typer.Argument(help="Built-in name, genotype file, checkpoint or ONNX file.")],
-        plot: Annotated[Optional[Path], typer.Option(help="Draw the normal and reduction cells to this .png/.svg/.pdf.")] = None,
+        plot: Annotated[
+            Path | None, typer.Option(help="Draw the normal and reduction cells to this .png/.svg/.pdf.")
+        ] = None,
         json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
         select: Select = None,
-        name: Name = None, task: Task = None, in_channels: InChannels = None, input_size: InputSize = None,
-        init_channels: InitChannels = None, layers: Layers = None, num_classes: NumClasses = None, classes: Classes = None,
+        name: Name = None,
+        task: Task = None,
+        in_channels: InChannels = None,
+        input_size: InputSize = None,
+        init_channels: InitChannels = None,
+        layers: Layers = None,
+        num_classes: NumClasses = None,
+        classes: Classes = None,
     ):
         """Parameters, MACs, input spec, classes, operations and trained flag of any model."""
         ov = overrides(name, task, in_channels, input_size, init_channels, layers, num_classes, classes)
@@ -199,18 +323,30 @@ def register(app: typer.Typer) -> None:
         if json_:
             console.print_json(json.dumps(rows))
             return
-        t = Table(title="built-in models (top-1: FER2013 PublicTest, from each model's committed report)", title_justify="left")
+        t = Table(
+            title="built-in models (top-1: FER2013 PublicTest, from each model's committed report)",
+            title_justify="left",
+        )
         t.add_column("name", style="bold", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
         for col, width in (("task", 5), ("input", 10), ("params", 7), ("flip", 4), ("trained", 7), ("top-1", 6)):
             t.add_column(col, min_width=width)
         for r in rows:
             acc = f"{100 * r['publictest_top1']:.2f}%" if r["publictest_top1"] is not None else "–"
-            t.add_row(r["name"], r["task"], r["input"].split("x", 1)[1], f"{r['params']:,}", "yes" if r["test_time_flip"] else "no",
-                      "yes" if r["trained"] else "no", acc)
+            t.add_row(
+                r["name"],
+                r["task"],
+                r["input"].split("x", 1)[1],
+                f"{r['params']:,}",
+                "yes" if r["test_time_flip"] else "no",
+                "yes" if r["trained"] else "no",
+                acc,
+            )
         console.print(t)
         if any(not r["trained"] for r in rows):
             console.print("untrained names run random weights: never read their output as a prediction")
-        console.print("use a name wherever a model is asked for; its card (data, recipe, per-class F1, speed) is models/<name>.md")
+        console.print(
+            "use a name wherever a model is asked for; its card (data, recipe, per-class F1, speed) is models/<name>.md"
+        )
 
     @app.command()
     def ops():

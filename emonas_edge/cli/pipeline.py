@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -13,25 +13,28 @@ from rich.table import Table
 from ..errors import UserError
 from .common import console, err_console
 
+if TYPE_CHECKING:
+    from ..pipeline import RunSettings
+
 P_MODELS = "Models"
 P_DETECT = "Detection and tracking"
 P_OUT = "Outputs"
 
 
-def summary_table(s, outputs: dict) -> Table:
+def summary_table(summary, outputs: dict) -> Table:
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
-    pct = 100.0 * s.frames_with_faces / s.frames if s.frames else 0.0
-    t.add_row("frames", f"{s.frames:,}")
-    t.add_row("frames with faces", f"{s.frames_with_faces:,} ({pct:.1f}%)")
-    t.add_row("faces / tracks", f"{s.faces:,} / {s.tracks:,}")
-    t.add_row("speed", f"{s.fps:.1f} frames/s")
-    if s.labels:
-        t.add_row("macro labels", ", ".join(f"{k} {v}" for k, v in s.labels.most_common()))
-    if s.micro_labels:
-        t.add_row("micro labels", ", ".join(f"{k} {v}" for k, v in s.micro_labels.most_common()))
-    stages = ", ".join(f"{k} {v:.2f}" for k, v in s.stages_ms.items() if v > 0)
+    pct = 100.0 * summary.frames_with_faces / summary.frames if summary.frames else 0.0
+    t.add_row("frames", f"{summary.frames:,}")
+    t.add_row("frames with faces", f"{summary.frames_with_faces:,} ({pct:.1f}%)")
+    t.add_row("faces / tracks", f"{summary.faces:,} / {summary.tracks:,}")
+    t.add_row("speed", f"{summary.fps:.1f} frames/s")
+    if summary.labels:
+        t.add_row("macro labels", ", ".join(f"{k} {v}" for k, v in summary.labels.most_common()))
+    if summary.micro_labels:
+        t.add_row("micro labels", ", ".join(f"{k} {v}" for k, v in summary.micro_labels.most_common()))
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in summary.stages_ms.items() if v > 0)
     if stages:
         t.add_row("median ms", stages)
     for k, v in outputs.items():
@@ -49,7 +52,10 @@ def _display_available() -> str | None:
     info = cv2.getBuildInformation()
     gui = [ln for ln in info.splitlines() if ln.strip().startswith("GUI:")]
     if gui and gui[0].split(":", 1)[1].strip().upper() in ("NONE", "NO", ""):
-        return "this OpenCV build has no GUI (opencv-python-headless); install opencv-python or 'emonas-edge[mediapipe]' for --show"
+        return (
+            "this OpenCV build has no GUI (opencv-python-headless); "
+            "install opencv-python or 'emonas-edge[mediapipe]' for --show"
+        )
     return None
 
 
@@ -98,25 +104,22 @@ class Window:
             pass
 
 
-def _run(source, macro, micro, allow_untrained, detector, min_confidence, min_face, detect_every, max_faces, smoothing,
-         micro_window, micro_stride, margin, max_age, engine, threads, save_video, jsonl, csv, show, max_frames, summary_json,
-         landmark_check, title="emonas-edge", track=True):
-    from ..fileio import write_json_atomic
-    from ..pipeline import PipelineSettings, build_pipeline, open_source, run
+def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
+    """``run`` and ``demo``.
 
-    if show:
+    ``settings`` is one :class:`~emonas_edge.pipeline.RunSettings`, checked here before anything opens.
+    """
+    from ..fileio import write_json_atomic
+    from ..pipeline import RunSummary, open_source, run
+
+    if settings.show:
         why = _display_available()
         if why:
             raise UserError(why)
-    if max_frames is not None and max_frames < 1:
-        raise UserError(f"--max-frames must be at least 1, got {max_frames}")
-    settings = PipelineSettings(detect_every, max_faces, smoothing, micro_window, micro_stride, margin, max_age, track=track)
+    settings.check()
     src = open_source(source)  # a bad source fails before any model loads
     try:
-        built = build_pipeline(
-            macro, micro, detector=detector, min_confidence=min_confidence, min_face=min_face, allow_untrained=allow_untrained,
-            threads=threads, engine=engine, landmark_check=landmark_check, settings=settings, photos=src.kind == "image",
-        )
+        built = settings.build(photos=src.kind == "image")
     except BaseException:
         src.close()
         raise
@@ -124,60 +127,171 @@ def _run(source, macro, micro, allow_untrained, detector, min_confidence, min_fa
         err_console.print(f"[yellow]note:[/] {n}", soft_wrap=True, markup=True, highlight=False)
     p = built.pipeline
     console.print(
-        f"detector {p.detector.name} | macro {p.macro.path if p.macro else 'off'} | micro {p.micro.path if p.micro else 'off'}",
-        highlight=False, markup=False,
+        f"detector {p.detector.name} | macro {p.macro.path if p.macro else 'off'} "
+        f"| micro {p.micro.path if p.micro else 'off'}",
+        highlight=False,
+        markup=False,
     )
-    window = Window(title, Path("snapshots")) if show else None
-    outputs = {"jsonl": jsonl, "csv": csv, "video": save_video}
+    window = Window(title, Path("snapshots")) if settings.show else None
+    outputs = {"jsonl": settings.jsonl, "csv": settings.csv, "video": settings.save_video}
     try:
-        s = run(src, built, jsonl=jsonl, csv=csv, save_video=save_video, max_frames=max_frames, on_frame=window)
+        summary = run(
+            src,
+            built,
+            jsonl=settings.jsonl,
+            csv=settings.csv,
+            save_video=settings.save_video,
+            max_frames=settings.max_frames,
+            on_frame=window,
+        )
     except UserError as e:
-        partial = getattr(e, "summary", None)
-        if partial is not None and partial.frames:
+        partial = e.summary
+        if isinstance(partial, RunSummary) and partial.frames:
             console.print(summary_table(partial, {k: v for k, v in outputs.items() if v and Path(v).exists()}))
         raise
     finally:
         if window:
             window.close()
         p.detector.close()
-    console.print(summary_table(s, outputs))
-    if summary_json:
-        write_json_atomic(summary_json, s.to_json())
-    return s
+    console.print(summary_table(summary, outputs))
+    if settings.summary_json:
+        write_json_atomic(settings.summary_json, summary.to_json())
+    return summary
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(
-        source: Annotated[str, typer.Option("--source", help="Camera index (0), stream URL, video file, image file or image folder.")],
-        macro: Annotated[str, typer.Option(help="Macro model: built-in name, checkpoint, genotype or .onnx; 'none' to turn off.", rich_help_panel=P_MODELS)] = "emonas-macro",
-        micro: Annotated[str, typer.Option(help="Micro model (dynamic images of each face's frame buffer); 'none' to turn off.", rich_help_panel=P_MODELS)] = "emonas-micro",
-        allow_untrained: Annotated[bool, typer.Option(help="Run heads whose model has no trained weights; every result of theirs is marked untrained.", rich_help_panel=P_MODELS)] = False,
-        engine: Annotated[str, typer.Option(help="auto/onnxruntime: export non-ONNX models once (cached, parity-checked) and run them in ONNX Runtime; torch: run in PyTorch.", rich_help_panel=P_MODELS)] = "auto",
+        source: Annotated[
+            str, typer.Option("--source", help="Camera index (0), stream URL, video file, image file or image folder.")
+        ],
+        macro: Annotated[
+            str,
+            typer.Option(
+                help="Macro model: built-in name, checkpoint, genotype or .onnx; 'none' to turn off.",
+                rich_help_panel=P_MODELS,
+            ),
+        ] = "emonas-macro",
+        micro: Annotated[
+            str,
+            typer.Option(
+                help="Micro model (dynamic images of each face's frame buffer); 'none' to turn off.",
+                rich_help_panel=P_MODELS,
+            ),
+        ] = "emonas-micro",
+        allow_untrained: Annotated[
+            bool,
+            typer.Option(
+                help="Run heads whose model has no trained weights; every result of theirs is marked untrained.",
+                rich_help_panel=P_MODELS,
+            ),
+        ] = False,
+        engine: Annotated[
+            str,
+            typer.Option(
+                help="auto/onnxruntime: export non-ONNX models once (cached, parity-checked) "
+                "and run them in ONNX Runtime; torch: run in PyTorch.",
+                rich_help_panel=P_MODELS,
+            ),
+        ] = "auto",
         threads: Annotated[int, typer.Option(help="Inference threads per model.", rich_help_panel=P_MODELS)] = 1,
-        detector: Annotated[str, typer.Option(help="auto (MediaPipe if installed: short-range for video and cameras, full-range for photos; else Haar), mediapipe (BlazeFace short-range), mediapipe-full (full-range: small/distant faces, ~2x slower), haar.", rich_help_panel=P_DETECT)] = "auto",
-        min_confidence: Annotated[float, typer.Option(help="Minimum face detection confidence.", rich_help_panel=P_DETECT)] = 0.4,
+        detector: Annotated[
+            str,
+            typer.Option(
+                help="auto (MediaPipe if installed: short-range for video and cameras, full-range for photos; "
+                "else Haar), mediapipe (BlazeFace short-range), mediapipe-full (full-range: small/distant faces, "
+                "~2x slower), haar.",
+                rich_help_panel=P_DETECT,
+            ),
+        ] = "auto",
+        min_confidence: Annotated[
+            float, typer.Option(help="Minimum face detection confidence.", rich_help_panel=P_DETECT)
+        ] = 0.4,
         min_face: Annotated[int, typer.Option(help="Minimum face size in pixels.", rich_help_panel=P_DETECT)] = 24,
-        landmark_check: Annotated[bool, typer.Option(help="Drop MediaPipe detections whose keypoints are not laid out like a face.", rich_help_panel=P_DETECT)] = True,
-        detect_every: Annotated[int, typer.Option(help="Detect every k-th frame; tracks keep their boxes in between.", rich_help_panel=P_DETECT)] = 1,
-        max_faces: Annotated[int, typer.Option(help="At most this many faces per frame, largest first.", rich_help_panel=P_DETECT)] = 8,
-        max_age: Annotated[int, typer.Option(help="Frames a track survives unseen before it and its buffers are dropped.", rich_help_panel=P_DETECT)] = 15,
-        margin: Annotated[float, typer.Option(help="Extra context around the aligned face (0.2 = 20% more).", rich_help_panel=P_DETECT)] = 0.0,
-        smoothing: Annotated[float, typer.Option(help="Per-track EMA weight of past macro probabilities (0 = none).", rich_help_panel=P_MODELS)] = 0.6,
+        landmark_check: Annotated[
+            bool,
+            typer.Option(
+                help="Drop MediaPipe detections whose keypoints are not laid out like a face.", rich_help_panel=P_DETECT
+            ),
+        ] = True,
+        detect_every: Annotated[
+            int,
+            typer.Option(help="Detect every k-th frame; tracks keep their boxes in between.", rich_help_panel=P_DETECT),
+        ] = 1,
+        max_faces: Annotated[
+            int, typer.Option(help="At most this many faces per frame, largest first.", rich_help_panel=P_DETECT)
+        ] = 8,
+        max_age: Annotated[
+            int,
+            typer.Option(
+                help="Frames a track survives unseen before it and its buffers are dropped.", rich_help_panel=P_DETECT
+            ),
+        ] = 15,
+        margin: Annotated[
+            float,
+            typer.Option(help="Extra context around the aligned face (0.2 = 20% more).", rich_help_panel=P_DETECT),
+        ] = 0.0,
+        smoothing: Annotated[
+            float,
+            typer.Option(help="Per-track EMA weight of past macro probabilities (0 = none).", rich_help_panel=P_MODELS),
+        ] = 0.6,
         micro_window: Annotated[int, typer.Option(help="Frames per dynamic image.", rich_help_panel=P_MODELS)] = 16,
         micro_stride: Annotated[int, typer.Option(help="Frames between dynamic images.", rich_help_panel=P_MODELS)] = 8,
-        save_video: Annotated[Optional[Path], typer.Option(help="Write the annotated video here (.mp4/.avi).", rich_help_panel=P_OUT)] = None,
-        jsonl: Annotated[Optional[Path], typer.Option(help="One JSON object per processed frame.", rich_help_panel=P_OUT)] = None,
-        csv: Annotated[Optional[Path], typer.Option(help="One row per face per frame.", rich_help_panel=P_OUT)] = None,
-        summary_json: Annotated[Optional[Path], typer.Option(help="Write the run summary as JSON.", rich_help_panel=P_OUT)] = None,
-        show: Annotated[bool, typer.Option(help="Show the annotated frames in a window (q quit, space pause, s snapshot).", rich_help_panel=P_OUT)] = False,
-        max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.", rich_help_panel=P_OUT)] = None,
-        track: Annotated[bool, typer.Option(help="--no-track: frames are unrelated photos (an image folder that is not a sequence): new ids per frame, no smoothing, no micro windows.", rich_help_panel=P_DETECT)] = True,
+        save_video: Annotated[
+            Path | None, typer.Option(help="Write the annotated video here (.mp4/.avi).", rich_help_panel=P_OUT)
+        ] = None,
+        jsonl: Annotated[
+            Path | None, typer.Option(help="One JSON object per processed frame.", rich_help_panel=P_OUT)
+        ] = None,
+        csv: Annotated[Path | None, typer.Option(help="One row per face per frame.", rich_help_panel=P_OUT)] = None,
+        summary_json: Annotated[
+            Path | None, typer.Option(help="Write the run summary as JSON.", rich_help_panel=P_OUT)
+        ] = None,
+        show: Annotated[
+            bool,
+            typer.Option(
+                help="Show the annotated frames in a window (q quit, space pause, s snapshot).", rich_help_panel=P_OUT
+            ),
+        ] = False,
+        max_frames: Annotated[
+            int | None, typer.Option(help="Stop after this many frames.", rich_help_panel=P_OUT)
+        ] = None,
+        track: Annotated[
+            bool,
+            typer.Option(
+                help="--no-track: frames are unrelated photos (an image folder that is not a sequence): "
+                "new ids per frame, no smoothing, no micro windows.",
+                rich_help_panel=P_DETECT,
+            ),
+        ] = True,
     ):
         """Real-time pipeline: detect, align, track, classify macro (per frame) and micro (per window) expressions."""
-        _run(source, macro, micro, allow_untrained, detector, min_confidence, min_face, detect_every, max_faces, smoothing,
-             micro_window, micro_stride, margin, max_age, engine, threads, save_video, jsonl, csv, show, max_frames, summary_json,
-             landmark_check, track=track)
+        from ..pipeline import PipelineSettings, RunSettings
+
+        frames = PipelineSettings(
+            detect_every, max_faces, smoothing, micro_window, micro_stride, margin, max_age, track=track
+        )
+        _run(
+            source,
+            RunSettings(
+                macro=macro,
+                micro=micro,
+                allow_untrained=allow_untrained,
+                engine=engine,
+                threads=threads,
+                detector=detector,
+                min_confidence=min_confidence,
+                min_face=min_face,
+                landmark_check=landmark_check,
+                frames=frames,
+                jsonl=jsonl,
+                csv=csv,
+                save_video=save_video,
+                summary_json=summary_json,
+                max_frames=max_frames,
+                show=show,
+            ),
+        )
 
     @app.command()
     def demo(
@@ -187,8 +301,12 @@ def register(app: typer.Typer) -> None:
         allow_untrained: Annotated[bool, typer.Option(help="Run untrained heads (marked untrained).")] = False,
     ):
         """Webcam demo with a window: q quit, space pause, s snapshot (into ./snapshots)."""
-        _run(source, macro, micro, allow_untrained, "auto", 0.4, 24, 1, 8, 0.6, 16, 8, 0.0, 15, "auto", 1, None, None, None,
-             True, None, None, True, title="emonas-edge demo (q quit, space pause, s snapshot)")
+        from ..pipeline import RunSettings
+
+        settings = RunSettings(
+            macro=macro, micro=micro, allow_untrained=allow_untrained, show=True
+        )  # otherwise `run`'s defaults
+        _run(source, settings, title="emonas-edge demo (q quit, space pause, s snapshot)")
 
     @app.command("sample-video")
     def sample_video(
@@ -206,29 +324,71 @@ def register(app: typer.Typer) -> None:
     @app.command("crop-faces")
     def crop_faces_cmd(
         data: Annotated[Path, typer.Option(help="Folder of images (class folders or flat); searched recursively.")],
-        out: Annotated[Path, typer.Option(help="New folder for the crops: the same tree, one .png per image with a face, plus crops.json.")],
-        model: Annotated[str, typer.Option(help="Model whose input the crops match (size, gray/RGB).")] = "emonas-macro",
-        size: Annotated[Optional[int], typer.Option(help="Crop side in pixels instead of the model's input size.")] = None,
-        detector: Annotated[str, typer.Option(help="auto (full-range MediaPipe if installed, else Haar), mediapipe (BlazeFace short-range), mediapipe-full (full-range), haar.", rich_help_panel=P_DETECT)] = "auto",
-        min_confidence: Annotated[float, typer.Option(help="Minimum face detection confidence.", rich_help_panel=P_DETECT)] = 0.4,
+        out: Annotated[
+            Path,
+            typer.Option(
+                help="New folder for the crops: the same tree, one .png per image with a face, plus crops.json."
+            ),
+        ],
+        model: Annotated[
+            str, typer.Option(help="Model whose input the crops match (size, gray/RGB).")
+        ] = "emonas-macro",
+        size: Annotated[int | None, typer.Option(help="Crop side in pixels instead of the model's input size.")] = None,
+        detector: Annotated[
+            str,
+            typer.Option(
+                help="auto (full-range MediaPipe if installed, else Haar), mediapipe (BlazeFace short-range), "
+                "mediapipe-full (full-range), haar.",
+                rich_help_panel=P_DETECT,
+            ),
+        ] = "auto",
+        min_confidence: Annotated[
+            float, typer.Option(help="Minimum face detection confidence.", rich_help_panel=P_DETECT)
+        ] = 0.4,
         min_face: Annotated[int, typer.Option(help="Minimum face size in pixels.", rich_help_panel=P_DETECT)] = 24,
-        margin: Annotated[float, typer.Option(help="Extra context around the aligned face (0.2 = 20% more).", rich_help_panel=P_DETECT)] = 0.0,
-        overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists (only once the new crops are complete).")] = False,
+        margin: Annotated[
+            float,
+            typer.Option(help="Extra context around the aligned face (0.2 = 20% more).", rich_help_panel=P_DETECT),
+        ] = 0.0,
+        overwrite: Annotated[
+            bool, typer.Option(help="Replace --out if it exists (only once the new crops are complete).")
+        ] = False,
     ):
         """Crop and align the largest face of every image the way `run` does, for training on whole photos."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from ..resolve import load_genotype
         from ..pipeline.crops import crop_faces
+        from ..resolve import load_genotype
 
         config = load_genotype(model)
-        with Progress(TextColumn("cropping"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
+        with Progress(
+            TextColumn("cropping"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
             task = bar.add_task("crop", total=None)
-            r = crop_faces(data, out, config, size=size, detector=detector, min_confidence=min_confidence, min_face=min_face,
-                           margin=margin, overwrite=overwrite, progress=lambda i, n: bar.update(task, completed=i, total=n))
+            r = crop_faces(
+                data,
+                out,
+                config,
+                size=size,
+                detector=detector,
+                min_confidence=min_confidence,
+                min_face=min_face,
+                margin=margin,
+                overwrite=overwrite,
+                progress=lambda i, n: bar.update(task, completed=i, total=n),
+            )
         t = Table(show_header=False, box=None)
         t.add_row("images", f"{r['images']:,} under {r['source']}")
-        t.add_row("crops written", f"{r['written']:,} ({r['settings']['size']}x{r['settings']['size']} {'gray' if r['settings']['gray'] else 'RGB'}, {r['settings']['detector']})")
+        t.add_row(
+            "crops written",
+            f"{r['written']:,} ({r['settings']['size']}x{r['settings']['size']} "
+            f"{'gray' if r['settings']['gray'] else 'RGB'}, {r['settings']['detector']})",
+        )
         t.add_row("no face", f"{r['no_face']:,}")
         t.add_row("several faces", f"{r['several_faces']:,} (largest kept)")
         t.add_row("unreadable", f"{r['unreadable']:,}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -39,24 +39,43 @@ def runs_table(report: dict) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(
+        help="Parameters, MACs, cold start, latency percentiles, throughput and memory "
+        "per backend, precision, batch, threads."
+    )
     def profile(
-        targets: Annotated[list[str], typer.Argument(help="Built-in names, genotypes, checkpoints, ONNX files or TensorRT engines.")],
+        targets: Annotated[
+            list[str], typer.Argument(help="Built-in names, genotypes, checkpoints, ONNX files or TensorRT engines.")
+        ],
         backend: Annotated[str, typer.Option(help="Comma-separated: ort, torch, trt.")] = "ort",
-        precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, int8 (ort; int8 needs --calib).")] = "fp32",
+        precision: Annotated[
+            str, typer.Option(help="Comma-separated: fp32, fp16, int8 (ort; int8 needs --calib).")
+        ] = "fp32",
         batch: Annotated[str, typer.Option(help="Comma-separated batch sizes, e.g. 1,8.")] = "1",
         threads: Annotated[str, typer.Option(help="Comma-separated thread counts, e.g. 1,2.")] = "1",
         warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 100,
         iters: Annotated[int, typer.Option(help="Timed calls (ignored with --duration).")] = 1000,
-        duration: Annotated[Optional[float], typer.Option(help="Time for this many seconds instead of --iters.")] = None,
-        calib: Annotated[Optional[Path], typer.Option(help="Calibration faces for --precision int8.")] = None,
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="Report JSON (top level: params, macs, p50_ms, p90_ms, p99_ms, throughput; runs).", rich_help_panel=P_OUT)] = None,
-        markdown: Annotated[Optional[Path], typer.Option(help="Markdown table.", rich_help_panel=P_OUT)] = None,
-        csv: Annotated[Optional[Path], typer.Option(help="CSV, one row per run.", rich_help_panel=P_OUT)] = None,
-        plot: Annotated[Optional[Path], typer.Option(help="Latency CDF (and accuracy vs latency for several targets) .png/.svg/.pdf.", rich_help_panel=P_OUT)] = None,
+        duration: Annotated[float | None, typer.Option(help="Time for this many seconds instead of --iters.")] = None,
+        calib: Annotated[Path | None, typer.Option(help="Calibration faces for --precision int8.")] = None,
+        json_out: Annotated[
+            Path | None,
+            typer.Option(
+                "--json",
+                help="Report JSON (top level: params, macs, p50_ms, p90_ms, p99_ms, throughput; runs).",
+                rich_help_panel=P_OUT,
+            ),
+        ] = None,
+        markdown: Annotated[Path | None, typer.Option(help="Markdown table.", rich_help_panel=P_OUT)] = None,
+        csv: Annotated[Path | None, typer.Option(help="CSV, one row per run.", rich_help_panel=P_OUT)] = None,
+        plot: Annotated[
+            Path | None,
+            typer.Option(
+                help="Latency CDF (and accuracy vs latency for several targets) .png/.svg/.pdf.", rich_help_panel=P_OUT
+            ),
+        ] = None,
     ):
-        """Parameters, MACs, cold start, latency percentiles, throughput and memory per backend, precision, batch, threads."""
-        from ..profile.models import BACKENDS, profile as run_profile
+        from ..profile.models import BACKENDS
+        from ..profile.models import profile as run_profile
         from ..profile.report import write_reports
 
         backends = tuple(b.strip() for b in backend.split(",") if b.strip())
@@ -69,49 +88,93 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"unknown precision {p!r} (choose from: fp32, fp16, int8)")
         if warmup < 0 or iters < 1 or (duration is not None and duration <= 0):
             raise UserError("--warmup must be >= 0, --iters >= 1 and --duration > 0")
-        report, latencies = run_profile(targets, backends=backends, precisions=precisions, batches=_ints(batch, "--batch"),
-                                        threads=_ints(threads, "--threads"), warmup=warmup, iters=iters, duration=duration,
-                                        calib=str(calib) if calib else None)
+        report, latencies = run_profile(
+            targets,
+            backends=backends,
+            precisions=precisions,
+            batches=_ints(batch, "--batch"),
+            threads=_ints(threads, "--threads"),
+            warmup=warmup,
+            iters=iters,
+            duration=duration,
+            calib=str(calib) if calib else None,
+        )
         console.print(runs_table(report))
         for sk in report.get("skipped", []):
-            console.print(f"skipped {sk['target']} {sk['backend']} {sk['precision']}: {sk['reason']}", highlight=False, markup=False)
+            console.print(
+                f"skipped {sk['target']} {sk['backend']} {sk['precision']}: {sk['reason']}",
+                highlight=False,
+                markup=False,
+            )
         env = report["environment"]
-        console.print(f"[dim]{env.get('cpu')}, {env.get('cpu_count')} cores; onnxruntime {env['packages'].get('onnxruntime')}; "
-                      f"{'Jetson ' + str(env['jetson']) if env.get('jetson') else 'not a Jetson'}[/]", highlight=False)
-        for p in write_reports(report, latencies, json_out, markdown, csv, plot):
-            console.print(f"wrote {p}", highlight=False, markup=False)
+        console.print(
+            f"[dim]{env.get('cpu')}, {env.get('cpu_count')} cores; onnxruntime {env['packages'].get('onnxruntime')}; "
+            f"{'Jetson ' + str(env['jetson']) if env.get('jetson') else 'not a Jetson'}[/]",
+            highlight=False,
+        )
+        for written in write_reports(report, latencies, json_out, markdown, csv, plot):
+            console.print(f"wrote {written}", highlight=False, markup=False)
 
     @app.command("profile-pipeline")
     def profile_pipeline_cmd(
         source: Annotated[Path, typer.Option("--source", help="Video clip.")],
         macro: Annotated[str, typer.Option(help="Macro model.")] = "emonas-macro",
         micro: Annotated[str, typer.Option(help="Micro model (untrained heads run for timing only).")] = "emonas-micro",
-        frames: Annotated[Optional[int], typer.Option(help="Frames to process (the clip loops; default 5 passes).")] = None,
+        frames: Annotated[
+            int | None, typer.Option(help="Frames to process (the clip loops; default 5 passes).")
+        ] = None,
         detect_every: Annotated[int, typer.Option(help="Detect every k-th frame.")] = 1,
         detector: Annotated[str, typer.Option(help="auto, mediapipe, mediapipe-full, haar (as for run).")] = "auto",
         render: Annotated[bool, typer.Option(help="Include drawing the overlay.")] = False,
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="Report JSON.", rich_help_panel=P_OUT)] = None,
-        markdown: Annotated[Optional[Path], typer.Option(help="Markdown stage table.", rich_help_panel=P_OUT)] = None,
-        csv: Annotated[Optional[Path], typer.Option(help="CSV stage table.", rich_help_panel=P_OUT)] = None,
+        json_out: Annotated[Path | None, typer.Option("--json", help="Report JSON.", rich_help_panel=P_OUT)] = None,
+        markdown: Annotated[Path | None, typer.Option(help="Markdown stage table.", rich_help_panel=P_OUT)] = None,
+        csv: Annotated[Path | None, typer.Option(help="CSV stage table.", rich_help_panel=P_OUT)] = None,
     ):
         """Per-stage latency percentiles (decode, detect, align, track, macro, micro, render) and end-to-end FPS."""
         from ..fileio import atomic_outputs, write_json_atomic
         from ..profile.pipeline import profile_pipeline
 
-        r = profile_pipeline(source, macro=macro, micro=micro, frames=frames, detect_every=detect_every, render=render, detector=detector)
-        t = Table(title=f"pipeline on {source.name}: {r['fps']:.1f} frames/s, decode alone {r['decode_fps']:.0f}, ratio {r['ratio']:.3f}")
+        r = profile_pipeline(
+            source, macro=macro, micro=micro, frames=frames, detect_every=detect_every, render=render, detector=detector
+        )
+        t = Table(
+            title=f"pipeline on {source.name}: {r['fps']:.1f} frames/s, decode alone {r['decode_fps']:.0f}, "
+            f"ratio {r['ratio']:.3f}"
+        )
         for c in ("stage", "calls", "p50 ms", "p90 ms", "p99 ms", "max ms", "share"):
             t.add_column(c, justify="left" if c == "stage" else "right")
         lines = ["| stage | calls | p50 ms | p90 ms | p99 ms | max ms | share |", "|---|---|---|---|---|---|---|"]
         csv_lines = ["stage,calls,p50_ms,p90_ms,p99_ms,max_ms,share"]
         for k, v in r["stages"].items():
-            vals = [str(v["calls"]), f"{v['p50_ms']:.3f}", f"{v['p90_ms']:.3f}", f"{v['p99_ms']:.3f}", f"{v['max_ms']:.3f}", f"{100 * v['share']:.1f}%"]
+            vals = [
+                str(v["calls"]),
+                f"{v['p50_ms']:.3f}",
+                f"{v['p90_ms']:.3f}",
+                f"{v['p99_ms']:.3f}",
+                f"{v['max_ms']:.3f}",
+                f"{100 * v['share']:.1f}%",
+            ]
             t.add_row(k, *vals)
             lines.append(f"| {k} | " + " | ".join(vals) + " |")
-            csv_lines.append(",".join([k, str(v["calls"]), str(v["p50_ms"]), str(v["p90_ms"]), str(v["p99_ms"]), str(v["max_ms"]), str(v["share"])]))
+            csv_lines.append(
+                ",".join(
+                    [
+                        k,
+                        str(v["calls"]),
+                        str(v["p50_ms"]),
+                        str(v["p90_ms"]),
+                        str(v["p99_ms"]),
+                        str(v["max_ms"]),
+                        str(v["share"]),
+                    ]
+                )
+            )
         console.print(t)
-        console.print(f"frames {r['frames']}, faces in {r['frames_with_faces']}, tracks {r['tracks']}; "
-                      f"detector {r['settings']['detector']}; RSS {r['rss_mb']['after']:.0f} MB", highlight=False)
+        console.print(
+            f"frames {r['frames']}, faces in {r['frames_with_faces']}, tracks {r['tracks']}; "
+            f"detector {r['settings']['detector']}; RSS {r['rss_mb']['after']:.0f} MB",
+            highlight=False,
+        )
         if json_out:
             write_json_atomic(json_out, r)
         for path, text in ((markdown, "\n".join(lines) + "\n"), (csv, "\n".join(csv_lines) + "\n")):

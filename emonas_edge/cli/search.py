@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -23,32 +23,63 @@ def _csv(text: str | None, cast=str) -> tuple | None:
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Hardware-aware architecture search: time the device (lut), then search.", no_args_is_help=False,
-                        invoke_without_command=True, rich_markup_mode="rich")
+    group = typer.Typer(
+        help="Hardware-aware architecture search: time the device (lut), then search.",
+        no_args_is_help=False,
+        invoke_without_command=True,
+        rich_markup_mode="rich",
+    )
     app.add_typer(group, name="search")
 
     @group.callback(invoke_without_command=True)
     def search(
         ctx: typer.Context,
-        data: Annotated[Optional[Path], typer.Option(help="Training data (class folders, FER2013 CSV, RAF-DB) or, with --task micro, the clip frames folder.")] = None,
-        lut: Annotated[Optional[Path], typer.Option(help="Latency table from `emonas-edge search lut` (sets input size, channels and the space).")] = None,
+        data: Annotated[
+            Path | None,
+            typer.Option(
+                help="Training data (class folders, FER2013 CSV, RAF-DB) or, with --task micro, the clip frames folder."
+            ),
+        ] = None,
+        lut: Annotated[
+            Path | None,
+            typer.Option(help="Latency table from `emonas-edge search lut` (sets input size, channels and the space)."),
+        ] = None,
         task: Annotated[str, typer.Option(help="macro (face frames) or micro (dynamic images of clips).")] = "macro",
-        annotations: Annotated[Optional[Path], typer.Option(help="Micro: the clip annotation CSV.")] = None,
-        target_latency_ms: Annotated[Optional[float], typer.Option(help="Aim the expected predicted latency at this many ms.")] = None,
-        latency_weight: Annotated[Optional[float], typer.Option(help="Or: penalty weight on log expected latency (default 0.1).")] = None,
-        ops: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the table's operations.")] = None,
-        epochs: Annotated[int, typer.Option(help="Search epochs (the first quarter, at most 5, train weights only).")] = 30,
-        budget_hours: Annotated[Optional[float], typer.Option(help="Wall-time budget: epochs are cut to fit (measured before starting).")] = None,
-        search_size: Annotated[Optional[str], typer.Option(help="WIDTH,DEPTH: run the supernet at this one size and search the cells there "
-                                                           "(sizes then follow the latency objective; a target picks the derived size).")] = None,
+        annotations: Annotated[Path | None, typer.Option(help="Micro: the clip annotation CSV.")] = None,
+        target_latency_ms: Annotated[
+            float | None, typer.Option(help="Aim the expected predicted latency at this many ms.")
+        ] = None,
+        latency_weight: Annotated[
+            float | None, typer.Option(help="Or: penalty weight on log expected latency (default 0.1).")
+        ] = None,
+        ops: Annotated[str | None, typer.Option(help="Comma-separated subset of the table's operations.")] = None,
+        epochs: Annotated[
+            int, typer.Option(help="Search epochs (the first quarter, at most 5, train weights only).")
+        ] = 30,
+        budget_hours: Annotated[
+            float | None, typer.Option(help="Wall-time budget: epochs are cut to fit (measured before starting).")
+        ] = None,
+        search_size: Annotated[
+            str | None,
+            typer.Option(
+                help="WIDTH,DEPTH: run the supernet at this one size and search the cells there "
+                "(sizes then follow the latency objective; a target picks the derived size)."
+            ),
+        ] = None,
         lr: Annotated[float, typer.Option(help="Supernet weight learning rate (SGD, warm-up + cosine).")] = 0.05,
         batch: Annotated[int, typer.Option(help="Batch per process.")] = 96,
         seed: Annotated[int, typer.Option()] = 0,
-        threads: Annotated[Optional[int], typer.Option(help="PyTorch threads.")] = None,
-        max_steps: Annotated[Optional[int], typer.Option(help="Steps per epoch at most (smoke tests).", hidden=True)] = None,
-        out: Annotated[Optional[Path], typer.Option(help="Also write the derived genotype here (always in the run folder).")] = None,
-        run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default: runs/search/searchN).")] = None,
-        resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted search from its run folder.")] = None,
+        threads: Annotated[int | None, typer.Option(help="PyTorch threads.")] = None,
+        max_steps: Annotated[
+            int | None, typer.Option(help="Steps per epoch at most (smoke tests).", hidden=True)
+        ] = None,
+        out: Annotated[
+            Path | None, typer.Option(help="Also write the derived genotype here (always in the run folder).")
+        ] = None,
+        run_dir: Annotated[
+            Path | None, typer.Option("--run-dir", help="Run folder (default: runs/search/searchN).")
+        ] = None,
+        resume: Annotated[Path | None, typer.Option(help="Continue an interrupted search from its run folder.")] = None,
     ):
         """Search a cell network for DATA under the latency model of LUT; writes best.json."""
         if ctx.invoked_subcommand is not None:
@@ -59,12 +90,35 @@ def register(app: typer.Typer) -> None:
 
         if lut is None or (data is None):
             raise UserError("search needs --data and --lut (build a table with `emonas-edge search lut`)")
-        job = SearchJob(data=str(data), lut=str(lut), task=task, annotations=str(annotations) if annotations else None, ops=_csv(ops),
-                        out=str(out) if out else None, run_dir=str(run_dir) if run_dir else None, resume=str(resume) if resume else None)
-        settings = SearchSettings(epochs=epochs, batch=batch, latency_weight=latency_weight, target_ms=target_latency_ms, seed=seed,
-                                  threads=threads, budget_hours=budget_hours, max_steps=max_steps, lr=lr, search_size=_size(search_size))
-        columns = [TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn()]
+        job = SearchJob(
+            data=str(data),
+            lut=str(lut),
+            task=task,
+            annotations=str(annotations) if annotations else None,
+            ops=_csv(ops),
+            out=str(out) if out else None,
+            run_dir=str(run_dir) if run_dir else None,
+            resume=str(resume) if resume else None,
+        )
+        settings = SearchSettings(
+            epochs=epochs,
+            batch=batch,
+            latency_weight=latency_weight,
+            target_ms=target_latency_ms,
+            seed=seed,
+            threads=threads,
+            budget_hours=budget_hours,
+            max_steps=max_steps,
+            lr=lr,
+            search_size=_size(search_size),
+        )
+        columns = [
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
             t = bar.add_task("search", total=1, epoch=0, loss=0.0, acc=0.0)
 
@@ -73,47 +127,85 @@ def register(app: typer.Typer) -> None:
 
             best = run_search(job, settings, log=console.print, progress=progress)
         rec = best["meta"]["search"]
-        console.print(f"[green]derived[/] width {rec['width']} depth {rec['depth']} predicted {rec['predicted_ms']:.3f} ms "
-                      f"({rec['epochs']} epochs, {rec['wall_seconds'] / 60:.1f} min) -> {Path(rec['run']) / 'best.json'}"
-                      + (f" and {out}" if out else ""))
+        console.print(
+            f"[green]derived[/] width {rec['width']} depth {rec['depth']} predicted {rec['predicted_ms']:.3f} ms "
+            f"({rec['epochs']} epochs, {rec['wall_seconds'] / 60:.1f} min) -> {Path(rec['run']) / 'best.json'}"
+            + (f" and {out}" if out else "")
+        )
         if not rec["objective"]["target_met"]:
-            console.print(f"[yellow]warning:[/] no network of the space is predicted within {rec['objective']['target_ms']} ms; the cheapest was taken")
+            console.print(
+                f"[yellow]warning:[/] no network of the space is predicted within {rec['objective']['target_ms']} "
+                "ms; the cheapest was taken"
+            )
 
     @group.command("lut")
     def lut_cmd(
         out: Annotated[Path, typer.Option(help="Where to write the table (JSON).")],
         input_size: Annotated[int, typer.Option(help="Network input size (pixels).")] = 48,
         in_channels: Annotated[int, typer.Option(help="1 (gray) or 3 (RGB).")] = 1,
-        task: Annotated[str, typer.Option(help="macro (7 FER classes) or micro (3 MEGC classes): sets the head.")] = "macro",
+        task: Annotated[
+            str, typer.Option(help="macro (7 FER classes) or micro (3 MEGC classes): sets the head.")
+        ] = "macro",
         backend: Annotated[str, typer.Option(help="Runtime that runs the blocks (ort).")] = "ort",
         provider: Annotated[str, typer.Option(help="ONNX Runtime provider: cpu, cuda, tensorrt.")] = "cpu",
         threads: Annotated[int, typer.Option(help="Intra-op threads, as the deployment will use.")] = 1,
         precision: Annotated[str, typer.Option(help="fp32 or int8 (the shipped QDQ scheme).")] = "fp32",
-        ops: Annotated[Optional[str], typer.Option(help="Comma-separated operations (default: every registered one but 'none').")] = None,
-        widths: Annotated[Optional[str], typer.Option(help="Comma-separated first-stage widths (default 16,20,24,28,32).")] = None,
-        depths: Annotated[Optional[str], typer.Option(help="Comma-separated normal cells per stage (default 1,2,3).")] = None,
+        ops: Annotated[
+            str | None, typer.Option(help="Comma-separated operations (default: every registered one but 'none').")
+        ] = None,
+        widths: Annotated[
+            str | None, typer.Option(help="Comma-separated first-stage widths (default 16,20,24,28,32).")
+        ] = None,
+        depths: Annotated[
+            str | None, typer.Option(help="Comma-separated normal cells per stage (default 1,2,3).")
+        ] = None,
         nodes: Annotated[int, typer.Option(help="Nodes per cell.")] = 2,
         iters: Annotated[int, typer.Option(help="Timed runs per block.")] = 400,
-        calibration_networks: Annotated[int, typer.Option(help="Whole networks timed to fit the table's correction.")] = 8,
+        calibration_networks: Annotated[
+            int, typer.Option(help="Whole networks timed to fit the table's correction.")
+        ] = 8,
     ):
         """Time every block of the search space on this device, as ONNX Runtime runs it."""
         from ..search.lut import LutSettings, build_lut, save_lut
         from ..search.space import DEFAULT_DEPTHS, DEFAULT_OPS, DEFAULT_WIDTHS, SearchSpace, default_classes_for
 
         classes = default_classes_for(task, None)
-        space = SearchSpace(in_channels=in_channels, input_size=input_size, num_classes=len(classes), task=task, classes=classes,
-                            ops=_csv(ops) or DEFAULT_OPS, widths=_csv(widths, int) or DEFAULT_WIDTHS, depths=_csv(depths, int) or DEFAULT_DEPTHS,
-                            nodes=nodes)
-        settings = LutSettings(backend=backend, provider=provider, threads=threads, precision=precision, iters=iters,
-                               calibration_networks=calibration_networks)
+        space = SearchSpace(
+            in_channels=in_channels,
+            input_size=input_size,
+            num_classes=len(classes),
+            task=task,
+            classes=classes,
+            ops=_csv(ops) or DEFAULT_OPS,
+            widths=_csv(widths, int) or DEFAULT_WIDTHS,
+            depths=_csv(depths, int) or DEFAULT_DEPTHS,
+            nodes=nodes,
+        )
+        settings = LutSettings(
+            backend=backend,
+            provider=provider,
+            threads=threads,
+            precision=precision,
+            iters=iters,
+            calibration_networks=calibration_networks,
+        )
         settings.check()
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                      console=console, transient=True, disable=not console.is_terminal) as bar:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        ) as bar:
             t = bar.add_task("blocks", total=1)
             table = build_lut(space, settings, lambda what, i, n: bar.update(t, description=what, completed=i, total=n))
         save_lut(table, out)
-        console.print(f"{len(table.blocks)} blocks timed in {table.seconds:.0f} s on {table.device.get('cpu')}; "
-                      f"fit on {len(table.calibration)} networks: measured = {table.a:.4f} + {table.b:.3f} x sum -> {out}")
+        console.print(
+            f"{len(table.blocks)} blocks timed in {table.seconds:.0f} s on {table.device.get('cpu')}; "
+            f"fit on {len(table.calibration)} networks: measured = {table.a:.4f} + {table.b:.3f} x sum -> {out}"
+        )
 
 
 def _size(text: str | None) -> tuple[int, int] | None:

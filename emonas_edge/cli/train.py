@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -25,73 +25,191 @@ def report_table(r: dict) -> Table:
     return t
 
 
+def _load_images(data: Path, val: Path | None, config, limit_per_class: int | None):
+    """Training and validation images (class folders, FER2013 CSV or RAF-DB), said how many."""
+    from ..data.datasets import load_dataset
+
+    with console.status("loading data (decoded once, then cached)"):
+        train_ds = load_dataset(data, config, "Training", limit_per_class)
+        val_ds = load_dataset(val, config, "PublicTest", limit_per_class) if val else None
+    skipped = f"; skipped {train_ds.skipped} unreadable" if train_ds.skipped else ""
+    console.print(f"train: {len(train_ds):,} images {train_ds.counts()}{skipped}")
+    if val_ds is not None:
+        console.print(f"val: {len(val_ds):,} images")
+    return train_ds, val_ds
+
+
+def _train_with_progress_bar(config, net, train_ds, val_ds, out: Path, settings, resume: bool) -> dict:
+    """The trainer's run, with a progress bar for the epoch in a terminal."""
+    from ..train.trainer import train as run_train
+
+    columns = [
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[ips]:.0f} img/s"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("train", total=1, epoch=0, loss=0.0, acc=0.0, ips=0.0)
+
+        def progress(epoch, step, steps, loss, acc, ips):
+            bar.update(task, completed=step, total=steps, epoch=epoch + 1, loss=loss, acc=acc, ips=ips)
+
+        return run_train(
+            config, net, train_ds, val_ds, out, settings, resume=resume, log=console.print, progress=progress
+        )
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
-        model: Annotated[str, typer.Option("--model", "-m", help="Built-in name, genotype file, or checkpoint to fine-tune.")],
-        data: Annotated[Path, typer.Option(help="Training data: class folders (train/<class>/*.jpg), a FER2013 CSV[:Usage], a RAF-DB basic folder[:train|test], or a micro clip frames folder (with --annotations).")],
-        val: Annotated[Optional[Path], typer.Option(help="Validation data (same forms as --data).")] = None,
-        out: Annotated[Path, typer.Option(help="Run folder: last.pt, best.pt, history.jsonl, summary.json.")] = Path("runs/train"),
+        model: Annotated[
+            str, typer.Option("--model", "-m", help="Built-in name, genotype file, or checkpoint to fine-tune.")
+        ],
+        data: Annotated[
+            Path,
+            typer.Option(
+                help="Training data: class folders (train/<class>/*.jpg), a FER2013 CSV[:Usage], "
+                "a RAF-DB basic folder[:train|test], or a micro clip frames folder (with --annotations)."
+            ),
+        ],
+        val: Annotated[Path | None, typer.Option(help="Validation data (same forms as --data).")] = None,
+        out: Annotated[Path, typer.Option(help="Run folder: last.pt, best.pt, history.jsonl, summary.json.")] = Path(
+            "runs/train"
+        ),
         epochs: Annotated[int, typer.Option()] = 30,
         batch: Annotated[int, typer.Option()] = 128,
         optimizer: Annotated[str, typer.Option(help="sgd (Nesterov) | adamw")] = "sgd",
-        lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 0.1 x batch/128 for sgd, 2e-3 for adamw).")] = None,
-        weight_decay: Annotated[Optional[float], typer.Option(help="Default 5e-4 (sgd) / 0.05 (adamw); never on norms or biases.")] = None,
+        lr: Annotated[
+            float | None, typer.Option(help="Peak learning rate (default 0.1 x batch/128 for sgd, 2e-3 for adamw).")
+        ] = None,
+        weight_decay: Annotated[
+            float | None, typer.Option(help="Default 5e-4 (sgd) / 0.05 (adamw); never on norms or biases.")
+        ] = None,
         warmup_epochs: Annotated[float, typer.Option()] = 1.0,
         label_smoothing: Annotated[float, typer.Option()] = 0.1,
         balanced: Annotated[bool, typer.Option(help="Class-balanced sampling.")] = False,
         no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn augmentation off.")] = False,
         ema: Annotated[float, typer.Option(help="EMA decay of the weights (0 = off, e.g. 0.999).")] = 0.0,
-        teacher: Annotated[Optional[list[str]], typer.Option(help="Checkpoint or trained built-in model to distil from; repeat for an ensemble (probabilities averaged).", rich_help_panel="Distillation")] = None,
-        distill: Annotated[str, typer.Option(help="offline: teacher targets computed once on clean images and mirrors (cheap on CPUs) | online: on every augmented batch", rich_help_panel="Distillation")] = "offline",
-        distill_alpha: Annotated[float, typer.Option(help="Weight of the distillation loss (the rest: cross-entropy on labels).", rich_help_panel="Distillation")] = 0.5,
+        teacher: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="Checkpoint or trained built-in model to distil from; "
+                "repeat for an ensemble (probabilities averaged).",
+                rich_help_panel="Distillation",
+            ),
+        ] = None,
+        distill: Annotated[
+            str,
+            typer.Option(
+                help="offline: teacher targets computed once on clean images and mirrors (cheap on CPUs) "
+                "| online: on every augmented batch",
+                rich_help_panel="Distillation",
+            ),
+        ] = "offline",
+        distill_alpha: Annotated[
+            float,
+            typer.Option(
+                help="Weight of the distillation loss (the rest: cross-entropy on labels).",
+                rich_help_panel="Distillation",
+            ),
+        ] = 0.5,
         distill_temperature: Annotated[float, typer.Option(rich_help_panel="Distillation")] = 4.0,
-        mix: Annotated[str, typer.Option(help="none | mixup | cutmix: blend each mixed batch with a shuffled copy of itself; labels, auxiliary loss and teacher targets are blended alike.", rich_help_panel="Regularisation")] = "none",
-        mix_alpha: Annotated[float, typer.Option(help="The blend weight is drawn from Beta(alpha, alpha).", rich_help_panel="Regularisation")] = 1.0,
-        mix_p: Annotated[float, typer.Option(help="Fraction of batches mixed.", rich_help_panel="Regularisation")] = 0.5,
+        mix: Annotated[
+            str,
+            typer.Option(
+                help="none | mixup | cutmix: blend each mixed batch with a shuffled copy of itself; labels, "
+                "auxiliary loss and teacher targets are blended alike.",
+                rich_help_panel="Regularisation",
+            ),
+        ] = "none",
+        mix_alpha: Annotated[
+            float,
+            typer.Option(help="The blend weight is drawn from Beta(alpha, alpha).", rich_help_panel="Regularisation"),
+        ] = 1.0,
+        mix_p: Annotated[
+            float, typer.Option(help="Fraction of batches mixed.", rich_help_panel="Regularisation")
+        ] = 0.5,
         seed: Annotated[int, typer.Option()] = 0,
-        threads: Annotated[Optional[int], typer.Option(help="PyTorch CPU threads.")] = None,
+        threads: Annotated[int | None, typer.Option(help="PyTorch CPU threads.")] = None,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
         amp: Annotated[bool, typer.Option(help="bfloat16 autocast.")] = False,
-        max_steps: Annotated[Optional[int], typer.Option(help="At most this many steps per epoch (smoke tests).")] = None,
-        limit_per_class: Annotated[Optional[int], typer.Option(help="Use at most N images per class (quick runs).")] = None,
+        max_steps: Annotated[int | None, typer.Option(help="At most this many steps per epoch (smoke tests).")] = None,
+        limit_per_class: Annotated[
+            int | None, typer.Option(help="Use at most N images per class (quick runs).")
+        ] = None,
         resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
-        keep_epochs: Annotated[bool, typer.Option(help="Also save each epoch's evaluated (EMA) weights as OUT/epochs/e<N>.pt, to re-score or average epochs later (benchmarks/flip_by_epoch.py).")] = False,
-        scratch: Annotated[bool, typer.Option(help="Start from random weights even when --model is a trained built-in name or checkpoint (only its architecture and config are used).")] = False,
-        annotations: Annotated[Optional[Path], typer.Option(help="Micro-expression annotation CSV (then --data is the frames folder).", rich_help_panel="Micro-expressions")] = None,
-        convention: Annotated[str, typer.Option(help="generic | casme2 | samm | smic", rich_help_panel="Micro-expressions")] = "generic",
-        window: Annotated[str, typer.Option(help="onset-offset | apex", rich_help_panel="Micro-expressions")] = "onset-offset",
-        window_length: Annotated[Optional[int], typer.Option(help="Frames around the apex (apex windows).", rich_help_panel="Micro-expressions")] = None,
-        protocol: Annotated[str, typer.Option(help="holdout | loso (leave one subject out)", rich_help_panel="Micro-expressions")] = "holdout",
+        keep_epochs: Annotated[
+            bool,
+            typer.Option(
+                help="Also save each epoch's evaluated (EMA) weights as OUT/epochs/e<N>.pt, "
+                "to re-score or average epochs later (benchmarks/flip_by_epoch.py)."
+            ),
+        ] = False,
+        scratch: Annotated[
+            bool,
+            typer.Option(
+                help="Start from random weights even when --model is a trained built-in name or checkpoint "
+                "(only its architecture and config are used)."
+            ),
+        ] = False,
+        annotations: Annotated[
+            Path | None,
+            typer.Option(
+                help="Micro-expression annotation CSV (then --data is the frames folder).",
+                rich_help_panel="Micro-expressions",
+            ),
+        ] = None,
+        convention: Annotated[
+            str, typer.Option(help="generic | casme2 | samm | smic", rich_help_panel="Micro-expressions")
+        ] = "generic",
+        window: Annotated[
+            str, typer.Option(help="onset-offset | apex", rich_help_panel="Micro-expressions")
+        ] = "onset-offset",
+        window_length: Annotated[
+            int | None,
+            typer.Option(help="Frames around the apex (apex windows).", rich_help_panel="Micro-expressions"),
+        ] = None,
+        protocol: Annotated[
+            str, typer.Option(help="holdout | loso (leave one subject out)", rich_help_panel="Micro-expressions")
+        ] = "holdout",
     ):
         """Train a genotype (or fine-tune a checkpoint) on real data, checkpointing every epoch."""
         import os
 
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 talks
             console.quiet = True
-        from ..resolve import load_model
-        from ..checkpoint import read_checkpoint
-        from ..config import config_from_dict
-        from ..data.datasets import load_dataset
-        from ..nn import create_model
-        from ..train.trainer import TrainSettings, train as run_train
+        from ..train.resume import model_to_train
+        from ..train.settings import TrainSettings
 
-        if resume and (out / "last.pt").is_file():
-            config = config_from_dict(read_checkpoint(out / "last.pt")["config"], str(out / "last.pt")).replace(trained=False)
-            net = create_model(config)
-        else:
-            config, net, weights = load_model(model)
-            if config.trained and scratch:
-                config = config.replace(trained=False)
-                net = create_model(config)
-                console.print(f"training {model}'s architecture from random weights (--scratch)")
-            elif config.trained:
-                console.print(f"fine-tuning the trained weights of {model} ({weights}); --scratch starts from random weights instead")
+        config, net, note = model_to_train(model, out, resume, scratch)
+        if note:
+            console.print(note)
         settings = TrainSettings(
-            epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-            label_smoothing=label_smoothing, balanced=balanced, augment=not no_augment, ema=ema,
-            teachers=tuple(teacher or ()), distill=distill, distill_alpha=distill_alpha,
-            distill_temperature=distill_temperature, mix=mix, mix_alpha=mix_alpha, mix_p=mix_p, seed=seed, threads=threads, device=device, amp=amp, max_steps=max_steps, keep_epochs=keep_epochs,
+            epochs=epochs,
+            batch=batch,
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+            balanced=balanced,
+            augment=not no_augment,
+            ema=ema,
+            teachers=tuple(teacher or ()),
+            distill=distill,
+            distill_alpha=distill_alpha,
+            distill_temperature=distill_temperature,
+            mix=mix,
+            mix_alpha=mix_alpha,
+            mix_p=mix_p,
+            seed=seed,
+            threads=threads,
+            device=device,
+            amp=amp,
+            max_steps=max_steps,
+            keep_epochs=keep_epochs,
         )
         if annotations is not None:
             from ..data.micro import load_micro_dataset
@@ -101,51 +219,49 @@ def register(app: typer.Typer) -> None:
             if protocol == "loso":
                 from ..train.loso import run_loso
 
-                summary = run_loso(config, ds, subjects, out, settings, log=console.print)
-                console.print(f"LOSO overall: UF1 {summary['overall']['uf1']:.4f} UAR {summary['overall']['uar']:.4f} accuracy {summary['overall']['accuracy']:.4f}")
+                overall = run_loso(config, ds, subjects, out, settings, log=console.print)["overall"]
+                console.print(
+                    f"LOSO overall: UF1 {overall['uf1']:.4f} UAR {overall['uar']:.4f} accuracy "
+                    f"{overall['accuracy']:.4f}"
+                )
                 return
             train_ds, val_ds = ds, None
         else:
             if protocol != "holdout":
                 raise UserError("--protocol loso needs a micro-expression dataset (--annotations)")
-            with console.status("loading data (decoded once, then cached)"):
-                train_ds = load_dataset(data, config, "Training", limit_per_class)
-                val_ds = load_dataset(val, config, "PublicTest", limit_per_class) if val else None
-            console.print(f"train: {len(train_ds):,} images {train_ds.counts()}" + (f"; skipped {train_ds.skipped} unreadable" if train_ds.skipped else ""))
-            if val_ds is not None:
-                console.print(f"val: {len(val_ds):,} images")
+            train_ds, val_ds = _load_images(data, val, config, limit_per_class)
         out.mkdir(parents=True, exist_ok=True)
-        columns = [TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[ips]:.0f} img/s"), TimeRemainingColumn()]
-        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
-            task = bar.add_task("train", total=1, epoch=0, loss=0.0, acc=0.0, ips=0.0)
-
-            def progress(epoch, step, steps, loss, acc, ips):
-                bar.update(task, completed=step, total=steps, epoch=epoch + 1, loss=loss, acc=acc, ips=ips)
-
-            summary = run_train(config, net, train_ds, val_ds, out, settings, resume=resume, log=console.print, progress=progress)
+        summary = _train_with_progress_bar(config, net, train_ds, val_ds, out, settings, resume)
         best = summary["best"]
         if best.get("epoch") and best.get("accuracy", -1) >= 0:
-            console.print(f"[green]best[/] epoch {best['epoch']}: val accuracy {best['accuracy']:.4f} -> {out / 'best.pt'}")
+            console.print(
+                f"[green]best[/] epoch {best['epoch']}: val accuracy {best['accuracy']:.4f} -> {out / 'best.pt'}"
+            )
         console.print(f"last checkpoint: {out / 'last.pt'}")
 
     @app.command()
     def evaluate(
         model: Annotated[str, typer.Option("--model", "-m", help="Built-in name, checkpoint or ONNX file.")],
-        data: Annotated[Path, typer.Option(help="Labelled data: class folders, FER2013 CSV[:Usage] or RAF-DB basic folder[:train|test].")],
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report JSON here.")] = None,
-        report: Annotated[Optional[Path], typer.Option(help="Folder for report.json and confusion_matrix.png.")] = None,
-        provider: Annotated[Optional[str], typer.Option(help="ONNX Runtime provider: cpu | cuda | tensorrt.")] = None,
-        threads: Annotated[Optional[int], typer.Option()] = None,
+        data: Annotated[
+            Path,
+            typer.Option(help="Labelled data: class folders, FER2013 CSV[:Usage] or RAF-DB basic folder[:train|test]."),
+        ],
+        json_out: Annotated[Path | None, typer.Option("--json", help="Write the report JSON here.")] = None,
+        report: Annotated[Path | None, typer.Option(help="Folder for report.json and confusion_matrix.png.")] = None,
+        provider: Annotated[str | None, typer.Option(help="ONNX Runtime provider: cpu | cuda | tensorrt.")] = None,
+        threads: Annotated[int | None, typer.Option()] = None,
         batch: Annotated[int, typer.Option()] = 256,
-        limit_per_class: Annotated[Optional[int], typer.Option(help="Score at most N images per class.")] = None,
+        limit_per_class: Annotated[int | None, typer.Option(help="Score at most N images per class.")] = None,
     ):
         """Accuracy, per-class precision/recall/F1, UF1, UAR and confusion matrix of any artifact."""
         from ..train.evaluate import evaluate as run_eval
 
         r = run_eval(model, data, json_out, report, provider, threads, batch, limit_per_class)
         if not r["trained"]:
-            err_console.print("[bold yellow]warning:[/] this model is untrained (random weights): these figures are chance level by construction")
+            err_console.print(
+                "[bold yellow]warning:[/] this model is untrained (random weights): "
+                "these figures are chance level by construction"
+            )
         console.print(report_table(r))
         if json_out:
             console.print(f"wrote {json_out}")
@@ -154,42 +270,71 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def slim(
-        model: Annotated[str, typer.Option("--model", "-m", help="Trained cell-network checkpoint or built-in name to cut down.")],
-        channels: Annotated[int, typer.Option(help="init_channels of the slimmed network (later stages scale with it).")],
-        data: Annotated[Path, typer.Option(help="Real training images (same forms as train --data): rank channels and re-estimate batch-norm statistics.")],
+        model: Annotated[
+            str, typer.Option("--model", "-m", help="Trained cell-network checkpoint or built-in name to cut down.")
+        ],
+        channels: Annotated[
+            int, typer.Option(help="init_channels of the slimmed network (later stages scale with it).")
+        ],
+        data: Annotated[
+            Path,
+            typer.Option(
+                help="Real training images (same forms as train --data): "
+                "rank channels and re-estimate batch-norm statistics."
+            ),
+        ],
         out: Annotated[Path, typer.Option(help="Checkpoint to write (fine-tune it with `train --model OUT`).")],
-        val: Annotated[Optional[Path], typer.Option(help="Score the slimmed network here before fine-tuning.")] = None,
-        name: Annotated[Optional[str], typer.Option(help="Model name of the slimmed network (default: the original's name with -c<channels>).")] = None,
-        limit_per_class: Annotated[Optional[int], typer.Option(help="Use at most N images per class of --data / --val.")] = None,
-        threads: Annotated[Optional[int], typer.Option(help="PyTorch CPU threads.")] = None,
-        test_time_flip: Annotated[Optional[bool], typer.Option("--test-time-flip/--no-test-time-flip", help="Average each face with its mirror in the slimmed network (default: as the original). Set it before fine-tuning: the trainer scores and picks epochs the way the network runs.")] = None,
+        val: Annotated[Path | None, typer.Option(help="Score the slimmed network here before fine-tuning.")] = None,
+        name: Annotated[
+            str | None,
+            typer.Option(help="Model name of the slimmed network (default: the original's name with -c<channels>)."),
+        ] = None,
+        limit_per_class: Annotated[
+            int | None, typer.Option(help="Use at most N images per class of --data / --val.")
+        ] = None,
+        threads: Annotated[int | None, typer.Option(help="PyTorch CPU threads.")] = None,
+        test_time_flip: Annotated[
+            bool | None,
+            typer.Option(
+                "--test-time-flip/--no-test-time-flip",
+                help="Average each face with its mirror in the slimmed network (default: as the original). "
+                "Set it before fine-tuning: the trainer scores and picks epochs the way the network runs.",
+            ),
+        ] = None,
     ):
         """Structured width pruning: keep the channels that matter most, as a start for fine-tuning."""
         import torch
 
-        from ..resolve import load_model
         from ..checkpoint import save_checkpoint
         from ..data.datasets import load_dataset
+        from ..resolve import load_model
         from ..train.slim import slim_cell_network
 
         if threads:
             torch.set_num_threads(threads)
         config, net, weights = load_model(model)
         if not config.trained:
-            raise UserError(f"{model} has no trained weights: slimming random weights gives random weights; train it first")
+            raise UserError(
+                f"{model} has no trained weights: slimming random weights gives random weights; train it first"
+            )
         train_ds = load_dataset(data, config, "Training", limit_per_class)
-        new_config, small, rep = slim_cell_network(config, net, channels, train_ds.images, name=name, test_time_flip=test_time_flip)
+        new_config, small, rep = slim_cell_network(
+            config, net, channels, train_ds.images, name=name, test_time_flip=test_time_flip
+        )
         save_checkpoint(out, small, new_config)
-        console.print(f"{model}: {rep['params_before']:,} -> {rep['params_after']:,} parameters "
-                      f"(init_channels {rep['init_channels_before']} -> {channels}); batch-norm statistics re-estimated on {len(train_ds):,} images")
+        console.print(
+            f"{model}: {rep['params_before']:,} -> {rep['params_after']:,} parameters "
+            f"(init_channels {rep['init_channels_before']} -> {channels}); "
+            f"batch-norm statistics re-estimated on {len(train_ds):,} images"
+        )
         if val is not None:
             from ..data.preprocess import Preprocessor
-            from ..train.trainer import evaluate_arrays
+            from ..train.common import dataset_images, evaluate_arrays
 
             val_ds = load_dataset(val, new_config, "PublicTest", limit_per_class)
-            imgs = torch.as_tensor(val_ds.images)
-            imgs = imgs.unsqueeze(1) if imgs.ndim == 3 else imgs.permute(0, 3, 1, 2).contiguous()
-            r = evaluate_arrays(small, imgs, val_ds.labels, Preprocessor(new_config), new_config.classes)
+            r = evaluate_arrays(
+                small, dataset_images(val_ds, "cpu"), val_ds.labels, Preprocessor(new_config), new_config.classes
+            )
             console.print(f"before fine-tuning: accuracy {r['accuracy']:.4f} on {len(val_ds):,} images of {val}")
         console.print(f"wrote {out}")
 
@@ -197,10 +342,13 @@ def register(app: typer.Typer) -> None:
     def compare(
         a: Annotated[str, typer.Argument(help="First artifact: built-in name, checkpoint or ONNX file.")],
         b: Annotated[str, typer.Argument(help="Second artifact.")],
-        data: Annotated[Path, typer.Option(help="Real samples: class folders, FER2013 CSV[:Usage] or RAF-DB basic folder[:train|test].")],
-        limit_per_class: Annotated[Optional[int], typer.Option(help="At most N images per class.")] = None,
-        provider: Annotated[Optional[str], typer.Option(help="ONNX Runtime provider: cpu | cuda | tensorrt.")] = None,
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the comparison JSON here.")] = None,
+        data: Annotated[
+            Path,
+            typer.Option(help="Real samples: class folders, FER2013 CSV[:Usage] or RAF-DB basic folder[:train|test]."),
+        ],
+        limit_per_class: Annotated[int | None, typer.Option(help="At most N images per class.")] = None,
+        provider: Annotated[str | None, typer.Option(help="ONNX Runtime provider: cpu | cuda | tensorrt.")] = None,
+        json_out: Annotated[Path | None, typer.Option("--json", help="Write the comparison JSON here.")] = None,
     ):
         """Run two artifacts on the same real samples: max/mean abs diff of logits and top-1 agreement."""
         from ..runtime.compare import compare as run_compare

@@ -45,9 +45,7 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, s: AugmentSettings = Augm
     ty = (rand(n) * 2 - 1) * (2 * s.shift_px / h)
     flip = torch.where(rand(n) < 0.5, -1.0, 1.0) if s.flip else torch.ones(n, device=dev)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
-    ).to(x.dtype)
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -67,7 +65,10 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, s: AugmentSettings = Augm
         ys = torch.arange(h, device=dev).view(1, h, 1)
         xs = torch.arange(w, device=dev).view(1, 1, w)
         mask = (
-            (ys >= y0.view(n, 1, 1)) & (ys < (y0 + eh).view(n, 1, 1)) & (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1))
+            (ys >= y0.view(n, 1, 1))
+            & (ys < (y0 + eh).view(n, 1, 1))
+            & (xs >= x0.view(n, 1, 1))
+            & (xs < (x0 + ew).view(n, 1, 1))
         ) & (rand(n) < s.erase_p).view(n, 1, 1)
         noise = rand(n, x.shape[1], h, w)
         out = torch.where(mask.unsqueeze(1), noise.to(out.dtype), out)
@@ -77,7 +78,9 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, s: AugmentSettings = Augm
 MIX_MODES = ("none", "mixup", "cutmix")
 
 
-def mix_batch(x: torch.Tensor, g: torch.Generator, mode: str, alpha: float = 1.0, p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+def mix_batch(
+    x: torch.Tensor, g: torch.Generator, mode: str, alpha: float = 1.0, p: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor | None, float]:
     """Mixup or CutMix of a batch with a shuffled copy of itself: ``(x_mixed, partner, lam)``.
 
     Why: the FER2013 nets here end 8–10 points more accurate on augmented training images than

@@ -40,15 +40,17 @@ class ArrayDataset:
 
     def counts(self) -> dict[str, int]:
         bc = np.bincount(self.labels, minlength=len(self.classes))
-        return {c: int(n) for c, n in zip(self.classes, bc)}
+        return {c: int(n) for c, n in zip(self.classes, bc, strict=True)}
 
-    def subset(self, idx: np.ndarray) -> "ArrayDataset":
+    def subset(self, idx: np.ndarray) -> ArrayDataset:
         return ArrayDataset(self.images[idx], self.labels[idx], self.classes, self.source, 0)
 
 
 def _cache_key(kind: str, root: Path, config: ModelConfig, listing: list[tuple[str, int, int]]) -> str:
     h = hashlib.sha256()
-    h.update(f"{kind}|{root.resolve()}|{config.input_size}|{config.preprocess.grayscale}|{list(config.classes)}".encode())
+    h.update(
+        f"{kind}|{root.resolve()}|{config.input_size}|{config.preprocess.grayscale}|{list(config.classes)}".encode()
+    )
     for name, size, mtime in listing:
         h.update(f"{name}|{size}|{mtime}\n".encode())
     return h.hexdigest()[:24]
@@ -76,7 +78,9 @@ def _store_cached(key: str, images: np.ndarray, labels: np.ndarray, skipped: int
         pass  # caching is an optimisation; a read-only home must not stop training
 
 
-def load_image_folder(root: str | os.PathLike, config: ModelConfig, limit_per_class: int | None = None, cache: bool = True) -> ArrayDataset:
+def load_image_folder(
+    root: str | os.PathLike, config: ModelConfig, limit_per_class: int | None = None, cache: bool = True
+) -> ArrayDataset:
     """``root/<class>/*.jpg`` (FER2013 images, RAF-DB basic, CK+ frames by class).
 
     Every sub-folder must be one of the model's classes; classes without a folder are allowed
@@ -92,7 +96,10 @@ def load_image_folder(root: str | os.PathLike, config: ModelConfig, limit_per_cl
     lookup = {c.lower(): i for i, c in enumerate(config.classes)}
     unknown = [f.name for f in folders if f.name.lower() not in lookup]
     if unknown:
-        raise UserError(f"{root}: folder(s) {', '.join(unknown)} are not classes of model '{config.name}' ({', '.join(config.classes)})")
+        raise UserError(
+            f"{root}: folder(s) {', '.join(unknown)} are not classes of model '{config.name}' "
+            f"({', '.join(config.classes)})"
+        )
     files: list[tuple[Path, int]] = []
     for folder in folders:
         found = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -104,17 +111,24 @@ def load_image_folder(root: str | os.PathLike, config: ModelConfig, limit_per_cl
     return _decode_cached("folder", root, files, config, str(root), cache)
 
 
-def _decode_cached(kind: str, root: Path, files: list[tuple[Path, int]], config: ModelConfig, source: str, cache: bool) -> ArrayDataset:
+def _decode_cached(
+    kind: str, root: Path, files: list[tuple[Path, int]], config: ModelConfig, source: str, cache: bool
+) -> ArrayDataset:
     """Decode ``(file, label)`` pairs once at model size, or take them from the disk cache;
     missing and unreadable files are skipped and counted (more than 1% is an error)."""
-    listing = [(str(f.relative_to(root)), *((f.stat().st_size, int(f.stat().st_mtime)) if f.is_file() else (-1, -1))) for f, _ in files]
+    listing = [
+        (str(f.relative_to(root)), *((f.stat().st_size, int(f.stat().st_mtime)) if f.is_file() else (-1, -1)))
+        for f, _ in files
+    ]
     key = _cache_key(kind, root, config, listing)
     cached = _load_cached(key) if cache else None
     if cached is not None:
-        images, labels, skipped = cached
-        return ArrayDataset(images, labels, tuple(config.classes), source, skipped)
+        cached_images, cached_labels, cached_skipped = cached
+        return ArrayDataset(cached_images, cached_labels, tuple(config.classes), source, cached_skipped)
     pre = Preprocessor(config)
-    images, labels, skipped = [], [], 0
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    skipped = 0
     for f, label in files:
         img = read_image(f) if f.is_file() else None
         if img is None:
@@ -133,10 +147,19 @@ def _check_skipped(skipped: int, total: int, source: str) -> None:
     if total == 0 or skipped == total:
         raise UserError(f"{source}: no readable images ({skipped} unreadable)")
     if skipped / total > MAX_UNREADABLE_FRACTION:
-        raise UserError(f"{source}: {skipped} of {total} images are unreadable (more than {MAX_UNREADABLE_FRACTION:.0%})")
+        raise UserError(
+            f"{source}: {skipped} of {total} images are unreadable (more than {MAX_UNREADABLE_FRACTION:.0%})"
+        )
 
 
-FER2013_USAGE = {"train": "Training", "training": "Training", "publictest": "PublicTest", "val": "PublicTest", "privatetest": "PrivateTest", "test": "PrivateTest"}
+FER2013_USAGE = {
+    "train": "Training",
+    "training": "Training",
+    "publictest": "PublicTest",
+    "val": "PublicTest",
+    "privatetest": "PrivateTest",
+    "test": "PrivateTest",
+}
 
 
 def load_fer2013_csv(path: str | os.PathLike, config: ModelConfig, usage: str = "Training") -> ArrayDataset:
@@ -146,7 +169,9 @@ def load_fer2013_csv(path: str | os.PathLike, config: ModelConfig, usage: str = 
         raise UserError(f"FER2013 CSV not found: {path}")
     usage = FER2013_USAGE.get(usage.lower(), usage)
     if list(config.classes) != list(FER2013_CLASSES):
-        raise UserError(f"FER2013 CSV labels are the 7 FER2013 classes; model '{config.name}' has {list(config.classes)}")
+        raise UserError(
+            f"FER2013 CSV labels are the 7 FER2013 classes; model '{config.name}' has {list(config.classes)}"
+        )
     pre = Preprocessor(config)
     images, labels, skipped, total = [], [], 0, 0
     with open(path, newline="", encoding="utf-8") as f:
@@ -174,21 +199,36 @@ def load_fer2013_csv(path: str | os.PathLike, config: ModelConfig, usage: str = 
     if total == 0:
         raise UserError(f"{path}: no rows with Usage={usage}")
     _check_skipped(skipped, total, str(path))
-    return ArrayDataset(np.stack(images), np.asarray(labels, np.int64), tuple(config.classes), f"{path}:{usage}", skipped)
+    return ArrayDataset(
+        np.stack(images), np.asarray(labels, np.int64), tuple(config.classes), f"{path}:{usage}", skipped
+    )
 
 
 # RAF-DB "basic" as distributed: EmoLabel/list_patition_label.txt ("train_00001.jpg 5") and
 # Image/aligned/train_00001_aligned.jpg (or Image/original/train_00001.jpg). Labels are 1-based.
 RAFDB_LABELS = {1: "surprise", 2: "fear", 3: "disgust", 4: "happy", 5: "sad", 6: "angry", 7: "neutral"}
 RAFDB_LIST = Path("EmoLabel") / "list_patition_label.txt"
-RAFDB_SPLIT = {"training": "train", "train": "train", "publictest": "test", "privatetest": "test", "val": "test", "test": "test"}
+RAFDB_SPLIT = {
+    "training": "train",
+    "train": "train",
+    "publictest": "test",
+    "privatetest": "test",
+    "val": "test",
+    "test": "test",
+}
 
 
 def is_rafdb(root: str | os.PathLike) -> bool:
     return (Path(root) / RAFDB_LIST).is_file()
 
 
-def load_rafdb(root: str | os.PathLike, config: ModelConfig, split: str = "train", limit_per_class: int | None = None, cache: bool = True) -> ArrayDataset:
+def load_rafdb(
+    root: str | os.PathLike,
+    config: ModelConfig,
+    split: str = "train",
+    limit_per_class: int | None = None,
+    cache: bool = True,
+) -> ArrayDataset:
     """RAF-DB basic in its own layout, so users need not re-sort 15,339 images into class folders.
 
     The aligned 100x100 face crops are used when present, else the originals (whole photos:
@@ -201,7 +241,10 @@ def load_rafdb(root: str | os.PathLike, config: ModelConfig, split: str = "train
     lookup = {c.lower(): i for i, c in enumerate(config.classes)}
     missing = sorted({n for n in RAFDB_LABELS.values() if n not in lookup})
     if missing:
-        raise UserError(f"{root}: RAF-DB labels {', '.join(missing)} are not classes of model '{config.name}' ({', '.join(config.classes)})")
+        raise UserError(
+            f"{root}: RAF-DB labels {', '.join(missing)} are not classes of model '{config.name}' "
+            f"({', '.join(config.classes)})"
+        )
     aligned = root / "Image" / "aligned"
     image_dir = aligned if aligned.is_dir() else root / "Image" / "original"
     if not image_dir.is_dir():
@@ -247,7 +290,9 @@ def dataset_path_exists(source: str | os.PathLike) -> bool:
     return _split_selector(source)[0].exists()
 
 
-def load_dataset(source: str | os.PathLike, config: ModelConfig, usage: str = "Training", limit_per_class: int | None = None) -> ArrayDataset:
+def load_dataset(
+    source: str | os.PathLike, config: ModelConfig, usage: str = "Training", limit_per_class: int | None = None
+) -> ArrayDataset:
     """A class-folder tree, a FER2013 CSV (``path.csv`` or ``path.csv:PublicTest``) or a RAF-DB
     basic folder (``basic`` or ``basic:test``); ``usage`` picks the split when none is named."""
     path, split = _split_selector(source)

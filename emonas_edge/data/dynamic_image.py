@@ -70,7 +70,9 @@ def window_indices(n_frames: int, window: int, stride: int) -> list[tuple[int, i
     return [(s, s + window) for s in starts]
 
 
-def select_span(onset: int, apex: int | None, offset: int, mode: str = "onset-offset", window: int | None = None) -> tuple[int, int]:
+def select_span(
+    onset: int, apex: int | None, offset: int, mode: str = "onset-offset", window: int | None = None
+) -> tuple[int, int]:
     """Frame-number span ``[first, last]`` of a clip: onset->offset, or ``window`` frames centred on the apex."""
     if onset > offset:
         raise ValueError(f"onset {onset} is after offset {offset}")

@@ -26,9 +26,15 @@ from .dynamic_image import dynamic_image, select_span
 from .preprocess import IMAGE_SUFFIXES, Preprocessor, read_image
 
 MEGC2019 = {
-    "negative": "negative", "repression": "negative", "anger": "negative", "contempt": "negative",
-    "disgust": "negative", "fear": "negative", "sadness": "negative",
-    "positive": "positive", "happiness": "positive",
+    "negative": "negative",
+    "repression": "negative",
+    "anger": "negative",
+    "contempt": "negative",
+    "disgust": "negative",
+    "fear": "negative",
+    "sadness": "negative",
+    "positive": "positive",
+    "happiness": "positive",
     "surprise": "surprise",
 }
 
@@ -52,14 +58,38 @@ CONVENTIONS = {
     for c in (
         Convention("generic", ("subject",), ("clip",), ("onset",), ("apex",), ("offset",), ("label",)),
         # CASME II coding sheet: Subject 1 -> folder sub01; Filename EP02_01f; emotion "Estimated Emotion".
-        Convention("casme2", ("subject",), ("filename",), ("onsetframe", "onset frame"), ("apexframe", "apex frame"),
-                   ("offsetframe", "offset frame"), ("estimated emotion", "emotion"), "sub{subject:0>2}"),
+        Convention(
+            "casme2",
+            ("subject",),
+            ("filename",),
+            ("onsetframe", "onset frame"),
+            ("apexframe", "apex frame"),
+            ("offsetframe", "offset frame"),
+            ("estimated emotion", "emotion"),
+            "sub{subject:0>2}",
+        ),
         # SAMM: Subject 006, Filename 006_1_2, "Onset Frame", "Apex Frame", "Offset Frame", "Estimated Emotion".
-        Convention("samm", ("subject",), ("filename",), ("onset frame", "onsetframe"), ("apex frame", "apexframe"),
-                   ("offset frame", "offsetframe"), ("estimated emotion", "emotion"), "{subject:0>3}"),
+        Convention(
+            "samm",
+            ("subject",),
+            ("filename",),
+            ("onset frame", "onsetframe"),
+            ("apex frame", "apexframe"),
+            ("offset frame", "offsetframe"),
+            ("estimated emotion", "emotion"),
+            "{subject:0>3}",
+        ),
         # SMIC-HS: subject s1, clip s1_po_01, negative/positive/surprise, onset/offset (no apex).
-        Convention("smic", ("subject",), ("clip", "filename"), ("onset", "onset frame"), ("apex",), ("offset", "offset frame"),
-                   ("label", "emotion"), "{subject}"),
+        Convention(
+            "smic",
+            ("subject",),
+            ("clip", "filename"),
+            ("onset", "onset frame"),
+            ("apex",),
+            ("offset", "offset frame"),
+            ("label", "emotion"),
+            "{subject}",
+        ),
     )
 }
 
@@ -83,7 +113,9 @@ def _column(header: list[str], names: tuple[str, ...], required: bool, path: Pat
     return None
 
 
-def read_annotations(path: str | os.PathLike, convention: str = "generic", megc: bool = True) -> tuple[list[ClipAnnotation], dict]:
+def read_annotations(
+    path: str | os.PathLike, convention: str = "generic", megc: bool = True
+) -> tuple[list[ClipAnnotation], dict]:
     """Parse an annotation CSV; returns ``(clips, counts)`` where counts say what was dropped and why."""
     path = Path(path)
     if not path.is_file():
@@ -97,29 +129,32 @@ def read_annotations(path: str | os.PathLike, convention: str = "generic", megc:
         header = [h.strip().lower() for h in next(reader, [])]
         if not header:
             raise UserError(f"{path} is empty")
-        cols = {k: _column(header, getattr(conv, k), k != "apex", path) for k in ("subject", "clip", "onset", "apex", "offset", "label")}
+        cols = {
+            k: _column(header, getattr(conv, k), k != "apex", path)
+            for k in ("subject", "clip", "onset", "apex", "offset", "label")
+        }
         for lineno, row in enumerate(reader, start=2):
             if not any(cell.strip() for cell in row):
                 continue
             counts["rows"] += 1
-            get = lambda k: row[cols[k]].strip() if cols[k] is not None and cols[k] < len(row) else ""  # noqa: E731
-            label = get("label").lower()
+            value = {k: row[i].strip() if i is not None and i < len(row) else "" for k, i in cols.items()}
+            label = value["label"].lower()
             if megc:
-                label = MEGC2019.get(label)
-                if label is None:
+                if label not in MEGC2019:
                     counts["unmapped_label"] += 1
                     continue
+                label = MEGC2019[label]
             try:
-                onset, offset = int(float(get("onset"))), int(float(get("offset")))
-                apex_s = get("apex")
+                onset, offset = int(float(value["onset"])), int(float(value["offset"]))
+                apex_s = value["apex"]
                 apex = int(float(apex_s)) if apex_s and apex_s not in ("/", "-") else None
             except ValueError:
                 counts["bad_frames"] += 1
                 continue
             if onset > offset:
-                raise UserError(f"{path}:{lineno}: onset {onset} is after offset {offset} (clip {get('clip')})")
-            subject = conv.subject_dir.format(subject=get("subject"))
-            clips.append(ClipAnnotation(subject, get("clip"), onset, apex, offset, label))
+                raise UserError(f"{path}:{lineno}: onset {onset} is after offset {offset} (clip {value['clip']})")
+            subject = conv.subject_dir.format(subject=value["subject"])
+            clips.append(ClipAnnotation(subject, value["clip"], onset, apex, offset, label))
     if not clips:
         raise UserError(f"{path}: no usable clips ({counts})")
     return clips, counts
@@ -158,29 +193,37 @@ def load_micro_dataset(
     root = Path(frames_root)
     if not root.is_dir():
         raise UserError(f"frames folder not found: {root}")
-    clips, counts = read_annotations(annotations, convention, megc=list(config.classes) == ["negative", "positive", "surprise"])
+    clips, counts = read_annotations(
+        annotations, convention, megc=list(config.classes) == ["negative", "positive", "surprise"]
+    )
     lookup = {c: i for i, c in enumerate(config.classes)}
     pre = Preprocessor(config)
-    key = hashlib.sha256()
-    key.update(
+    h = hashlib.sha256()
+    h.update(
         f"{root.resolve()}|{Path(annotations).resolve()}|{Path(annotations).stat().st_mtime}|{convention}|{mode}|{window}|"
         f"{max_frames}|{config.input_size}|{config.preprocess.grayscale}|{list(config.classes)}".encode()
     )
-    for ann in clips:  # frames changed on disk -> a new key (folder mtimes change when files are added/removed/replaced)
+    # frames changed on disk -> a new key (folder mtimes change when files are added/removed/replaced)
+    for ann in clips:
         folder = root / ann.subject / ann.clip
         if folder.is_dir():
             st = folder.stat()
             newest = max((f.stat().st_mtime_ns for f in folder.iterdir()), default=0)
-            key.update(f"{ann.subject}/{ann.clip}|{st.st_mtime_ns}|{newest}\n".encode())
-    key = key.hexdigest()[:24]
+            h.update(f"{ann.subject}/{ann.clip}|{st.st_mtime_ns}|{newest}\n".encode())
+    key = h.hexdigest()[:24]
     cache_file = cache_dir() / f"micro-{key}.npz"
     if cache and cache_file.is_file():
         with np.load(cache_file) as z:
-            return ArrayDataset(z["images"], z["labels"], tuple(config.classes), str(annotations), int(z["skipped"])), [str(x) for x in z["subjects"]]
+            return ArrayDataset(z["images"], z["labels"], tuple(config.classes), str(annotations), int(z["skipped"])), [
+                str(x) for x in z["subjects"]
+            ]
     images, labels, subjects, missing = [], [], [], []
     for ann in clips:
         if ann.label not in lookup:
-            raise UserError(f"clip {ann.clip}: label {ann.label!r} is not a class of model '{config.name}' ({', '.join(config.classes)})")
+            raise UserError(
+                f"clip {ann.clip}: label {ann.label!r} is not a class of model '{config.name}' "
+                f"({', '.join(config.classes)})"
+            )
         try:
             frames = clip_frames(root, ann)
             first, last = select_span(ann.onset, ann.apex, ann.offset, mode, window)
@@ -204,13 +247,17 @@ def load_micro_dataset(
         raise UserError(f"{len(missing)} of {len(clips)} annotated clips have missing frames, e.g. {missing[0]}")
     if not images:
         raise UserError(f"no clip of {annotations} could be turned into a dynamic image")
-    ds = ArrayDataset(np.stack(images), np.asarray(labels, np.int64), tuple(config.classes), str(annotations), len(missing))
+    ds = ArrayDataset(
+        np.stack(images), np.asarray(labels, np.int64), tuple(config.classes), str(annotations), len(missing)
+    )
     if cache:
         from ..fileio import atomic_outputs
 
         with atomic_outputs(cache_file) as (tmp,):
             with open(tmp, "wb") as f:
-                np.savez(f, images=ds.images, labels=ds.labels, subjects=np.asarray(subjects), skipped=np.int64(len(missing)))
+                np.savez(
+                    f, images=ds.images, labels=ds.labels, subjects=np.asarray(subjects), skipped=np.int64(len(missing))
+                )
     return ds, subjects
 
 

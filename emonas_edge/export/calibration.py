@@ -59,7 +59,9 @@ def _video_frames(path: Path, every: int = 5):
         cap.release()
 
 
-def calibration_pixels(source: str | os.PathLike, config: ModelConfig, n: int = 512, seed: int = 0) -> tuple[np.ndarray, str, list[str]]:
+def calibration_pixels(
+    source: str | os.PathLike, config: ModelConfig, n: int = 512, seed: int = 0
+) -> tuple[np.ndarray, str, list[str]]:
     """``(uint8 model-size pixels (N, H, W[, 3]), description, warnings)``."""
     from ..data.datasets import load_dataset
 
@@ -78,7 +80,9 @@ def calibration_pixels(source: str | os.PathLike, config: ModelConfig, n: int = 
     else:
         pre = Preprocessor(config)
         if src.is_dir():
-            files = sorted(f for f in src.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            files = sorted(
+                f for f in src.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            )
         else:
             files = [src]
         if not files:
@@ -101,7 +105,9 @@ def calibration_pixels(source: str | os.PathLike, config: ModelConfig, n: int = 
         if frames:
             crops.extend(_faces_in(frames, config, max(0, n - len(crops)), photos=True))
         if not crops:
-            raise UserError(f"{source}: no usable faces for calibration (no face crops, and no faces detected in the frames)")
+            raise UserError(
+                f"{source}: no usable faces for calibration (no face crops, and no faces detected in the frames)"
+            )
         pixels = np.stack(crops[:n])
         what = f"{len(pixels)} face crops from {source}"
     if len(pixels) < FEW_SAMPLES:

@@ -34,7 +34,8 @@ FORMATS: dict[str, Format] = {
             precisions=PRECISIONS,
             requires=("torch", "onnx", "onnxscript", "onnxruntime"),
             runs_on="ONNX Runtime (CPU/CUDA/TensorRT providers), TensorRT parser",
-            verified="onnx.checker full check; parity with PyTorch in ONNX Runtime on real faces; fp16/int8: accuracy gate",
+            verified="onnx.checker full check; parity with PyTorch in ONNX Runtime on real faces; "
+            "fp16/int8: accuracy gate",
         ),
         Format(
             name="engine",
@@ -42,7 +43,8 @@ FORMATS: dict[str, Format] = {
             precisions=PRECISIONS,
             requires=("tensorrt",),
             runs_on="TensorRT on the GPU that built it (sidecar .engine.json carries metadata)",
-            verified="built from the gated ONNX of the same precision (int8: strongly typed QDQ); not verified on hardware",
+            verified="built from the gated ONNX of the same precision (int8: strongly typed QDQ); "
+            "not verified on hardware",
             also_read=(".plan", ".trt"),  # trtexec's and NVIDIA samples' names for engines
         ),
     )

@@ -16,7 +16,9 @@ from ..config import ModelConfig, config_from_dict
 from ..errors import UserError
 
 
-def build_metadata(config: ModelConfig, params: int, macs: int, version: str, batch: int | None = None) -> dict[str, str]:
+def build_metadata(
+    config: ModelConfig, params: int, macs: int, version: str, batch: int | None = None
+) -> dict[str, str]:
     spec = config.input_spec()
     if batch is not None:  # a fixed-batch artifact says so where runtimes look
         spec["shape"][0] = batch

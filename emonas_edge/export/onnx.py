@@ -15,22 +15,21 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import onnx
 import torch
 
 from .. import __version__
 from ..config import ModelConfig
-from ..environment import environment
 from ..errors import CheckFailed, UserError
 from ..fileio import atomic_outputs, check_safe_name, sha256_file
 from ..macs import macs_torch
 from ..nn import count_params
 from .formats import DEFAULT_OPSET, EXPORTERS, FORMATS, MIN_OPSET, SIMPLIFIERS, artifact_name, manifest_name
+from .manifest import make_manifest, write_manifest
 from .metadata import build_metadata, write_metadata
 from .parity import ParityReport, check_parity, parity_inputs
 
@@ -61,23 +60,52 @@ def _quiet():
     return stack
 
 
-def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, batch: int | None, exporter: str) -> None:
-    common = dict(opset_version=opset, input_names=["input"], output_names=["logits"], verbose=False)
+def _export(
+    model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, batch: int | None, exporter: str
+) -> None:
     with _quiet():
         if exporter == "torchscript":
             dynamic_axes = None if batch is not None else {"input": {0: "batch"}, "logits": {0: "batch"}}
-            torch.onnx.export(model, (example,), str(path), dynamo=False, dynamic_axes=dynamic_axes, do_constant_folding=True, **common)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                verbose=False,
+            )
         else:
             dynamic = None if batch is not None else ({0: torch.export.Dim("batch", min=1, max=65536)},)
-            torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, dynamic_shapes=dynamic, **common)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                verbose=False,
+            )
 
 
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
-def torch_to_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, opset: int, batch: int | None,
-                  exporter: str = "auto") -> tuple[str, list[str]]:
+def torch_to_onnx(
+    model: torch.nn.Module,
+    input_shape: tuple[int, ...],
+    path: Path,
+    opset: int,
+    batch: int | None,
+    exporter: str = "auto",
+) -> tuple[str, list[str]]:
     """Export to a single file; ``batch=None`` gives a dynamic batch axis.
 
     Returns ``(exporter used, notes)``. Whichever exporter ran, the caller checks the graph and
@@ -117,7 +145,10 @@ def simplify_onnx(model: onnx.ModelProto, method: str) -> tuple[onnx.ModelProto,
                 return simplified, "onnxsim", notes
             notes.append("onnxsim could not verify its result; fell back to onnxslim")
         except Exception as e:
-            notes.append(f"onnxsim failed ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); fell back to onnxslim")
+            notes.append(
+                f"onnxsim failed ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); "
+                "fell back to onnxslim"
+            )
     try:
         import onnxslim
 
@@ -130,10 +161,14 @@ def simplify_onnx(model: onnx.ModelProto, method: str) -> tuple[onnx.ModelProto,
         return model, "none", notes
 
 
-def check_export_settings(opset: int, batch: int | None, simplify: str, output, parity_data=None, exporter: str = "auto") -> None:
+def check_export_settings(
+    opset: int, batch: int | None, simplify: str, output, parity_data=None, exporter: str = "auto"
+) -> None:
     """Every flag problem is reported before any work (or warning) happens."""
     if opset < MIN_OPSET:
-        raise UserError(f"opset {opset} is too old: emonas-edge exports need opset >= {MIN_OPSET} (LayerNormalization, dynamo)")
+        raise UserError(
+            f"opset {opset} is too old: emonas-edge exports need opset >= {MIN_OPSET} (LayerNormalization, dynamo)"
+        )
     if exporter not in EXPORTERS:
         raise UserError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     if simplify not in SIMPLIFIERS:
@@ -145,6 +180,58 @@ def check_export_settings(opset: int, batch: int | None, simplify: str, output, 
         raise UserError(f"output {out_dir} exists and is not a folder")
     if parity_data is not None and not Path(parity_data).exists():
         raise UserError(f"parity data not found: {parity_data}")
+
+
+def _write_checked_onnx(
+    model: torch.nn.Module,
+    config: ModelConfig,
+    path: Path,
+    opset: int,
+    batch: int | None,
+    exporter: str,
+    simplify: str,
+    params: int,
+    macs: int,
+    notes: list[str],
+    log: Callable[[str], None],
+) -> tuple[str, str, dict[str, float]]:
+    """Export, check, simplify and label ``path``; returns ``(exporter used, simplifier used, seconds per step)``."""
+    name = config.name
+    t = time.perf_counter()
+    used_exporter, export_notes = torch_to_onnx(model, config.input_shape, path, opset, batch, exporter)
+    t_export = time.perf_counter() - t
+    notes += export_notes
+    log(
+        f"exported {name} ({config.family}, {params:,} params) with the {used_exporter} exporter, "
+        f"opset {opset}, in {t_export:.1f} s"
+    )
+    proto = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:
+        raise ExportError(f"exported graph failed onnx.checker: {str(e).splitlines()[0][:200]}") from None
+    t = time.perf_counter()
+    proto, used_simplifier, simplify_notes = simplify_onnx(proto, simplify)
+    t_simplify = time.perf_counter() - t
+    notes += simplify_notes
+    log(f"checked and simplified ({used_simplifier})")
+    proto.doc_string = f"{name}: {config.task}-expression {config.family} network exported by emonas-edge {__version__}"
+    write_metadata(proto, build_metadata(config, params, macs, __version__, batch))
+    onnx.save(proto, str(path))
+    return used_exporter, used_simplifier, {"export": round(t_export, 3), "simplify": round(t_simplify, 3)}
+
+
+def _model_summary(config: ModelConfig, name: str, params: int, macs: int, batch: int | None) -> dict:
+    return {
+        "name": name,
+        "task": config.task,
+        "family": config.family,
+        "params": params,
+        "macs": macs,
+        "trained": config.trained,
+        "classes": list(config.classes),
+        "input_spec": json.loads(build_metadata(config, params, macs, __version__, batch)["input_spec"]),
+    }
 
 
 def export_onnx(
@@ -181,68 +268,35 @@ def export_onnx(
     notes: list[str] = []
 
     with atomic_outputs(target, manifest_path) as (tmp_onnx, tmp_manifest):
-        t = time.perf_counter()
-        used_exporter, export_notes = torch_to_onnx(model, config.input_shape, tmp_onnx, opset, batch, exporter)
-        t_export = time.perf_counter() - t
-        notes += export_notes
-        log(f"exported {name} ({config.family}, {params:,} params) with the {used_exporter} exporter, opset {opset}, in {t_export:.1f} s")
-        proto = onnx.load(str(tmp_onnx))
-        try:
-            onnx.checker.check_model(proto, full_check=True)
-        except Exception as e:
-            raise ExportError(f"exported graph failed onnx.checker: {str(e).splitlines()[0][:200]}") from None
-        t = time.perf_counter()
-        proto, used, simp_notes = simplify_onnx(proto, simplify)
-        t_simplify = time.perf_counter() - t
-        notes += simp_notes
-        log(f"checked and simplified ({used})")
-        proto.doc_string = f"{name}: {config.task}-expression {config.family} network exported by emonas-edge {__version__}"
-        write_metadata(proto, build_metadata(config, params, macs, __version__, batch))
-        onnx.save(proto, str(tmp_onnx))
-
+        used_exporter, used_simplifier, timings = _write_checked_onnx(
+            model, config, tmp_onnx, opset, batch, exporter, simplify, params, macs, notes, log
+        )
         t = time.perf_counter()
         parity = check_parity(model, tmp_onnx, x, described, static_batch=batch, atol=atol)
-        t_parity = time.perf_counter() - t
+        timings["parity"] = round(time.perf_counter() - t, 3)
         if not parity.passed:
             raise CheckFailed(
-                f"ONNX Runtime output differs from PyTorch: max abs diff {parity.max_abs_diff:.3g} > tolerance {parity.tolerance:.3g}",
+                f"ONNX Runtime output differs from PyTorch: max abs diff {parity.max_abs_diff:.3g} > tolerance "
+                f"{parity.tolerance:.3g}",
                 parity.to_dict(),
             )
-        manifest = {
-            "format": "emonas-manifest/1",
-            "artifact": target.name,
-            "sha256": sha256_file(tmp_onnx),
-            "bytes": tmp_onnx.stat().st_size,
-            "export_format": "onnx",
-            "precision": "fp32",
-            "opset": opset,
-            "batch": "dynamic" if batch is None else batch,
-            "model": {
-                "name": name,
-                "task": config.task,
-                "family": config.family,
-                "params": params,
-                "macs": macs,
-                "trained": config.trained,
-                "classes": list(config.classes),
-                "input_spec": json.loads(build_metadata(config, params, macs, __version__, batch)["input_spec"]),
-            },
-            "weights": {"path": str(weights), "sha256": sha256_file(weights)} if weights else None,
-            "exporter": {"requested": exporter, "used": used_exporter},
-            "simplifier": {"requested": simplify, "used": used},
-            "parity": parity.to_dict(),
-            "notes": notes,
-            "timings_s": {
-                "export": round(t_export, 3),
-                "simplify": round(t_simplify, 3),
-                "parity": round(t_parity, 3),
-                "total": round(time.perf_counter() - t0, 3),
-            },
-            "environment": environment(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "config": config.to_dict(),
-        }
-        tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        timings["total"] = round(time.perf_counter() - t0, 3)
+        manifest = make_manifest(
+            tmp_onnx,
+            target.name,
+            "fp32",
+            _model_summary(config, name, params, macs, batch),
+            opset=opset,
+            batch="dynamic" if batch is None else batch,
+            weights={"path": str(weights), "sha256": sha256_file(weights)} if weights else None,
+            exporter={"requested": exporter, "used": used_exporter},
+            simplifier={"requested": simplify, "used": used_simplifier},
+            parity=parity.to_dict(),
+            notes=notes,
+            timings_s=timings,
+            config=config.to_dict(),
+        )
+        write_manifest(tmp_manifest, manifest)
     return ExportResult(target, manifest_path, manifest, parity, notes)
 
 

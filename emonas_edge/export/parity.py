@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,6 +20,9 @@ from ..config import ModelConfig
 from ..data.preprocess import IMAGE_SUFFIXES, Preprocessor, read_image
 from ..errors import CheckFailed, UserError
 from .session import open_session
+
+if TYPE_CHECKING:
+    import torch
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -76,7 +80,9 @@ def collect_images(source: str | os.PathLike, n: int, seed: int = 0) -> list[np.
     return images
 
 
-def parity_inputs(config: ModelConfig, data: str | os.PathLike | None = None, n: int = 8, random: bool = False) -> tuple[np.ndarray, str]:
+def parity_inputs(
+    config: ModelConfig, data: str | os.PathLike | None = None, n: int = 8, random: bool = False
+) -> tuple[np.ndarray, str]:
     if random:
         rng = np.random.default_rng(0)
         return rng.standard_normal((n, *config.input_shape)).astype(np.float32), f"random normal tensors ({n})"
@@ -85,11 +91,15 @@ def parity_inputs(config: ModelConfig, data: str | os.PathLike | None = None, n:
         images = collect_images(data, n)
         return pre(images), f"real images from {data} ({len(images)})"
     face = read_image(ASSETS / "astronaut_face.png")
+    if face is None:
+        raise UserError(
+            f"the bundled face {ASSETS / 'astronaut_face.png'} is missing or unreadable: reinstall emonas-edge"
+        )
     return pre(_variants(face, n)), f"bundled astronaut face, {n} variants"
 
 
 def check_parity(
-    model: "torch.nn.Module",  # noqa: F821 - imported lazily: ONNX-only users never load PyTorch
+    model: torch.nn.Module,  # torch is imported lazily: ONNX-only users never load PyTorch
     onnx_path: str | os.PathLike,
     x: np.ndarray,
     description: str,

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -27,11 +27,11 @@ import onnx
 from .. import __version__
 from ..config import ModelConfig
 from ..data.preprocess import Preprocessor
-from ..environment import environment
 from ..errors import CheckFailed, UserError
 from ..fileio import atomic_outputs, sha256_file, write_json_atomic
 from ..metrics import classification_report
 from .formats import AUTO, FORMATS, PRECISION_CHOICES, artifact_name, manifest_name
+from .manifest import make_manifest, write_manifest
 from .metadata import load_onnx, read_metadata, write_metadata
 from .session import open_session, run_chunked, static_batch
 
@@ -39,16 +39,16 @@ from .session import open_session, run_chunked, static_batch
 Timer = Callable[[dict[str, Path]], dict[str, float]]
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 # kept in fp32 by the fp16 conversion: normalisations, softmax and reductions lose the most in fp16
-FP16_KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "GlobalAveragePool"]
+FP16_KEEP_FP32 = [
+    "LayerNormalization",
+    "Softmax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceL2",
+    "GlobalAveragePool",
+]
 HELD_BACK = 0.2  # share of calibration faces kept out of calibration to measure agreement
-
-
-@dataclass
-class Derived:
-    path: Path
-    manifest_path: Path
-    manifest: dict
-    table: dict
 
 
 def _toposort(graph: onnx.GraphProto) -> None:
@@ -102,7 +102,11 @@ def quantize_qdq(src: Path, dst: Path, reader, method: str = "minmax", scheme: s
     if scheme not in INT8_SCHEMES:
         raise UserError(f"unknown int8 scheme {scheme!r} (choose from: {', '.join(INT8_SCHEMES)})")
     spec = INT8_SCHEMES[scheme]
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     with tempfile.TemporaryDirectory(prefix="emonas-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
@@ -111,18 +115,29 @@ def quantize_qdq(src: Path, dst: Path, reader, method: str = "minmax", scheme: s
             extra["CalibPercentile"] = 99.99
         root = logging.getLogger()
         level = root.level
-        root.setLevel(logging.ERROR)  # one "Axis 1 is out-of-range" warning per unfused BatchNorm (kept float, as intended)
+        root.setLevel(
+            logging.ERROR
+        )  # one "Axis 1 is out-of-range" warning per unfused BatchNorm (kept float, as intended)
         try:
             quantize_static(
-                str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QInt8 if spec["signed"] else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=methods[method], extra_options=extra, reduce_range=True,
+                str(pre),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8 if spec["signed"] else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[method],
+                extra_options=extra,
+                reduce_range=True,
             )
         finally:
             root.setLevel(level)
 
 
-def quantize_int8(src: Path, dst: Path, calib: np.ndarray, method: str = "minmax", batch: int = 32, scheme: str = "ort") -> None:
+def quantize_int8(
+    src: Path, dst: Path, calib: np.ndarray, method: str = "minmax", batch: int = 32, scheme: str = "ort"
+) -> None:
     """QDQ with symmetric per-channel int8 weights; activations by ``scheme`` (:data:`INT8_SCHEMES`):
     unsigned with a zero point for ONNX Runtime, signed symmetric for TensorRT.
 
@@ -168,11 +183,21 @@ def _logits(path: Path, x: np.ndarray, n_classes: int, threads: int | None = Non
 
 def _scores(y: np.ndarray, logits: np.ndarray, classes) -> dict:
     r = classification_report(y, logits.argmax(1), classes)
-    return {"top1": r["accuracy"], "uf1": r.get("uf1"), "per_class_f1": {c: round(v["f1"], 4) for c, v in r["per_class"].items()}}
+    return {
+        "top1": r["accuracy"],
+        "uf1": r.get("uf1"),
+        "per_class_f1": {c: round(v["f1"], 4) for c, v in r["per_class"].items()},
+    }
 
 
-def check_precision_settings(precision: str, calib=None, calib_method: str = "minmax", max_drop: float = 1.0,
-                             eval_data=None, derive: bool = False) -> None:
+def check_precision_settings(
+    precision: str,
+    calib=None,
+    calib_method: str = "minmax",
+    max_drop: float = 1.0,
+    eval_data=None,
+    derive: bool = False,
+) -> None:
     """Bad precision settings fail here, before any export work (the CLI calls it first too)."""
     from ..data.datasets import dataset_path_exists
 
@@ -190,21 +215,237 @@ def check_precision_settings(precision: str, calib=None, calib_method: str = "mi
             raise UserError(f"{what} not found: {path}")
 
 
+@dataclass
+class Calibration:
+    """Calibration faces, normalised: those INT8 is calibrated on and those held back to measure agreement."""
+
+    x: np.ndarray
+    held_back: np.ndarray | None
+    info: dict  # recorded in the INT8 manifest
+
+
+def load_calibration(
+    calib: str | os.PathLike,
+    config: ModelConfig,
+    samples: int,
+    method: str,
+    seed: int,
+    hold_back: bool,
+    notes: list[str],
+    log: Callable[[str], None],
+) -> Calibration:
+    """``hold_back``: keep a share out of calibration when there is no labelled set to score on."""
+    from .calibration import calibration_pixels
+
+    pixels, what, warns = calibration_pixels(calib, config, samples, seed)
+    notes += warns
+    for w in warns:
+        log(f"warning: {w}")
+    x = Preprocessor(config).normalize(pixels)
+    n_held = int(round(len(x) * HELD_BACK)) if hold_back and len(x) >= 10 else 0
+    calib_x, held_x = x[: len(x) - n_held], (x[len(x) - n_held :] if n_held else None)
+    info = {
+        "source": str(calib),
+        "described": what,
+        "samples": len(calib_x),
+        "held_back": n_held,
+        "method": method,
+        "seed": seed,
+    }
+    return Calibration(calib_x, held_x, info)
+
+
+def build_candidates(
+    fp32_path: Path,
+    candidates: list[str],
+    folder: Path,
+    calibration: Calibration | None,
+    calib_method: str,
+    int8_scheme: str,
+    log: Callable[[str], None],
+) -> dict[str, Path]:
+    """fp32 and each candidate precision built into ``folder``: name -> file."""
+    built = {"fp32": fp32_path}
+    for c in candidates:
+        p = folder / f"{c}.onnx"
+        t = time.perf_counter()
+        if c == "fp16":
+            convert_fp16(fp32_path, p)
+        else:
+            if calibration is None:
+                raise UserError(f"{c} needs calibration faces: --calib DIR|CSV|VIDEO")
+            quantize_int8(fp32_path, p, calibration.x, calib_method, scheme=int8_scheme)
+        log(f"built {c} in {time.perf_counter() - t:.1f} s")
+        built[c] = p
+    return built
+
+
+def score_candidates(
+    built: dict[str, Path], config: ModelConfig, eval_ds, calibration: Calibration | None, notes: list[str]
+) -> dict[str, dict]:
+    """Per candidate: size, and top-1 against labels (``eval_ds``) or else agreement with fp32 on unlabelled faces."""
+    n_classes = len(config.classes)
+    table: dict[str, dict] = {k: {"bytes": v.stat().st_size} for k, v in built.items()}
+    if eval_ds is not None:
+        probe = Preprocessor(config).normalize(eval_ds.images)
+    elif calibration is not None:
+        held = calibration.held_back is not None
+        probe = calibration.held_back if calibration.held_back is not None else calibration.x
+        notes.append(
+            f"accuracy not measured (no --eval): agreement with fp32 on {len(probe)} "
+            f"{'held-back ' if held else ''}calibration faces"
+        )
+    else:
+        from .parity import parity_inputs
+
+        probe, _ = parity_inputs(config)
+        notes.append(
+            "accuracy not measured (no --eval, no --calib): fp16 checked for agreement on the bundled parity faces"
+        )
+    ref = _logits(built["fp32"], probe, n_classes)
+    for k, p in built.items():
+        lg = ref if k == "fp32" else _logits(p, probe, n_classes)
+        if eval_ds is not None:
+            table[k].update(_scores(eval_ds.labels, lg, config.classes))
+        table[k]["agreement_with_fp32"] = float(np.mean(lg.argmax(1) == ref.argmax(1)))
+        table[k]["max_abs_diff"] = float(np.abs(lg - ref).max())
+        if eval_ds is not None:
+            table[k]["drop_points"] = round(100 * (table["fp32"]["top1"] - table[k]["top1"]), 3)
+    return table
+
+
+def within_budget(row: dict, max_drop: float) -> bool:
+    if "drop_points" in row:
+        return row["drop_points"] <= max_drop
+    return row["agreement_with_fp32"] >= 0.99  # unlabelled: top-1 must match fp32 on 99% of faces
+
+
+def gate(precision: str, table: dict[str, dict], max_drop: float) -> None:
+    """CheckFailed (nothing written) when the asked-for precision costs more accuracy than the budget."""
+    row = table[precision]
+    if within_budget(row, max_drop):
+        return
+    why = (
+        f"accuracy drop {row['drop_points']:.2f} points > --max-accuracy-drop {max_drop}"
+        if "drop_points" in row
+        else f"top-1 agreement with fp32 {row['agreement_with_fp32']:.3f} < 0.99"
+    )
+    raise CheckFailed(
+        f"{precision} artifact rejected: {why}; nothing written", {k: json.dumps(v) for k, v in table.items()}
+    )
+
+
+def choose_fastest(
+    built: dict[str, Path],
+    table: dict[str, dict],
+    timer: Timer,
+    max_drop: float,
+    measured: bool,
+    log: Callable[[str], None],
+) -> tuple[str, dict]:
+    """``auto``: time every candidate here, keep the fastest within budget; returns ``(chosen, selection)``."""
+    lat = timer(built)
+    for k, v in lat.items():
+        table[k]["p50_ms_1thread"] = round(v, 4)
+    ok = [k for k in built if within_budget(table[k], max_drop)]
+    chosen = min(ok, key=lambda k: lat[k])
+    reason = "fastest within the budget at batch 1, 1 thread on this machine: " + ", ".join(
+        f"{k} {lat[k]:.3f} ms{'' if k in ok else ' (over budget)'}" for k in built
+    )
+    log(f"auto: chose {chosen}: {reason}")
+    return chosen, {
+        "chosen": chosen,
+        "reason": reason,
+        "budget": f"drop <= {max_drop} points" if measured else "agreement >= 0.99",
+    }
+
+
+@dataclass
+class PrecisionArtifact:
+    path: Path
+    manifest_path: Path
+    manifest: dict
+    table: dict
+
+
+def record_fp32_chosen(fp32_path: Path, selection: dict | None, table: dict, notes: list[str]) -> PrecisionArtifact:
+    """``auto`` kept fp32: no new file; the fp32 manifest records the candidates and why."""
+    mpath = fp32_path.parent / manifest_name(fp32_path.name)
+    manifest = json.loads(mpath.read_text()) if mpath.is_file() else {}
+    manifest["precision_selection"] = {"selection": selection, "candidates": table, "notes": notes}
+    write_json_atomic(mpath, manifest)
+    return PrecisionArtifact(fp32_path, mpath, manifest, table)
+
+
+def write_precision_artifact(
+    fp32_path: Path,
+    chosen_file: Path,
+    config: ModelConfig,
+    chosen: str,
+    *,
+    table: dict,
+    selection: dict | None,
+    calibration: Calibration | None,
+    eval_data,
+    eval_samples: int | None,
+    max_drop: float,
+    int8_scheme: str,
+    notes: list[str],
+) -> PrecisionArtifact:
+    """Copy the chosen build beside the fp32 file with its manifest, both renamed into place together."""
+    target = fp32_path.parent / artifact_name(config.name, "onnx", chosen)
+    mpath = target.parent / manifest_name(target.name)
+    accuracy = (
+        {"measured_on": str(eval_data), "samples": eval_samples, "max_drop_points": max_drop, **table}
+        if eval_data is not None
+        else {"measured": False, **table}
+    )
+    quantization = (
+        {
+            "format": "QDQ",
+            "scheme": int8_scheme,
+            "activations": INT8_SCHEMES[int8_scheme]["activations"],
+            "weights": "int8 symmetric per-channel (7-bit range)",
+            "tool": "onnxruntime.quantization quant_pre_process + quantize_static",
+        }
+        if chosen == "int8"
+        else None
+    )
+    with atomic_outputs(target, mpath) as (tmp_art, tmp_man):
+        tmp_art.write_bytes(chosen_file.read_bytes())
+        manifest = make_manifest(
+            tmp_art,
+            target.name,
+            chosen,
+            {"name": config.name, "task": config.task, "trained": config.trained, "classes": list(config.classes)},
+            **{"from": {"artifact": fp32_path.name, "sha256": sha256_file(fp32_path)}},
+            calibration=calibration.info if chosen == "int8" and calibration is not None else None,
+            accuracy=accuracy,
+            selection=selection,
+            quantization=quantization,
+            fp16={"kept_fp32": FP16_KEEP_FP32, "io": "float32"} if chosen == "fp16" else None,
+            notes=notes,
+            producer=f"emonas-edge {__version__}",
+        )
+        write_manifest(tmp_man, manifest)
+    return PrecisionArtifact(target, mpath, manifest, table)
+
+
 def derive_precision(
     fp32_path: str | Path,
     config: ModelConfig,
     precision: str,
     *,
-    calib: str | Path | None = None,
+    calib: str | os.PathLike | None = None,
     calib_samples: int = 512,
     calib_method: str = "minmax",
     seed: int = 0,
-    eval_data: str | Path | None = None,
+    eval_data: str | os.PathLike | None = None,
     max_drop: float = 1.0,
     log: Callable[[str], None] = lambda m: None,
     int8_scheme: str = "ort",
     timer: Timer | None = None,
-) -> Derived:
+) -> PrecisionArtifact:
     """Build the ``precision`` artifact (fp16 | int8 | auto) beside ``fp32_path``; gate it; write its manifest.
 
     ``int8_scheme``: "ort" for ONNX Runtime, "tensorrt" for a graph that becomes a TensorRT engine.
@@ -216,124 +457,44 @@ def derive_precision(
     if precision == AUTO and timer is None:
         raise UserError("precision 'auto' needs a timer to compare the candidates (profile.models.precision_timer)")
     check_precision_settings(precision, calib, calib_method, max_drop, eval_data, derive=True)
-    pre = Preprocessor(config)
     notes: list[str] = []
-    calib_x = held_x = None
-    calib_info = None
+    calibration = None
     if calib is not None:
-        from .calibration import calibration_pixels
-
-        pixels, what, warns = calibration_pixels(calib, config, calib_samples, seed)
-        notes += warns
-        for w in warns:
-            log(f"warning: {w}")
-        x = pre.normalize(pixels)
-        n_held = int(round(len(x) * HELD_BACK)) if eval_data is None and len(x) >= 10 else 0
-        calib_x, held_x = x[: len(x) - n_held], (x[len(x) - n_held :] if n_held else None)
-        calib_info = {"source": str(calib), "described": what, "samples": len(calib_x), "held_back": n_held, "method": calib_method, "seed": seed}
+        calibration = load_calibration(calib, config, calib_samples, calib_method, seed, eval_data is None, notes, log)
     eval_ds = None
     if eval_data is not None:
         from ..data.datasets import load_dataset
 
         eval_ds = load_dataset(eval_data, config, usage="PublicTest")
-        eval_x = pre.normalize(eval_ds.images)
     candidates = ["fp16", "int8"] if precision == AUTO else [precision]
-    if precision == AUTO and calib_x is None:
+    if precision == AUTO and calibration is None:
         candidates = ["fp16"]
         notes.append("auto: no --calib, so int8 was not a candidate")
 
     with tempfile.TemporaryDirectory(prefix="emonas-precision-") as tmp:
-        built = {"fp32": fp32_path}
-        for c in candidates:
-            p = Path(tmp) / f"{c}.onnx"
-            t = time.perf_counter()
-            if c == "fp16":
-                convert_fp16(fp32_path, p)
-            else:
-                quantize_int8(fp32_path, p, calib_x, calib_method, scheme=int8_scheme)
-            log(f"built {c} in {time.perf_counter() - t:.1f} s")
-            built[c] = p
-        table: dict[str, dict] = {k: {"bytes": v.stat().st_size} for k, v in built.items()}
-        if eval_ds is not None:
-            ref = _logits(fp32_path, eval_x, len(config.classes))
-            for k, p in built.items():
-                lg = ref if k == "fp32" else _logits(p, eval_x, len(config.classes))
-                table[k].update(_scores(eval_ds.labels, lg, config.classes))
-                table[k]["agreement_with_fp32"] = float(np.mean(lg.argmax(1) == ref.argmax(1)))
-                table[k]["max_abs_diff"] = float(np.abs(lg - ref).max())
-                table[k]["drop_points"] = round(100 * (table["fp32"]["top1"] - table[k]["top1"]), 3)
-        else:
-            if held_x is not None or calib_x is not None:
-                probe = held_x if held_x is not None else calib_x
-                notes.append(f"accuracy not measured (no --eval): agreement with fp32 on {len(probe)} {'held-back ' if held_x is not None else ''}calibration faces")
-            else:
-                from .parity import parity_inputs
-
-                probe, _ = parity_inputs(config)
-                notes.append("accuracy not measured (no --eval, no --calib): fp16 checked for agreement on the bundled parity faces")
-            ref = _logits(fp32_path, probe, len(config.classes))
-            for k, p in built.items():
-                lg = ref if k == "fp32" else _logits(p, probe, len(config.classes))
-                table[k]["agreement_with_fp32"] = float(np.mean(lg.argmax(1) == ref.argmax(1)))
-                table[k]["max_abs_diff"] = float(np.abs(lg - ref).max())
-
-        def within(k: str) -> bool:
-            if "drop_points" in table[k]:
-                return table[k]["drop_points"] <= max_drop
-            return table[k]["agreement_with_fp32"] >= 0.99  # unlabelled: top-1 must match fp32 on 99% of faces
-
+        built = build_candidates(fp32_path, candidates, Path(tmp), calibration, calib_method, int8_scheme, log)
+        table = score_candidates(built, config, eval_ds, calibration, notes)
         selection = None
         if precision == AUTO:
-            lat = timer(built)
-            for k, v in lat.items():
-                table[k]["p50_ms_1thread"] = round(v, 4)
-            ok = [k for k in built if within(k)]
-            chosen = min(ok, key=lambda k: lat[k])
-            reason = (f"fastest within the budget at batch 1, 1 thread on this machine: "
-                      + ", ".join(f"{k} {lat[k]:.3f} ms{'' if k in ok else ' (over budget)'}" for k in built))
-            selection = {"chosen": chosen, "reason": reason, "budget": f"drop <= {max_drop} points" if eval_ds is not None else "agreement >= 0.99"}
-            log(f"auto: chose {chosen}: {reason}")
+            assert timer is not None  # checked above
+            chosen, selection = choose_fastest(built, table, timer, max_drop, eval_ds is not None, log)
         else:
             chosen = precision
-            if not within(chosen):
-                why = (f"accuracy drop {table[chosen]['drop_points']:.2f} points > --max-accuracy-drop {max_drop}"
-                       if "drop_points" in table[chosen] else f"top-1 agreement with fp32 {table[chosen]['agreement_with_fp32']:.3f} < 0.99")
-                raise CheckFailed(f"{chosen} artifact rejected: {why}; nothing written", {k: json.dumps(v) for k, v in table.items()})
-
+            gate(chosen, table, max_drop)
         if chosen == "fp32":
-            target = fp32_path
-            mpath = fp32_path.parent / manifest_name(fp32_path.name)
-            manifest = json.loads(mpath.read_text()) if mpath.is_file() else {}
-            manifest["precision_selection"] = {"selection": selection, "candidates": table, "notes": notes}
-            write_json_atomic(mpath, manifest)
-            return Derived(target, mpath, manifest, table)
-
-        target = fp32_path.parent / artifact_name(config.name, "onnx", chosen)
-        mpath = target.parent / manifest_name(target.name)
-        with atomic_outputs(target, mpath) as (tmp_art, tmp_man):
-            tmp_art.write_bytes(built[chosen].read_bytes())
-            manifest = {
-                "format": "emonas-manifest/1",
-                "artifact": target.name,
-                "sha256": sha256_file(tmp_art),
-                "bytes": tmp_art.stat().st_size,
-                "export_format": "onnx",
-                "precision": chosen,
-                "from": {"artifact": fp32_path.name, "sha256": sha256_file(fp32_path)},
-                "model": {"name": config.name, "task": config.task, "trained": config.trained, "classes": list(config.classes)},
-                "calibration": calib_info if chosen == "int8" else None,
-                "accuracy": ({"measured_on": str(eval_data), "samples": len(eval_ds), "max_drop_points": max_drop, **{k: table[k] for k in table}}
-                             if eval_ds is not None else {"measured": False, **{k: table[k] for k in table}}),
-                "selection": selection,
-                "quantization": ({"format": "QDQ", "scheme": int8_scheme, "activations": INT8_SCHEMES[int8_scheme]["activations"],
-                                  "weights": "int8 symmetric per-channel (7-bit range)",
-                                  "tool": "onnxruntime.quantization quant_pre_process + quantize_static"} if chosen == "int8" else None),
-                "fp16": {"kept_fp32": FP16_KEEP_FP32, "io": "float32"} if chosen == "fp16" else None,
-                "notes": notes,
-                "producer": f"emonas-edge {__version__}",
-                "environment": environment(),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-            tmp_man.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    assert chosen in FORMATS["onnx"].precisions
-    return Derived(target, mpath, manifest, table)
+            return record_fp32_chosen(fp32_path, selection, table, notes)
+        assert chosen in FORMATS["onnx"].precisions
+        return write_precision_artifact(
+            fp32_path,
+            built[chosen],
+            config,
+            chosen,
+            table=table,
+            selection=selection,
+            calibration=calibration,
+            eval_data=eval_data,
+            eval_samples=len(eval_ds) if eval_ds is not None else None,
+            max_drop=max_drop,
+            int8_scheme=int8_scheme,
+            notes=notes,
+        )

@@ -8,13 +8,17 @@ provider choice with CPU fallback) and the batching of long inputs live here, on
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import UserError
 
-PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+PROVIDER_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -46,8 +50,9 @@ def static_batch(session) -> int | None:
     return dim0 if isinstance(dim0, int) else None
 
 
-def run_chunked(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, fixed: int | None, n_out: int,
-                batch: int = 256) -> np.ndarray:
+def run_chunked(
+    run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, fixed: int | None, n_out: int, batch: int = 256
+) -> np.ndarray:
     """Any number of samples through ``run``, in chunks; a fixed-batch artifact gets padded chunks."""
     b = fixed or batch
     outs = []

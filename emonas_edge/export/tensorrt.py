@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CheckFailed, MissingDependency, UserError
 from ..fileio import atomic_outputs, sha256_file
@@ -54,8 +54,20 @@ def _check_precision(precision: str) -> None:
         raise UserError(f"unknown TensorRT precision {precision!r} (choose from: {', '.join(allowed)})")
 
 
-def trtexec_command(onnx_path, engine_path, precision: str, input_name: str, input_shape_chw, min_batch: int,
-                    opt_batch: int, max_batch: int, workspace_mb: int, timing_cache=None, *, dynamic: bool = True) -> str:
+def trtexec_command(
+    onnx_path,
+    engine_path,
+    precision: str,
+    input_name: str,
+    input_shape_chw,
+    min_batch: int,
+    opt_batch: int,
+    max_batch: int,
+    workspace_mb: int,
+    timing_cache=None,
+    *,
+    dynamic: bool = True,
+) -> str:
     """The ``trtexec`` (TensorRT >= 10) line that builds the same engine; shapes only for a dynamic batch."""
     _check_precision(precision)
     chw = "x".join(str(int(d)) for d in input_shape_chw)
@@ -78,16 +90,21 @@ def trtexec_command(onnx_path, engine_path, precision: str, input_name: str, inp
 
 def _check_settings(precision: str, batch, workspace_mb) -> tuple[int, int, int]:
     _check_precision(precision)
-    if (not isinstance(batch, (tuple, list)) or len(batch) != 3
-            or not all(isinstance(b, int) and not isinstance(b, bool) for b in batch) or not 1 <= batch[0] <= batch[1] <= batch[2]):
+    if (
+        not isinstance(batch, (tuple, list))
+        or len(batch) != 3
+        or not all(isinstance(b, int) and not isinstance(b, bool) for b in batch)
+        or not 1 <= batch[0] <= batch[1] <= batch[2]
+    ):
         raise UserError(f"batch must be three integers min <= opt <= max, all >= 1; got {batch!r}")
     if not isinstance(workspace_mb, int) or isinstance(workspace_mb, bool) or workspace_mb < 1:
         raise UserError(f"workspace_mb must be a positive integer (MiB); got {workspace_mb!r}")
     return tuple(batch)
 
 
-def plan_engine(onnx_path, engine_path, *, precision: str = "fp32", batch=(1, 1, 8), workspace_mb: int = 256,
-                timing_cache=None) -> dict:
+def plan_engine(
+    onnx_path, engine_path, *, precision: str = "fp32", batch=(1, 1, 8), workspace_mb: int = 256, timing_cache=None
+) -> dict:
     """Check the ONNX file and settings without TensorRT; return what :func:`build_engine` will do."""
     from .metadata import config_from_metadata, load_onnx, read_metadata
 
@@ -95,7 +112,9 @@ def plan_engine(onnx_path, engine_path, *, precision: str = "fp32", batch=(1, 1,
     proto = load_onnx(onnx_path)
     meta = read_metadata(proto)
     if config_from_metadata(meta, str(onnx_path)) is None:
-        raise UserError(f"{onnx_path} carries no emonas-edge metadata (classes, input spec); export it with emonas-edge")
+        raise UserError(
+            f"{onnx_path} carries no emonas-edge metadata (classes, input spec); export it with emonas-edge"
+        )
     model = {}
     for key in META_KEYS:
         if key in meta:
@@ -116,13 +135,17 @@ def plan_engine(onnx_path, engine_path, *, precision: str = "fp32", batch=(1, 1,
         mn = opt = mx = static
     quantized = any(n.op_type in QDQ_OPS for n in proto.graph.node)
     if precision == "int8" and not quantized:
-        raise UserError(f"{onnx_path} has no QuantizeLinear/DequantizeLinear nodes: int8 engines are built from a "
-                        "quantized (QDQ) ONNX file; quantize the model first, or build fp16/fp32")
+        raise UserError(
+            f"{onnx_path} has no QuantizeLinear/DequantizeLinear nodes: int8 engines are built from a "
+            "quantized (QDQ) ONNX file; quantize the model first, or build fp16/fp32"
+        )
     if precision != "int8" and quantized:
         raise UserError(f"{onnx_path} is quantized (QDQ nodes); build it with precision int8")
     if quantized and _has_unsigned_activations(proto):
-        raise UserError(f"{onnx_path} is quantized for ONNX Runtime (unsigned activations with zero points); TensorRT takes only "
-                        "signed symmetric int8: export with --format engine, which quantizes with the tensorrt scheme")
+        raise UserError(
+            f"{onnx_path} is quantized for ONNX Runtime (unsigned activations with zero points); TensorRT takes only "
+            "signed symmetric int8: export with --format engine, which quantizes with the tensorrt scheme"
+        )
     return {
         "onnx": str(onnx_path),
         "engine": str(engine_path),
@@ -133,8 +156,19 @@ def plan_engine(onnx_path, engine_path, *, precision: str = "fp32", batch=(1, 1,
         "workspace_mb": workspace_mb,
         "timing_cache": str(timing_cache) if timing_cache else None,
         "model": model,
-        "trtexec": trtexec_command(onnx_path, engine_path, precision, inputs[0].name, chw, mn, opt, mx, workspace_mb,
-                                   timing_cache, dynamic=static is None),
+        "trtexec": trtexec_command(
+            onnx_path,
+            engine_path,
+            precision,
+            inputs[0].name,
+            chw,
+            mn,
+            opt,
+            mx,
+            workspace_mb,
+            timing_cache,
+            dynamic=static is None,
+        ),
     }
 
 
@@ -169,7 +203,10 @@ def gpu_info() -> dict:
 
         if torch.cuda.is_available():
             i = torch.cuda.current_device()
-            return {"name": torch.cuda.get_device_name(i), "compute_capability": "%d.%d" % torch.cuda.get_device_capability(i)}
+            return {
+                "name": torch.cuda.get_device_name(i),
+                "compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(i)),
+            }
     except Exception:
         pass
     try:
@@ -186,7 +223,7 @@ def gpu_info() -> dict:
 
         drv.init()
         dev = drv.Device(0)
-        return {"name": dev.name(), "compute_capability": "%d.%d" % dev.compute_capability()}
+        return {"name": dev.name(), "compute_capability": "{}.{}".format(*dev.compute_capability())}
     except Exception:
         return {"name": None, "compute_capability": None}
 
@@ -206,15 +243,24 @@ def _collecting_logger(trt, log: Callable[[str], None]):
     return Logger()
 
 
-def build_engine(onnx_path, engine_path, *, precision: str = "fp32", batch=(1, 1, 8), workspace_mb: int = 256,
-                 timing_cache=None, log: Callable[[str], None] = lambda msg: None) -> dict:
+def build_engine(
+    onnx_path,
+    engine_path,
+    *,
+    precision: str = "fp32",
+    batch=(1, 1, 8),
+    workspace_mb: int = 256,
+    timing_cache=None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict:
     """Build ``engine_path`` and its sidecar from an emonas-edge ONNX file; return the sidecar.
 
     Needs TensorRT >= 10 and a CUDA GPU. Bad files and settings raise :class:`UserError`; a build
     TensorRT itself rejects raises :class:`CheckFailed`. Nothing is written unless all succeeds.
     """
-    plan = plan_engine(onnx_path, engine_path, precision=precision, batch=batch, workspace_mb=workspace_mb,
-                       timing_cache=timing_cache)
+    plan = plan_engine(
+        onnx_path, engine_path, precision=precision, batch=batch, workspace_mb=workspace_mb, timing_cache=timing_cache
+    )
     trt = require_tensorrt()
     if int(trt.__version__.split(".")[0]) < 10:
         raise UserError(f"TensorRT {trt.__version__} is too old; emonas-edge builds engines with TensorRT 10 or newer")
@@ -222,7 +268,9 @@ def build_engine(onnx_path, engine_path, *, precision: str = "fp32", batch=(1, 1
     try:
         builder = trt.Builder(logger)
     except Exception as e:  # no CUDA device or driver: the binding raises instead of returning None
-        raise UserError(f"TensorRT could not start ({str(e).strip()[:120]}); building engines needs a CUDA GPU") from None
+        raise UserError(
+            f"TensorRT could not start ({str(e).strip()[:120]}); building engines needs a CUDA GPU"
+        ) from None
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan["strongly_typed"] else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -267,8 +315,17 @@ def build_engine(onnx_path, engine_path, *, precision: str = "fp32", batch=(1, 1
     return sidecar
 
 
-__all__ = ["build_engine", "plan_engine", "make_sidecar", "require_tensorrt", "sidecar_path", "tensorrt_available",
-           "trtexec_command", "gpu_info", "SIDECAR_FORMAT"]
+__all__ = [
+    "build_engine",
+    "plan_engine",
+    "make_sidecar",
+    "require_tensorrt",
+    "sidecar_path",
+    "tensorrt_available",
+    "trtexec_command",
+    "gpu_info",
+    "SIDECAR_FORMAT",
+]
 
 
 def _has_unsigned_activations(proto) -> bool:
@@ -276,5 +333,7 @@ def _has_unsigned_activations(proto) -> bool:
     import onnx
 
     zps = {t.name: t.data_type for t in proto.graph.initializer}
-    return any(n.op_type == "QuantizeLinear" and len(n.input) > 2 and zps.get(n.input[2]) == onnx.TensorProto.UINT8
-               for n in proto.graph.node)
+    return any(
+        n.op_type == "QuantizeLinear" and len(n.input) > 2 and zps.get(n.input[2]) == onnx.TensorProto.UINT8
+        for n in proto.graph.node
+    )

@@ -77,13 +77,19 @@ class Aligner:
             out = np.empty((self.size, self.size) if self.gray else (self.size, self.size, 3), np.uint8)
         if src_gray:
             if self.gray:
-                cv2.warpAffine(frame, m, (self.size, self.size), dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                cv2.warpAffine(
+                    frame, m, (self.size, self.size), dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+                )
             else:
-                g = cv2.warpAffine(frame, m, (self.size, self.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                g = cv2.warpAffine(
+                    frame, m, (self.size, self.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+                )
                 cv2.cvtColor(g, cv2.COLOR_GRAY2RGB, dst=out)
             return out
         # warp the small crop, then convert colour: cheaper than converting the whole frame
-        cv2.warpAffine(frame, m, (self.size, self.size), dst=self._warp, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        cv2.warpAffine(
+            frame, m, (self.size, self.size), dst=self._warp, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         cv2.cvtColor(self._warp, cv2.COLOR_BGR2GRAY if self.gray else cv2.COLOR_BGR2RGB, dst=out)
         return out
 

@@ -136,8 +136,14 @@ class MediaPipeDetector(FaceDetector):
 
     name = "mediapipe"
 
-    def __init__(self, min_confidence: float = 0.4, min_size: int = 24, model_path: str | Path | None = None, landmark_check: bool = True,
-                 full_range: bool = False):
+    def __init__(
+        self,
+        min_confidence: float = 0.4,
+        min_size: int = 24,
+        model_path: str | Path | None = None,
+        landmark_check: bool = True,
+        full_range: bool = False,
+    ):
         super().__init__(min_confidence, min_size)
         if full_range:
             self.name = "mediapipe-full"
@@ -168,8 +174,14 @@ class MediaPipeDetector(FaceDetector):
         # __del__ then prints a traceback; close before that pool goes (threading's exit hooks run
         # newest first, so this one runs before concurrent.futures' shutdown)
         ref = weakref.ref(self)
+
+        def close_at_exit() -> None:
+            detector = ref()
+            if detector is not None:
+                detector.close()
+
         register = getattr(threading, "_register_atexit", atexit.register)
-        register(lambda: (d := ref()) is not None and d.close())
+        register(close_at_exit)
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         h, w = frame.shape[:2]
@@ -215,8 +227,11 @@ class HaarDetector(FaceDetector):
     def __init__(self, min_confidence: float = 0.4, min_size: int = 24, scale: float = 1.1, neighbors: int = 5):
         super().__init__(min_confidence, min_size)
         if not hasattr(cv2, "CascadeClassifier"):
-            raise UserError(f"OpenCV {cv2.__version__} has no CascadeClassifier (OpenCV 5 dropped it); install opencv-python-headless<5")
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+            raise UserError(
+                f"OpenCV {cv2.__version__} has no CascadeClassifier (OpenCV 5 dropped it); "
+                "install opencv-python-headless<5"
+            )
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]  # not in cv2's stubs
         self._casc = cv2.CascadeClassifier(str(path))
         if self._casc.empty():
             raise UserError(f"{path}: OpenCV Haar cascade could not be loaded")
@@ -234,7 +249,7 @@ class HaarDetector(FaceDetector):
             gray, self.scale, self.neighbors, minSize=(self.min_size, self.min_size), outputRejectLevels=True
         )
         out = []
-        for (x, y, w, h), wt in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1)):
+        for (x, y, w, h), wt in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1), strict=True):
             # the cascade's level weight is not a probability; squash it to (0, 1) for display only
             score = float(1.0 / (1.0 + np.exp(-float(wt))))
             out.append(Detection(np.array([x, y, x + w, y + h], np.float32), score, None))
@@ -253,8 +268,13 @@ def mediapipe_available() -> bool:
     return True
 
 
-def create_detector(name: str = "auto", min_confidence: float = 0.4, min_size: int = 24, landmark_check: bool = True,
-                    auto_full_range: bool = False) -> FaceDetector:
+def create_detector(
+    name: str = "auto",
+    min_confidence: float = 0.4,
+    min_size: int = 24,
+    landmark_check: bool = True,
+    auto_full_range: bool = False,
+) -> FaceDetector:
     """``auto``: MediaPipe when installed (short-range, or full-range with ``auto_full_range``:
     offline work that prefers finding small faces to speed), else the Haar cascade;
     ``mediapipe-full``: the full-range BlazeFace, for small or distant faces."""
@@ -264,5 +284,7 @@ def create_detector(name: str = "auto", min_confidence: float = 0.4, min_size: i
     if name == "auto" and mediapipe_available():
         name = "mediapipe-full" if auto_full_range else "mediapipe"
     if name in ("mediapipe", "mediapipe-full"):
-        return MediaPipeDetector(min_confidence, min_size, landmark_check=landmark_check, full_range=name == "mediapipe-full")
+        return MediaPipeDetector(
+            min_confidence, min_size, landmark_check=landmark_check, full_range=name == "mediapipe-full"
+        )
     return HaarDetector(min_confidence, min_size)

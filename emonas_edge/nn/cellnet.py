@@ -18,7 +18,9 @@ from .ops import FactorizedReduce, ReLUConvBN, build_op, drop_path
 
 
 class Cell(nn.Module):
-    def __init__(self, genotype: Genotype, c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool):
+    def __init__(
+        self, genotype: Genotype, c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool
+    ):
         super().__init__()
         self.reduction = reduction
         edges = genotype.reduce if reduction else genotype.normal
@@ -26,17 +28,19 @@ class Cell(nn.Module):
         # An input no edge or concat reads costs nothing: searched cells often ignore c_{k-2}.
         uses0 = any(idx == 0 for _, idx in edges) or 0 in self.concat
         uses1 = any(idx == 1 for _, idx in edges) or 1 in self.concat
-        self.preprocess0 = (FactorizedReduce(c_prev_prev, c) if reduction_prev else ReLUConvBN(c_prev_prev, c, 1, 1, 0)) if uses0 else None
+        self.preprocess0 = (
+            (FactorizedReduce(c_prev_prev, c) if reduction_prev else ReLUConvBN(c_prev_prev, c, 1, 1, 0))
+            if uses0
+            else None
+        )
         self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0) if uses1 else None
         self.indices = [idx for _, idx in edges]
-        self.ops = nn.ModuleList(
-            build_op(op, c, 2 if reduction and idx < 2 else 1, True) for op, idx in edges
-        )
+        self.ops = nn.ModuleList(build_op(op, c, 2 if reduction and idx < 2 else 1, True) for op, idx in edges)
         self.multiplier = len(self.concat)
         self.steps = len(edges) // 2
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = [
+        states: list[torch.Tensor | None] = [
             self.preprocess0(s0) if self.preprocess0 is not None else None,
             self.preprocess1(s1) if self.preprocess1 is not None else None,
         ]
@@ -49,7 +53,8 @@ class Cell(nn.Module):
                     h = drop_path(h, drop_prob)
                 total = h if total is None else total + h
             states.append(total)
-        return torch.cat([states[i] for i in self.concat], dim=1)
+        # None only for an input that no edge or concat reads (__init__), so the filter drops nothing
+        return torch.cat([s for i in self.concat if (s := states[i]) is not None], dim=1)
 
 
 class AuxiliaryHead(nn.Module):
@@ -92,7 +97,7 @@ class CellNetwork(FlipAveraged, nn.Module):
         c_pp, c_p, c_cur = c_stem, c_stem, c
         reduction_prev = False
         self.cells = nn.ModuleList()
-        c_aux = None
+        c_aux = 0  # set at the second reduction, which every depth has (2 * layers // 3 < layers)
         for i in range(layers):
             reduction = i in self.reduction_at
             if reduction:

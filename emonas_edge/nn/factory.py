@@ -21,6 +21,4 @@ def create_model(config: ModelConfig) -> nn.Module:
 
 def count_params(model: nn.Module, include_aux: bool = False) -> int:
     """Parameters of the deployed network (the training-only auxiliary head is left out)."""
-    return sum(
-        p.numel() for n, p in model.named_parameters() if include_aux or not n.startswith("aux_head.")
-    )
+    return sum(p.numel() for n, p in model.named_parameters() if include_aux or not n.startswith("aux_head."))

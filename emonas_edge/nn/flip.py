@@ -11,6 +11,7 @@ averaged probabilities exactly, and argmax gives the averaged decision.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -19,6 +20,9 @@ class FlipAveraged:
     """Mixin: ``forward`` averages ``_forward`` over the input and its mirror in eval mode."""
 
     test_time_flip: bool = False
+    # provided by the nn.Module subclass that mixes this in
+    training: bool
+    _forward: Callable[[torch.Tensor], torch.Tensor]
 
     def forward(self, x: torch.Tensor):
         if self.training or not self.test_time_flip:

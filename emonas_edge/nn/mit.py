@@ -129,7 +129,7 @@ class MultiscaleFusion(nn.Module):
         size = feats[0].shape[2:]
         ups = [
             p(f) if i == 0 else F.interpolate(p(f), size=size, mode="bilinear", align_corners=False)
-            for i, (p, f) in enumerate(zip(self.proj, feats))
+            for i, (p, f) in enumerate(zip(self.proj, feats, strict=True))
         ]
         return self.fuse(torch.cat(ups, dim=1))
 
@@ -143,7 +143,7 @@ class MiTClassifier(FlipAveraged, nn.Module):
         dpr = [net["drop_path"] * i / max(total - 1, 1) for i in range(total)]
         self.stages = nn.ModuleList()
         c_in, k = net["in_channels"], 0
-        for s, (dim, depth, heads) in enumerate(zip(net["dims"], net["depths"], net["heads"])):
+        for s, (dim, depth, heads) in enumerate(zip(net["dims"], net["depths"], net["heads"], strict=True)):
             patch, stride = (7, 4) if s == 0 else (3, 2)
             self.stages.append(MiTStage(c_in, dim, depth, heads, SR_RATIOS[s], patch, stride, dpr[k : k + depth]))
             c_in, k = dim, k + depth

@@ -8,8 +8,8 @@ the spatial size by ``stride`` (rounding up).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -172,7 +172,9 @@ def _check_names() -> None:
     from ..genotype import OP_NAMES
 
     if tuple(OPS) != OP_NAMES:
-        raise RuntimeError(f"nn/ops.py registry {tuple(OPS)} and genotype.OP_NAMES {OP_NAMES} disagree: add the new op's name to both")
+        raise RuntimeError(
+            f"nn/ops.py registry {tuple(OPS)} and genotype.OP_NAMES {OP_NAMES} disagree: add the new op's name to both"
+        )
 
 
 _check_names()

@@ -1,129 +1,22 @@
 """The real-time pipeline: source -> detect -> align -> track -> macro / micro -> render and sinks.
 
-``build_pipeline`` and ``run`` are what the CLI (``emonas-edge run``, ``emonas-edge demo``) and
-the scripts in ``demos/`` call. Models are any artifact :func:`~emonas_edge.runtime.load_backend`
-takes; their input spec comes from their own config or ONNX metadata.
+``build_pipeline`` and ``run`` (:mod:`.runner`) are what the CLI and the scripts in ``demos/``
+call; the per-frame data path is :mod:`.loop`.
 """
 
-from __future__ import annotations
-
-import os
-from dataclasses import dataclass, field
-
-from ..errors import UserError
-from ..faces.detect import create_detector
-from .loop import FrameResult, Pipeline, PipelineSettings, RunSummary, run_pipeline
+from .loop import FrameResult, Pipeline, PipelineSettings, RunSummary
+from .runner import LoadedPipeline, RunSettings, build_pipeline, run
 from .sources import SourceLost, open_source
 
-__all__ = ["build_pipeline", "run", "Pipeline", "PipelineSettings", "FrameResult", "RunSummary", "open_source", "SourceLost"]
-
-
-@dataclass
-class Built:
-    pipeline: Pipeline
-    notes: list[str] = field(default_factory=list)
-
-
-def build_pipeline(
-    macro: str | os.PathLike | None = "emonas-macro",
-    micro: str | os.PathLike | None = "emonas-micro",
-    *,
-    detector: str = "auto",
-    min_confidence: float = 0.4,
-    min_face: int = 24,
-    allow_untrained: bool = False,
-    threads: int | None = 1,
-    provider: str | None = None,
-    engine: str = "auto",
-    landmark_check: bool = True,
-    settings: PipelineSettings | None = None,
-    photos: bool = False,
-) -> Built:
-    """Load models and detector once. A model whose config says ``trained: false`` is left out
-    unless ``allow_untrained`` (then every result of it is marked untrained).
-
-    ``photos``: the source is still images, so ``detector="auto"`` takes the full-range BlazeFace:
-    photos hold faces of any size and there is no frame rate to keep up with.
-    """
-    from ..runtime import load_backend
-
-    notes = []
-    backends = {}
-    for role, spec in (("macro", macro), ("micro", micro)):
-        if spec is None or str(spec).lower() in ("", "none", "off"):
-            backends[role] = None
-            continue
-        b = load_backend(spec, provider=provider, threads=threads, engine=engine)
-        if b.config.task != role:
-            notes.append(f"{role} model {spec} was built for the {b.config.task} task")
-        if not b.trained and not allow_untrained:
-            notes.append(f"{role} head off: {spec} has no trained weights (--allow-untrained runs it, marked untrained)")
-            b = None
-        elif not b.trained:
-            notes.append(f"{role} head runs UNTRAINED ({spec}): its output is marked untrained and is not a prediction")
-        backends[role] = b
-    if backends["macro"] is None and backends["micro"] is None:
-        raise UserError("no classifier left to run: " + "; ".join(notes) if notes else "no classifier given (--macro/--micro)")
-    det = create_detector(detector, min_confidence, min_face, landmark_check, auto_full_range=photos)
-    try:
-        p = Pipeline(det, backends["macro"], backends["micro"], settings)
-    except BaseException:
-        det.close()
-        raise
-    if det.name == "haar" and detector == "auto":
-        notes.append("mediapipe not installed: using the OpenCV Haar cascade (no eye landmarks, fewer faces found)")
-    return Built(p, notes)
-
-
-def run(
-    source,
-    built: Built | None = None,
-    *,
-    jsonl: str | os.PathLike | None = None,
-    csv: str | os.PathLike | None = None,
-    save_video: str | os.PathLike | None = None,
-    max_frames: int | None = None,
-    on_frame=None,
-    render: bool | None = None,
-    **build_kw,
-) -> RunSummary:
-    """Run the pipeline over ``source`` (camera index, URL, video, image or folder) into the outputs.
-
-    Outputs are finalised whatever happens; a source lost mid-run raises :class:`SourceLost`
-    after that, with the summary so far as ``.summary``.
-    """
-    from .render import Renderer
-    from .sinks import CsvSink, JsonlSink, VideoSink
-
-    from .sources import Source
-
-    src = source if isinstance(source, Source) else open_source(source)  # bad sources fail before models load
-    try:
-        built = built or build_pipeline(**{"photos": src.kind == "image", **build_kw})
-    except BaseException:
-        src.close()
-        raise
-    p = built.pipeline
-    sinks, video = [], None
-    ok = False
-    try:
-        if jsonl:
-            sinks.append(JsonlSink(jsonl))
-        if csv:
-            sinks.append(CsvSink(csv, p.macro.classes if p.macro else None, p.micro.classes if p.micro else None))
-        if save_video:
-            video = VideoSink(save_video, src.fps)
-        need_render = render if render is not None else (video is not None or on_frame is not None)
-        renderer = Renderer() if need_render else None
-        summary = run_pipeline(p, src, sinks, renderer, video, max_frames, on_frame)
-        ok = True
-        if summary.frames == 0:
-            raise UserError(f"{source}: no frames could be read")
-        return summary
-    finally:
-        src.close()
-        # outputs so far are valid even when the source failed: keep them (a video with no
-        # frames and files from a run that never started are dropped)
-        for s in [*sinks, video]:
-            if s is not None:
-                s.close(keep=ok or s.frames > 0)
+__all__ = [
+    "build_pipeline",
+    "run",
+    "LoadedPipeline",
+    "RunSettings",
+    "Pipeline",
+    "PipelineSettings",
+    "FrameResult",
+    "RunSummary",
+    "open_source",
+    "SourceLost",
+]

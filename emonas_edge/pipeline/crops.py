@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import cv2
-import numpy as np
 
 from .. import __version__
 from ..config import ModelConfig
@@ -29,8 +28,13 @@ REPORT = "crops.json"
 
 
 def _images_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def crop_faces(
@@ -73,7 +77,10 @@ def crop_faces(
     unreadable: list[str] = []
     several: list[str] = []
     written = 0
-    with create_detector(detector, min_confidence, min_face, auto_full_range=True) as det, atomic_folder(out, replace=overwrite) as tmp:
+    with (
+        create_detector(detector, min_confidence, min_face, auto_full_range=True) as det,
+        atomic_folder(out, replace=overwrite) as tmp,
+    ):
         for i, f in enumerate(files):
             rel = f.relative_to(src)
             img = read_image(f)
@@ -108,8 +115,15 @@ def crop_faces(
             "unreadable": len(unreadable),
             "several_faces": len(several),
             "per_folder": _per_folder(tmp),
-            "settings": {"model": config.name, "size": aligner.size, "gray": aligner.gray, "detector": det.name,
-                         "min_confidence": min_confidence, "min_face": min_face, "margin": margin},
+            "settings": {
+                "model": config.name,
+                "size": aligner.size,
+                "gray": aligner.gray,
+                "detector": det.name,
+                "min_confidence": min_confidence,
+                "min_face": min_face,
+                "margin": margin,
+            },
             "files": {"no_face": no_face, "unreadable": unreadable, "several_faces": several},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "emonas_edge": __version__,

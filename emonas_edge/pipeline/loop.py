@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,9 +56,16 @@ class FrameResult:
     micro_classes: tuple[str, ...] | None
     faces_detected: int = 0  # before --max-faces
 
+    def class_name(self, head: str, k: int) -> str:
+        """Name of class ``k`` of the ``"macro"`` or ``"micro"`` head (which must have run on this frame)."""
+        classes = self.macro_classes if head == "macro" else self.micro_classes
+        if classes is None:
+            raise ValueError(f"frame {self.index}: no {head} model ran, so it has no {head} class names")
+        return classes[k]
+
     def to_json(self) -> dict:
         def probs(p, classes):
-            return None if p is None else {c: round(float(v), 5) for c, v in zip(classes, p)}
+            return None if p is None else {c: round(float(v), 5) for c, v in zip(classes, p, strict=False)}
 
         faces = []
         for f in self.faces:
@@ -102,15 +111,28 @@ class PipelineSettings:
             raise UserError(f"--max-age must be >= 0, got {self.max_age}")
         check_window(self.micro_window, self.micro_stride)
         if not self.track and self.detect_every > 1:
-            raise UserError("--no-track needs detection on every frame (--detect-every 1): there are no tracks to carry boxes")
+            raise UserError(
+                "--no-track needs detection on every frame (--detect-every 1): there are no tracks to carry boxes"
+            )
 
 
 @dataclass
 class StageTimes:
+    """Nanoseconds per stage per frame; a stage that did not run on a frame records nothing for it."""
+
     ns: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, stage: str, dt_ns: int) -> None:
         self.ns[stage].append(dt_ns)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """``with times.stage("macro"):`` records how long the block took as one sample of ``name``."""
+        t0 = time.perf_counter_ns()
+        try:
+            yield
+        finally:
+            self.ns[name].append(time.perf_counter_ns() - t0)
 
     def median_ms(self) -> dict[str, float]:
         return {s: float(np.median(self.ns[s])) / 1e6 if self.ns.get(s) else 0.0 for s in STAGES}
@@ -127,35 +149,41 @@ class Pipeline:
         micro: Backend | None = None,
         settings: PipelineSettings | None = None,
     ):
-        self.s = settings or PipelineSettings()
-        self.s.check()
+        self.settings = settings or PipelineSettings()
+        self.settings.check()
         if macro is None and micro is None:
             raise UserError("no classifier to run: give a macro and/or a micro model")
         self.detector, self.macro, self.micro = detector, macro, micro
-        self.tracker = Tracker(self.s.iou_threshold, self.s.max_age)
+        self.tracker = Tracker(self.settings.iou_threshold, self.settings.max_age)
         self.times = StageTimes()
         self.frames = 0
         if macro is not None:
             self._check_model(macro, "macro")
             self.macro_pre = Preprocessor(macro.config)
-            self.macro_align = Aligner(macro.config, self.s.margin, self.s.max_faces)
-            self._macro_in = np.empty((self.s.max_faces, macro.config.in_channels, macro.config.input_size, macro.config.input_size), np.float32)
+            self.macro_align = Aligner(macro.config, self.settings.margin, self.settings.max_faces)
+            self._macro_in = np.empty(
+                (self.settings.max_faces, macro.config.in_channels, macro.config.input_size, macro.config.input_size),
+                np.float32,
+            )
         if micro is not None:
             self._check_model(micro, "micro")
             self.micro_pre = Preprocessor(micro.config)
-            self.micro_align = Aligner(micro.config, self.s.margin, self.s.max_faces)
+            self.micro_align = Aligner(micro.config, self.settings.margin, self.settings.max_faces)
             c, sz = micro.config.in_channels, micro.config.input_size
             self._micro_crop = (sz, sz) if c == 1 else (sz, sz, 3)
-            self._micro_in = np.empty((self.s.max_faces, c, sz, sz), np.float32)
+            self._micro_in = np.empty((self.settings.max_faces, c, sz, sz), np.float32)
 
     @staticmethod
     def _check_model(b: Backend, role: str) -> None:
         if b.config.in_channels not in (1, 3):
-            raise UserError(f"{role} model {b.path}: input has {b.config.in_channels} channels; the pipeline feeds gray (1) or RGB (3) faces")
+            raise UserError(
+                f"{role} model {b.path}: input has {b.config.in_channels} channels; "
+                "the pipeline feeds gray (1) or RGB (3) faces"
+            )
 
     def _select(self, dets: list[Detection]) -> list[Detection]:
         dets = sorted(dets, key=lambda d: d.area, reverse=True)  # largest first
-        return dets[: self.s.max_faces]
+        return dets[: self.settings.max_faces]
 
     def detect(self, frame: Frame, n: int) -> tuple[list[Detection] | None, int]:
         """Detections for the ``n``-th frame of the run (None on frames between detections) and ns taken.
@@ -163,7 +191,7 @@ class Pipeline:
         Separate from :meth:`process` so the driver can detect frame n+1 on another thread while
         frame n is classified: detection, ONNX Runtime and OpenCV all release the GIL.
         """
-        if n % self.s.detect_every:
+        if n % self.settings.detect_every:
             return None, 0
         t0 = time.perf_counter_ns()
         found = self.detector.detect(frame.image)
@@ -173,72 +201,20 @@ class Pipeline:
 
     def process(self, frame: Frame, found=_NOT_GIVEN, detect_ns: int = 0) -> FrameResult:
         """Everything after detection; detects itself unless ``found`` comes from :meth:`detect`."""
-        t = time.perf_counter_ns
         if found is Pipeline._NOT_GIVEN:
             found, detect_ns = self.detect(frame, self.frames)
-        t1 = t()
-        detect_now = found is not None
-        n_found = 0
-        if detect_now:
-            n_found = len(found)
-            dets = self._select(found)
-            if not self.s.track:
-                self.tracker.forget()
-            tracks = self.tracker.update(dets)
-        else:
-            tracks = self.tracker.coast()
-            dets = [tr.det for tr in tracks]
-            n_found = len(dets)
-        t2 = t()
+        with self.times.stage("track"):
+            tracks, dets, n_found = self._track(found)
         faces = [FaceResult(tr.id, tr.det.box, tr.det.score, tr.det.eyes is not None) for tr in tracks]
         self.times.add("detect", detect_ns)
-        self.times.add("track", t2 - t1)
-        align_ns = 0
-        if faces and self.macro is not None:
-            a0 = t()
-            crops = self.macro_align.align(frame.image, dets)
-            x = self.macro_pre.normalize(crops, out=self._macro_in[: len(dets)])
-            a1 = t()
-            probs = softmax(self.macro.run_all(x).astype(np.float32, copy=True))
-            a2 = t()
-            a = self.s.smoothing
-            for f, tr, p in zip(faces, tracks, probs):
-                prev = tr.state.get("macro")
-                sm = p.copy() if prev is None or a == 0 else a * prev + (1.0 - a) * p
-                tr.state["macro"] = sm
-                f.macro, f.macro_raw = sm, p
-                if not self.macro.trained:
-                    f.untrained += ("macro",)
-            align_ns += a1 - a0
-            self.times.add("macro", a2 - a1)
-        if faces and self.micro is not None:
-            m0 = t()
-            crops = self.micro_align.align(frame.image, dets)
-            ready = []
-            for i, tr in enumerate(tracks):
-                ring = tr.state.get("ring")
-                if ring is None:
-                    ring = tr.state["ring"] = FrameRing(self.s.micro_window, self.s.micro_stride, self._micro_crop)
-                if ring.push(crops[i]):
-                    ready.append(i)
-            m1 = t()
-            if ready:
-                dyn = np.stack([tracks[i].state["ring"].dynamic_image() for i in ready])
-                x = self.micro_pre.normalize(dyn, out=self._micro_in[: len(ready)])
-                probs = softmax(self.micro.run_all(x).astype(np.float32, copy=True))
-                for i, p in zip(ready, probs):
-                    tracks[i].state["micro"] = p
-                    faces[i].micro_fresh = True
-            m2 = t()
-            for f, tr in zip(faces, tracks):
-                f.micro = tr.state.get("micro")
-                if f.micro is not None and not self.micro.trained:
-                    f.untrained += ("micro",)
-            align_ns += m1 - m0
-            if ready:
-                self.times.add("micro", m2 - m1)
         if faces:
-            self.times.add("align", align_ns)
+            with self.times.stage("align"):
+                macro_x = self._macro_input(frame, dets) if self.macro is not None else None
+                micro_ready = self._push_micro_crops(frame, dets, tracks) if self.micro is not None else []
+            if self.macro is not None and macro_x is not None:
+                self._classify_macro(self.macro, macro_x, faces, tracks)
+            if self.micro is not None:
+                self._classify_micro(self.micro, micro_ready, faces, tracks)
         self.frames += 1
         return FrameResult(
             frame.index,
@@ -248,6 +224,63 @@ class Pipeline:
             self.micro.classes if self.micro else None,
             n_found,
         )
+
+    def _track(self, found: list[Detection] | None) -> tuple[list, list[Detection], int]:
+        """``(tracks, their detections, faces found before --max-faces)``; tracks coast on frames without detection."""
+        if found is None:
+            tracks = self.tracker.coast()
+            dets = [tr.det for tr in tracks]
+            return tracks, dets, len(dets)
+        dets = self._select(found)
+        if not self.settings.track:
+            self.tracker.forget()
+        return self.tracker.update(dets), dets, len(found)
+
+    def _macro_input(self, frame: Frame, dets: list[Detection]) -> np.ndarray:
+        crops = self.macro_align.align(frame.image, dets)
+        return self.macro_pre.normalize(crops, out=self._macro_in[: len(dets)])
+
+    def _push_micro_crops(self, frame: Frame, dets: list[Detection], tracks: list) -> list[int]:
+        """Add each face's crop to its track's ring; returns the faces whose window just completed."""
+        crops = self.micro_align.align(frame.image, dets)
+        ready = []
+        for i, tr in enumerate(tracks):
+            ring = tr.state.get("ring")
+            if ring is None:
+                ring = tr.state["ring"] = FrameRing(
+                    self.settings.micro_window, self.settings.micro_stride, self._micro_crop
+                )
+            if ring.push(crops[i]):
+                ready.append(i)
+        return ready
+
+    def _classify_macro(self, macro: Backend, x: np.ndarray, faces: list[FaceResult], tracks: list) -> None:
+        """This frame's probabilities, and per track an EMA of them (``smoothing`` = weight of the past)."""
+        with self.times.stage("macro"):
+            probs = softmax(macro.run_all(x).astype(np.float32, copy=True))
+        a = self.settings.smoothing
+        for f, tr, p in zip(faces, tracks, probs, strict=True):
+            prev = tr.state.get("macro")
+            smoothed = p.copy() if prev is None or a == 0 else a * prev + (1.0 - a) * p
+            tr.state["macro"] = smoothed
+            f.macro, f.macro_raw = smoothed, p
+            if not macro.trained:
+                f.untrained += ("macro",)
+
+    def _classify_micro(self, micro: Backend, ready: list[int], faces: list[FaceResult], tracks: list) -> None:
+        """Classify the dynamic image of each completed window; every face shows its track's latest window."""
+        if ready:
+            with self.times.stage("micro"):
+                dyn = np.stack([tracks[i].state["ring"].dynamic_image() for i in ready])
+                x = self.micro_pre.normalize(dyn, out=self._micro_in[: len(ready)])
+                probs = softmax(micro.run_all(x).astype(np.float32, copy=True))
+                for i, p in zip(ready, probs, strict=True):
+                    tracks[i].state["micro"] = p
+                    faces[i].micro_fresh = True
+        for f, tr in zip(faces, tracks, strict=True):
+            f.micro = tr.state.get("micro")
+            if f.micro is not None and not micro.trained:
+                f.untrained += ("micro",)
 
 
 @dataclass
@@ -280,12 +313,20 @@ class RunSummary:
         }
 
 
-def run_pipeline(pipeline: Pipeline, source: Source, sinks=(), renderer=None, video=None, max_frames: int | None = None, on_frame=None) -> RunSummary:
+def run_pipeline(
+    pipeline: Pipeline,
+    source: Source,
+    sinks=(),
+    renderer=None,
+    video=None,
+    max_frames: int | None = None,
+    on_frame=None,
+) -> RunSummary:
     """Drive ``pipeline`` over ``source``. Sinks get every result; the renderer draws for ``video``/``on_frame``.
 
     ``on_frame(result, image)`` may return False to stop (the window's quit key).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     summary = RunSummary()
     t = time.perf_counter_ns
@@ -304,7 +345,7 @@ def run_pipeline(pipeline: Pipeline, source: Source, sinks=(), renderer=None, vi
 
     # two stages on two cores: [decode + detect] of frame n+1 overlaps [align ... sinks] of frame n
     pool = ThreadPoolExecutor(1, thread_name_prefix="emonas-detect")
-    pending = pool.submit(fetch, 0)
+    pending: Future | None = pool.submit(fetch, 0)
     n = 0
     try:
         while pending is not None:
@@ -322,24 +363,25 @@ def run_pipeline(pipeline: Pipeline, source: Source, sinks=(), renderer=None, vi
                 s.write(result)
             image = None
             if renderer is not None and (video is not None or on_frame is not None):
-                r0 = t()
-                elapsed = time.perf_counter() - start
-                image = renderer.draw(frame.image, result, fps=(summary.frames + 1) / elapsed if elapsed > 0 else 0.0)
-                if video is not None:
-                    video.write(image)
-                pipeline.times.add("render", t() - r0)
+                with pipeline.times.stage("render"):
+                    elapsed = time.perf_counter() - start
+                    image = renderer.draw(
+                        frame.image, result, fps=(summary.frames + 1) / elapsed if elapsed > 0 else 0.0
+                    )
+                    if video is not None:
+                        video.write(image)
             summary.frames += 1
             if result.faces:
                 summary.frames_with_faces += 1
                 summary.faces += len(result.faces)
                 for f in result.faces:
                     if f.macro is not None and "macro" not in f.untrained:
-                        summary.labels[result.macro_classes[int(np.argmax(f.macro))]] += 1
-                    if f.micro_fresh and "micro" not in f.untrained:
-                        summary.micro_labels[result.micro_classes[int(np.argmax(f.micro))]] += 1
+                        summary.labels[result.class_name("macro", int(np.argmax(f.macro)))] += 1
+                    if f.micro_fresh and f.micro is not None and "micro" not in f.untrained:
+                        summary.micro_labels[result.class_name("micro", int(np.argmax(f.micro)))] += 1
             if on_frame is not None and on_frame(result, image) is False:
                 break
-    except BaseException as e:
+    except UserError as e:
         e.summary = summary  # what was done before the failure, for the caller's report
         raise
     finally:

@@ -11,7 +11,15 @@ import numpy as np
 
 from .loop import FrameResult
 
-PALETTE = [(80, 200, 80), (60, 160, 255), (255, 140, 60), (200, 80, 220), (60, 220, 220), (230, 230, 80), (120, 120, 255)]
+PALETTE = [
+    (80, 200, 80),
+    (60, 160, 255),
+    (255, 140, 60),
+    (200, 80, 220),
+    (60, 220, 220),
+    (230, 230, 80),
+    (120, 120, 255),
+]
 GREY = (150, 150, 150)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -44,12 +52,18 @@ class Renderer:
                 if "macro" in f.untrained:
                     title += " macro: untrained"
                 else:
-                    title += f" {result.macro_classes[k]} {f.macro[k]:.2f}"
+                    title += f" {result.class_name('macro', k)} {f.macro[k]:.2f}"
             _text(img, title, (x1, max(14, y1 - 6)), 0.5, color if "macro" not in f.untrained else GREY)
             if f.micro is not None:
                 k = int(np.argmax(f.micro))
                 tag = " (untrained)" if "micro" in f.untrained else ""
-                _text(img, f"micro: {result.micro_classes[k]} {f.micro[k]:.2f}{tag}", (x1, min(h - 4, y2 + 16)), 0.45, GREY if tag else (255, 255, 255))
+                _text(
+                    img,
+                    f"micro: {result.class_name('micro', k)} {f.micro[k]:.2f}{tag}",
+                    (x1, min(h - 4, y2 + 16)),
+                    0.45,
+                    GREY if tag else (255, 255, 255),
+                )
             if self.bars and f.macro is not None and "macro" not in f.untrained:
                 self._bars(img, f.macro, result.macro_classes, x2 + 6 if x2 + 130 < w else max(0, x1 - 130), y1, color)
         if fps is not None:
@@ -58,7 +72,7 @@ class Renderer:
 
     @staticmethod
     def _bars(img, probs, classes, x, y, color):
-        for i, (c, p) in enumerate(zip(classes, probs)):
+        for i, (c, p) in enumerate(zip(classes, probs, strict=False)):
             yy = y + i * 13
             if yy + 10 >= img.shape[0]:
                 break

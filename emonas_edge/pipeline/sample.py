@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from ..errors import UserError
 from .sinks import VideoSink
@@ -20,7 +19,9 @@ from .sinks import VideoSink
 ASTRONAUT = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
 
 
-def make_sample_video(path: str | os.PathLike, frames: int = 90, width: int = 640, height: int = 360, fps: float = 30.0) -> Path:
+def make_sample_video(
+    path: str | os.PathLike, frames: int = 90, width: int = 640, height: int = 360, fps: float = 30.0
+) -> Path:
     if frames < 1 or frames > 100_000:
         raise UserError(f"frames must be in 1..100000, got {frames}")
     if not (64 <= width <= 4096 and 64 <= height <= 4096):

@@ -33,7 +33,11 @@ class _AtomicFile:
         # video writers choose the container from the extension, so keep it last
         suffix = self.path.suffix if suffix_keep else ".partial"
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=(".partial" + suffix) if suffix_keep else suffix, dir=self.path.parent)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.",
+                suffix=(".partial" + suffix) if suffix_keep else suffix,
+                dir=self.path.parent,
+            )
         except OSError as e:
             raise UserError(f"{self.path.parent}: cannot write output here ({e.strerror})") from e
         os.close(fd)
@@ -75,7 +79,21 @@ class CsvSink(_TextSink):
         self.macro_classes = macro_classes or ()
         self.micro_classes = micro_classes or ()
         self._w.writerow(
-            ["frame", "time", "track", "x1", "y1", "x2", "y2", "score", "macro_label", "macro_prob", "micro_label", "micro_prob", "untrained"]
+            [
+                "frame",
+                "time",
+                "track",
+                "x1",
+                "y1",
+                "x2",
+                "y2",
+                "score",
+                "macro_label",
+                "macro_prob",
+                "micro_label",
+                "micro_prob",
+                "untrained",
+            ]
             + [f"macro_{c}" for c in self.macro_classes]
             + [f"micro_{c}" for c in self.micro_classes]
         )
@@ -85,8 +103,16 @@ class CsvSink(_TextSink):
             macro = f.macro if f.macro is not None else None
             micro = f.micro if f.micro is not None else None
             row = [result.index, f"{result.time:.4f}", f.track, *(f"{v:.1f}" for v in f.box), f"{f.score:.3f}"]
-            row += [self.macro_classes[int(np.argmax(macro))], f"{float(macro.max()):.4f}"] if macro is not None else ["", ""]
-            row += [self.micro_classes[int(np.argmax(micro))], f"{float(micro.max()):.4f}"] if micro is not None else ["", ""]
+            row += (
+                [self.macro_classes[int(np.argmax(macro))], f"{float(macro.max()):.4f}"]
+                if macro is not None
+                else ["", ""]
+            )
+            row += (
+                [self.micro_classes[int(np.argmax(micro))], f"{float(micro.max()):.4f}"]
+                if micro is not None
+                else ["", ""]
+            )
             row.append(";".join(f.untrained))
             row += [f"{v:.4f}" for v in macro] if macro is not None else [""] * len(self.macro_classes)
             row += [f"{v:.4f}" for v in micro] if micro is not None else [""] * len(self.micro_classes)
@@ -111,7 +137,7 @@ class VideoSink(_AtomicFile):
     def write(self, image: np.ndarray) -> None:
         if self._writer is None:
             h, w = image.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
+            fourcc = cv2.VideoWriter.fourcc(*FOURCC[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self.tmp), fourcc, float(self.fps), (w, h))
             if not self._writer.isOpened():
                 raise UserError(f"{self.path}: OpenCV cannot write this video format here")

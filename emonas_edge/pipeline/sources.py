@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -79,7 +79,8 @@ class VideoFileSource(Source):
         self.frame_count = n if n > 0 else None
 
     def __iter__(self) -> Iterator[Frame]:
-        i, img = 0, self._first
+        i = 0
+        img: np.ndarray | None = self._first  # None once a read fails: the end of the file
         while img is not None:
             pos = self._cap.get(cv2.CAP_PROP_POS_MSEC)
             t = i / self.fps if self.fps else (pos / 1000.0 if pos > 0 else float(i))
@@ -167,7 +168,8 @@ class LiveSource(Source):
                     self._cond.wait(timeout=0.5)
                 if self._latest is None or self._latest[0] == last:
                     raise SourceLost(
-                        f"{self.description}: stopped delivering frames after {out} frame(s) (unplugged or stream ended?)"
+                        f"{self.description}: stopped delivering frames after {out} frame(s) "
+                        "(unplugged or stream ended?)"
                     )
                 seq, t, img = self._latest
             self.dropped += seq - last - 1
@@ -186,7 +188,9 @@ def _open_camera(index: int) -> LiveSource:
         raise UserError(f"camera index {index} is out of range (0..63)")
     if os.name == "posix" and Path("/dev").is_dir() and not Path(f"/dev/video{index}").exists():
         have = sorted(p.name for p in Path("/dev").glob("video*"))
-        raise UserError(f"camera {index} does not exist (/dev/video{index} not found; cameras here: {', '.join(have) or 'none'})")
+        raise UserError(
+            f"camera {index} does not exist (/dev/video{index} not found; cameras here: {', '.join(have) or 'none'})"
+        )
     cap = cv2.VideoCapture(index)
     if not cap.isOpened():
         cap.release()

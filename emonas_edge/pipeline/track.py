@@ -68,7 +68,9 @@ class Tracker:
             bc = (boxes[:, :2] + boxes[:, 2:]) / 2
             size = np.maximum(prev[:, 2] - prev[:, 0], 1.0)
             dist = np.linalg.norm(pc[:, None] - bc[None], axis=2) / size[:, None]
-            cost = np.where(iou >= self.iou_threshold, 1.0 - iou, np.where(dist <= self.center_threshold, 1.0 + dist, np.inf))
+            cost = np.where(
+                iou >= self.iou_threshold, 1.0 - iou, np.where(dist <= self.center_threshold, 1.0 + dist, np.inf)
+            )
             for flat in np.argsort(cost, axis=None):
                 ti, di = divmod(int(flat), cost.shape[1])
                 if not np.isfinite(cost[ti, di]):

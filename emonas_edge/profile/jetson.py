@@ -1,10 +1,11 @@
 """Board state and power on NVIDIA Jetson, so a latency figure can carry an energy figure.
 
 On a Jetson the same model's speed and energy depend on the power mode (nvpmodel) and on
-whether ``jetson_clocks`` pinned the clocks, so both are recorded next to every measurement. Power comes from ``tegrastats`` because it ships with every L4T release and needs
-no extra package. Its line has changed across releases (JetPack 4 ``POM_5V_IN 2150/2150``,
-JetPack 5/6 ``VDD_IN 5010mW/5010mW``, a leading date on newer releases, GPU as ``0%@76`` or
-``0%@[305,305]``), so it is read token by token and anything unknown is ignored.
+whether ``jetson_clocks`` pinned the clocks, so both are recorded next to every measurement.
+Power comes from ``tegrastats`` because it ships with every L4T release and needs no extra
+package. Its line has changed across releases (JetPack 4 ``POM_5V_IN 2150/2150``, JetPack 5/6
+``VDD_IN 5010mW/5010mW``, a leading date on newer releases, GPU as ``0%@76`` or ``0%@[305,305]``),
+so it is read token by token and anything unknown is ignored.
 
 Total power is the module's input rail where tegrastats reports one: ``VDD_IN`` (TX1, TX2,
 Xavier NX, Orin NX, Orin Nano), ``POM_5V_IN`` (Nano), ``VIN`` (Thor). AGX Xavier
@@ -22,8 +23,9 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import IO
 
 from emonas_edge.errors import UserError
 
@@ -51,7 +53,7 @@ def parse_nvpmodel(text: str | None) -> dict | None:
     for i, line in enumerate(lines):
         m = _MODE.search(line)
         if m:
-            ids = [s for s in lines[i + 1:] if s.isdigit()]
+            ids = [s for s in lines[i + 1 :] if s.isdigit()]
             return {"name": m.group(1), "id": int(ids[0]) if ids else None}
     return None
 
@@ -153,8 +155,13 @@ def parse_tegrastats_line(line: str) -> dict:
 class TegrastatsSampler:
     """Runs tegrastats for the length of a ``with`` block; ``samples`` holds (monotonic s, parsed line)."""
 
-    def __init__(self, interval_ms: int = 100, path: str = "tegrastats",
-                 command: list[str] | None = None, stop_timeout_s: float = 2.0):
+    def __init__(
+        self,
+        interval_ms: int = 100,
+        path: str = "tegrastats",
+        command: list[str] | None = None,
+        stop_timeout_s: float = 2.0,
+    ):
         self.command = list(command) if command else [path, "--interval", str(int(interval_ms))]
         self.stop_timeout_s = stop_timeout_s
         self.samples: list[tuple[float, dict]] = []
@@ -163,41 +170,47 @@ class TegrastatsSampler:
         self._proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "TegrastatsSampler":
+    def __enter__(self) -> TegrastatsSampler:
         exe = shutil.which(self.command[0])
         if exe is None:
-            raise UserError(f"tegrastats not found: {self.command[0]!r} is not an executable on PATH "
-                            "(power can be measured only on an NVIDIA Jetson)")
+            raise UserError(
+                f"tegrastats not found: {self.command[0]!r} is not an executable on PATH "
+                "(power can be measured only on an NVIDIA Jetson)"
+            )
         try:
-            self._proc = subprocess.Popen([exe, *self.command[1:]], stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL, text=True, bufsize=1)
+            proc = subprocess.Popen(
+                [exe, *self.command[1:]], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1
+            )
         except OSError as e:
             raise UserError(f"tegrastats not found: cannot start {exe!r} ({e.strerror or e})") from e
+        assert proc.stdout is not None  # stdout=PIPE
         self._started = time.monotonic()
-        self._thread = threading.Thread(target=self._read, name="tegrastats", daemon=True)
+        self._proc = proc
+        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), name="tegrastats", daemon=True)
         self._thread.start()
         return self
 
-    def _read(self) -> None:
-        for line in self._proc.stdout:
+    def _read(self, stdout: IO[str]) -> None:
+        for line in stdout:
             now = time.monotonic()
             try:
                 self.samples.append((now, parse_tegrastats_line(line)))
             except ValueError:
                 self.skipped += 1
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
+        proc, thread = self._proc, self._thread
+        assert proc is not None and proc.stdout is not None and thread is not None, "__exit__ without __enter__"
         self.window_s = time.monotonic() - self._started
-        self._proc.terminate()
+        proc.terminate()
         try:
-            self._proc.wait(timeout=self.stop_timeout_s)
+            proc.wait(timeout=self.stop_timeout_s)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._thread.join(timeout=self.stop_timeout_s)
-        if not self._thread.is_alive():
-            self._proc.stdout.close()
-        return False
+            proc.kill()
+            proc.wait()
+        thread.join(timeout=self.stop_timeout_s)
+        if not thread.is_alive():
+            proc.stdout.close()
 
     def summary(self, duration_s: float, inferences: int) -> dict:
         """Averages over the samples; energy = average power x ``duration_s`` (the timed run).

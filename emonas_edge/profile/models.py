@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UserError
-from .timing import summarize, time_interleaved, time_samples
+from .timing import Timing, summarize, time_interleaved, time_samples
+
+if TYPE_CHECKING:
+    from ..runtime.backend import Backend
 
 BACKENDS = ("ort", "torch", "trt")
 
@@ -34,7 +38,10 @@ def _artifact(target: str, backend: str, precision: str, calib: str | None) -> t
 
     if backend == "trt":
         if format_of(target) != "engine":
-            raise UserError(f"--backend trt profiles TensorRT engines: build one with `emonas-edge export --format engine` ({target} is not one)")
+            raise UserError(
+                "--backend trt profiles TensorRT engines: build one with `emonas-edge export --format engine` "
+                f"({target} is not one)"
+            )
         return str(target), Path(target)
     kind = source_kind(target)
     if backend == "torch":
@@ -46,13 +53,17 @@ def _artifact(target: str, backend: str, precision: str, calib: str | None) -> t
     onnx_path = Path(target) if kind == "onnx" else cached_onnx(target)
     if precision == "fp32" or kind == "onnx":
         if kind == "onnx" and precision != "fp32":
-            raise UserError(f"{target} is already an artifact; --precision applies to models given by name, genotype or checkpoint")
+            raise UserError(
+                f"{target} is already an artifact; --precision applies to models given by name, genotype or checkpoint"
+            )
         return str(onnx_path), onnx_path
     from ..export.formats import artifact_name
     from ..export.metadata import config_from_metadata, load_onnx, read_metadata
     from ..export.precision import derive_precision
 
     config = config_from_metadata(read_metadata(load_onnx(onnx_path)), str(onnx_path))
+    if config is None:
+        raise UserError(f"{onnx_path} has no emonas-edge config in its metadata: --precision cannot derive from it")
     derived = onnx_path.parent / artifact_name(config.name, "onnx", precision)
     if not derived.is_file():
         if precision == "int8" and calib is None:
@@ -67,12 +78,19 @@ def _load(spec: str, backend: str, threads: int):
     return load_backend(spec, threads=threads, engine="torch" if backend == "torch" else "onnxruntime")
 
 
-def time_artifacts(paths: dict, x: np.ndarray, threads: int = 1, iters: int = 2000, warmup: int = 200) -> dict:
+def time_artifacts(
+    paths: dict[str, Path], x: np.ndarray, threads: int = 1, iters: int = 2000, warmup: int = 200
+) -> dict[str, Timing]:
     """ONNX files timed interleaved on the same input, so all see the same machine state."""
     from ..runtime.ort_backend import OrtBackend
 
     runners = {k: OrtBackend(p, "cpu", threads) for k, p in paths.items()}
-    return time_interleaved({k: (lambda b=b: b.run(x)) for k, b in runners.items()}, iters=iters, warmup=warmup)
+    return time_interleaved({k: _call(b, x) for k, b in runners.items()}, iters=iters, warmup=warmup)
+
+
+def _call(backend: Backend, x: np.ndarray) -> Callable[[], object]:
+    """``backend.run(x)`` as a call of no arguments, the form the timers take."""
+    return lambda: backend.run(x)
 
 
 def precision_timer(config, iters: int = 600) -> Callable[[dict[str, Path]], dict[str, float]]:
@@ -93,14 +111,45 @@ def _inputs(config, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([faces] * reps)[:batch])
 
 
-def profile_one(target: str, *, backend: str = "ort", precision: str = "fp32", batch: int = 1, threads: int = 1,
-                warmup: int = 100, iters: int | None = 1000, duration: float | None = None, calib: str | None = None,
-                sampler=None) -> dict:
+def _latency_ns(backend, x: np.ndarray, iters: int | None, duration: float | None) -> np.ndarray:
+    """Steady-state latencies in ns: ``iters`` calls, or as many as fit in ``duration`` seconds."""
+    if duration is None:
+        if iters is None:
+            raise UserError("give --iters or --duration: how long to time")
+        return time_samples(lambda: backend.run(x), iters=iters, warmup=0)
+    ns, clock, end = [], time.perf_counter_ns, time.perf_counter() + duration
+    while time.perf_counter() < end:
+        start = clock()
+        backend.run(x)
+        ns.append(clock() - start)
+    return np.asarray(ns)
+
+
+def profile_one(
+    target: str,
+    *,
+    backend: str = "ort",
+    precision: str = "fp32",
+    batch: int = 1,
+    threads: int = 1,
+    warmup: int = 100,
+    iters: int | None = 1000,
+    duration: float | None = None,
+    calib: str | None = None,
+    sampler=None,
+) -> tuple[dict, np.ndarray]:
+    """One profiled run: ``(its record, its latencies in ms)``."""
     from ..resolve import model_info
 
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from: {', '.join(BACKENDS)})")
-    if batch < 1 or threads < 1 or warmup < 0 or (iters is not None and iters < 1) or (duration is not None and duration <= 0):
+    if (
+        batch < 1
+        or threads < 1
+        or warmup < 0
+        or (iters is not None and iters < 1)
+        or (duration is not None and duration <= 0)
+    ):
         raise UserError("--batch, --threads and --iters must be >= 1, --warmup >= 0, --duration > 0")
     spec, artifact = _artifact(target, backend, precision, calib)
     t0 = time.perf_counter()
@@ -115,25 +164,15 @@ def profile_one(target: str, *, backend: str = "ort", precision: str = "fp32", b
     for _ in range(warmup):
         b.run(x)
 
-    def measure() -> np.ndarray:
-        if duration is None:
-            return time_samples(lambda: b.run(x), iters=iters, warmup=0)
-        ns, clock, end = [], time.perf_counter_ns, time.perf_counter() + duration
-        while time.perf_counter() < end:
-            s = clock()
-            b.run(x)
-            ns.append(clock() - s)
-        return np.asarray(ns)
-
     power = None
     if sampler:
         with sampler:
             ts = time.perf_counter()
-            samples = measure()
+            samples = _latency_ns(b, x, iters, duration)
             elapsed = time.perf_counter() - ts
         power = sampler.summary(elapsed, len(samples) * batch)
     else:
-        samples = measure()
+        samples = _latency_ns(b, x, iters, duration)
     timing = summarize(samples)
     info = model_info(spec) if backend != "trt" else {"params": None, "macs": None}
     run = {
@@ -166,8 +205,18 @@ def profile_one(target: str, *, backend: str = "ort", precision: str = "fp32", b
     return run, samples / 1e6
 
 
-def profile(targets: list[str], *, backends=("ort",), precisions=("fp32",), batches=(1,), threads=(1,), warmup: int = 100,
-            iters: int | None = 1000, duration: float | None = None, calib: str | None = None) -> tuple[dict, list[np.ndarray]]:
+def profile(
+    targets: list[str],
+    *,
+    backends=("ort",),
+    precisions=("fp32",),
+    batches=(1,),
+    threads=(1,),
+    warmup: int = 100,
+    iters: int | None = 1000,
+    duration: float | None = None,
+    calib: str | None = None,
+) -> tuple[dict, list[np.ndarray]]:
     """All combinations: ``(report, per-run latencies in ms)``. The report's top level mirrors the
     first run (params, macs, p50_ms, ...) for scripts."""
     from ..environment import environment
@@ -182,17 +231,37 @@ def profile(targets: list[str], *, backends=("ort",), precisions=("fp32",), batc
             for pr in precisions:
                 if be == "torch" and pr != "fp32":
                     # a grid such as --backend ort,torch --precision fp32,int8 is still useful without this cell
-                    skipped.append({"target": str(t), "backend": be, "precision": pr, "reason": "--backend torch profiles fp32 only"})
+                    skipped.append(
+                        {
+                            "target": str(t),
+                            "backend": be,
+                            "precision": pr,
+                            "reason": "--backend torch profiles fp32 only",
+                        }
+                    )
                     continue
                 for bs in batches:
                     for th in threads:
                         sampler = TegrastatsSampler() if jetson else None
-                        run, lat = profile_one(t, backend=be, precision=pr, batch=bs, threads=th, warmup=warmup, iters=iters,
-                                               duration=duration, calib=calib, sampler=sampler)
+                        run, lat = profile_one(
+                            t,
+                            backend=be,
+                            precision=pr,
+                            batch=bs,
+                            threads=th,
+                            warmup=warmup,
+                            iters=iters,
+                            duration=duration,
+                            calib=calib,
+                            sampler=sampler,
+                        )
                         runs.append(run)
                         latencies.append(lat)
     if not runs:
-        raise UserError("nothing to profile: " + "; ".join(sorted({f"{r['backend']} {r['precision']}: {r['reason']}" for r in skipped})))
+        raise UserError(
+            "nothing to profile: "
+            + "; ".join(sorted({f"{r['backend']} {r['precision']}: {r['reason']}" for r in skipped}))
+        )
     first = runs[0]
     env = environment()
     env["jetson"] = jetson
@@ -201,7 +270,12 @@ def profile(targets: list[str], *, backends=("ort",), precisions=("fp32",), batc
         "runs": runs,
         "skipped": skipped,
         "environment": env,
-        "method": {"timer": "time.perf_counter_ns", "warmup": warmup, "iters": iters, "duration_s": duration,
-                   "inputs": "bundled astronaut face, 8 variants, preprocessed per the model's metadata",
-                   "outliers": "kept (see max_ms, p99_ms)"},
+        "method": {
+            "timer": "time.perf_counter_ns",
+            "warmup": warmup,
+            "iters": iters,
+            "duration_s": duration,
+            "inputs": "bundled astronaut face, 8 variants, preprocessed per the model's metadata",
+            "outliers": "kept (see max_ms, p99_ms)",
+        },
     }, latencies

@@ -64,8 +64,36 @@ class LoopedVideo(Source):
                     i += 1
 
 
-def profile_pipeline(source: str | os.PathLike, *, macro="emonas-macro", micro="emonas-micro", frames: int | None = None,
-                     detect_every: int = 1, render: bool = False, engine: str = "auto", detector: str = "auto") -> dict:
+def _stage_percentiles(ns_by_stage: dict[str, list[int]], wall_s: float) -> dict[str, dict]:
+    """Per stage that ran: calls, p50/p90/p99/max in ms, and its share of the wall time."""
+    stages = {}
+    for k in STAGES:
+        ns = ns_by_stage.get(k)
+        if ns:
+            ms = np.asarray(ns) / 1e6
+            p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+            stages[k] = {
+                "calls": len(ms),
+                "p50_ms": round(float(p50), 4),
+                "p90_ms": round(float(p90), 4),
+                "p99_ms": round(float(p99), 4),
+                "max_ms": round(float(ms.max()), 4),
+                "share": round(float(ms.sum()) / (1000 * wall_s), 4),
+            }
+    return stages
+
+
+def profile_pipeline(
+    source: str | os.PathLike,
+    *,
+    macro="emonas-macro",
+    micro="emonas-micro",
+    frames: int | None = None,
+    detect_every: int = 1,
+    render: bool = False,
+    engine: str = "auto",
+    detector: str = "auto",
+) -> dict:
     from ..environment import environment
     from ..pipeline import PipelineSettings, build_pipeline
     from ..pipeline.loop import run_pipeline
@@ -75,13 +103,20 @@ def profile_pipeline(source: str | os.PathLike, *, macro="emonas-macro", micro="
     if not path.is_file():
         raise UserError(f"{source}: no such clip (profile-pipeline takes a video file)")
     probe = VideoFileSource(path)  # raises a UserError for undecodable files
-    n_clip, h, w = probe.frame_count or 0, *probe._first.shape[:2]
+    n_clip = probe.frame_count or 0
+    h, w = probe._first.shape[:2]
     probe.close()
     total = frames or 5 * max(n_clip, 1)
     if total < 1:
         raise UserError(f"--frames must be at least 1, got {frames}")
-    built = build_pipeline(macro, micro, allow_untrained=True, engine=engine, detector=detector,
-                           settings=PipelineSettings(detect_every=detect_every))
+    built = build_pipeline(
+        macro,
+        micro,
+        allow_untrained=True,
+        engine=engine,
+        detector=detector,
+        settings=PipelineSettings(detect_every=detect_every),
+    )
     p = built.pipeline
     try:
         run_pipeline(p, VideoFileSource(path), max_frames=10)  # warm-up: arenas, kernels
@@ -90,29 +125,28 @@ def profile_pipeline(source: str | os.PathLike, *, macro="emonas-macro", micro="
         dfps, dframes = decode_fps(path)
         rss0 = rss_mb()
         src = LoopedVideo(path, total, rss_every=1000 if total >= 2000 else 0)
-        s = run_pipeline(p, src, renderer=Renderer() if render else None, on_frame=(lambda r, i: True) if render else None)
-        stages = {}
-        for k in STAGES:
-            ns = p.times.ns.get(k)
-            if ns:
-                ms = np.asarray(ns) / 1e6
-                p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-                stages[k] = {"calls": len(ms), "p50_ms": round(float(p50), 4), "p90_ms": round(float(p90), 4),
-                             "p99_ms": round(float(p99), 4), "max_ms": round(float(ms.max()), 4),
-                             "share": round(float(ms.sum()) / (1000 * s.wall_s), 4)}
-        fps = s.frames / s.wall_s
+        summary = run_pipeline(
+            p, src, renderer=Renderer() if render else None, on_frame=(lambda r, i: True) if render else None
+        )
+        stages = _stage_percentiles(p.times.ns, summary.wall_s)
+        fps = summary.frames / summary.wall_s
         return {
             "source": str(source),
             "frame_size": [w, h],
-            "frames": s.frames,
-            "frames_with_faces": s.frames_with_faces,
-            "tracks": s.tracks,
+            "frames": summary.frames,
+            "frames_with_faces": summary.frames_with_faces,
+            "tracks": summary.tracks,
             "fps": round(fps, 2),
             "decode_fps": round(dfps, 2),
             "ratio": round(fps / dfps, 4),
             "stages": stages,
-            "settings": {"detect_every": detect_every, "render": render, "detector": p.detector.name,
-                         "macro": p.macro.path if p.macro else None, "micro": p.micro.path if p.micro else None},
+            "settings": {
+                "detect_every": detect_every,
+                "render": render,
+                "detector": p.detector.name,
+                "macro": p.macro.path if p.macro else None,
+                "micro": p.micro.path if p.micro else None,
+            },
             "rss_mb": {"before": round(rss0, 1), "after": round(rss_mb(), 1), "by_frame": src.rss},
             "tracks_evicted": p.tracker.evicted,
             "environment": environment(),

@@ -17,21 +17,41 @@ import numpy as np
 from ..errors import MissingDependency, UserError
 from ..fileio import atomic_outputs
 
-COLUMNS = ["target", "backend", "precision", "batch", "threads", "params", "macs", "file_bytes", "load_ms", "first_ms",
-           "p50_ms", "p90_ms", "p99_ms", "max_ms", "throughput", "peak_rss_mb", "avg_power_mw", "mj_per_item"]
+COLUMNS = [
+    "target",
+    "backend",
+    "precision",
+    "batch",
+    "threads",
+    "params",
+    "macs",
+    "file_bytes",
+    "load_ms",
+    "first_ms",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "max_ms",
+    "throughput",
+    "peak_rss_mb",
+    "avg_power_mw",
+    "mj_per_item",
+]
 
 
 def rows(report: dict) -> list[dict]:
     out = []
     for r in report["runs"]:
         power = r.get("power") or {}
-        out.append({
-            **{k: r.get(k) for k in COLUMNS if k in r},
-            "load_ms": r["cold_start_ms"]["load"],
-            "first_ms": r["cold_start_ms"]["first_inference"],
-            "avg_power_mw": power.get("avg_power_mw"),
-            "mj_per_item": power.get("energy_per_inference_mj"),
-        })
+        out.append(
+            {
+                **{k: r.get(k) for k in COLUMNS if k in r},
+                "load_ms": r["cold_start_ms"]["load"],
+                "first_ms": r["cold_start_ms"]["first_inference"],
+                "avg_power_mw": power.get("avg_power_mw"),
+                "mj_per_item": power.get("energy_per_inference_mj"),
+            }
+        )
     return out
 
 
@@ -50,7 +70,8 @@ def to_markdown(report: dict) -> str:
     cols = [c for c in COLUMNS if any(r.get(c) is not None for r in rs)]
     env = report.get("environment", {})
     lines = [
-        f"Machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores; onnxruntime {env.get('packages', {}).get('onnxruntime')}, "
+        f"Machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores; onnxruntime "
+        f"{env.get('packages', {}).get('onnxruntime')}, "
         f"torch {env.get('packages', {}).get('torch')}" + (f"; Jetson {env['jetson']}" if env.get("jetson") else ""),
         "",
         "| " + " | ".join(cols) + " |",
@@ -106,9 +127,13 @@ def plot(report: dict, latencies: list[np.ndarray], path: str | os.PathLike) -> 
     scatter = len({r["target"] for r in runs}) > 1 and any(a is not None for a in accs)
     fig, axes = plt.subplots(1, 2 if scatter else 1, figsize=(11 if scatter else 6.5, 4.2), squeeze=False)
     ax = axes[0][0]
-    for r, lat in zip(runs, latencies):
+    for r, lat in zip(runs, latencies, strict=True):
         xs = np.sort(lat)
-        ax.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=f"{Path(r['target']).name} {r['backend']} {r['precision']} b{r['batch']} t{r['threads']}")
+        ax.plot(
+            xs,
+            np.arange(1, len(xs) + 1) / len(xs),
+            label=f"{Path(r['target']).name} {r['backend']} {r['precision']} b{r['batch']} t{r['threads']}",
+        )
     ax.set_xlabel("latency per call (ms)")
     ax.set_ylabel("fraction of calls")
     ax.set_title("latency CDF")
@@ -116,7 +141,7 @@ def plot(report: dict, latencies: list[np.ndarray], path: str | os.PathLike) -> 
     ax.legend(fontsize=7)
     if scatter:
         ax2 = axes[0][1]
-        for r, a in zip(runs, accs):
+        for r, a in zip(runs, accs, strict=True):
             if a is not None:
                 ax2.scatter(r["p50_ms"], a)
                 ax2.annotate(f"{Path(r['target']).name} {r['precision']}", (r["p50_ms"], a), fontsize=7)

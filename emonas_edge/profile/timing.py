@@ -8,8 +8,8 @@ never dropped.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -51,12 +51,14 @@ def time_calls(fn: Callable[[], object], iters: int = 1000, warmup: int = 100) -
     return summarize(time_samples(fn, iters, warmup))
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], iters: int = 2000, warmup: int = 200, block: int = 100) -> dict[str, Timing]:
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], iters: int = 2000, warmup: int = 200, block: int = 100
+) -> dict[str, Timing]:
     """Time several candidates in alternating blocks, so drift (other load, clocks) hits all alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    samples = {k: [] for k in fns}
+    samples: dict[str, list[int]] = {k: [] for k in fns}
     clock = time.perf_counter_ns
     done = 0
     while done < iters:

@@ -15,14 +15,25 @@ from ..errors import UserError
 from .loader import load_backend
 
 
-def compare(a: str | os.PathLike, b: str | os.PathLike, data: str | os.PathLike, limit_per_class: int | None = None,
-            provider: str | None = None) -> dict:
+def compare(
+    a: str | os.PathLike,
+    b: str | os.PathLike,
+    data: str | os.PathLike,
+    limit_per_class: int | None = None,
+    provider: str | None = None,
+) -> dict:
     from ..data.datasets import load_dataset
     from ..data.preprocess import Preprocessor
 
     ba, bb = load_backend(a, provider=provider), load_backend(b, provider=provider)
-    if ba.config.input_shape != bb.config.input_shape or ba.config.preprocess.to_dict() != bb.config.preprocess.to_dict():
-        raise UserError(f"{a} and {b} take different inputs ({ba.config.input_shape} vs {bb.config.input_shape}, or different preprocessing)")
+    if (
+        ba.config.input_shape != bb.config.input_shape
+        or ba.config.preprocess.to_dict() != bb.config.preprocess.to_dict()
+    ):
+        raise UserError(
+            f"{a} and {b} take different inputs "
+            f"({ba.config.input_shape} vs {bb.config.input_shape}, or different preprocessing)"
+        )
     if tuple(ba.classes) != tuple(bb.classes):
         raise UserError(f"{a} and {b} have different classes ({', '.join(ba.classes)} vs {', '.join(bb.classes)})")
     ds = load_dataset(data, ba.config, usage="PublicTest", limit_per_class=limit_per_class)

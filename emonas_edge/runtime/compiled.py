@@ -32,6 +32,7 @@ def _key(spec: str | os.PathLike) -> str:
     kind = source_kind(spec)
     if kind == "builtin":
         entry = builtin(str(spec))
+        assert entry is not None  # source_kind said so
         files = [entry.genotype] + ([entry.weights] if entry.weights else [])
     else:
         files = [Path(spec)]

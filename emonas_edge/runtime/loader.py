@@ -12,7 +12,9 @@ from .backend import Backend
 ENGINES = ("auto", "torch", "onnxruntime")
 
 
-def load_backend(spec: str | os.PathLike, provider: str | None = None, threads: int | None = None, engine: str = "torch") -> Backend:
+def load_backend(
+    spec: str | os.PathLike, provider: str | None = None, threads: int | None = None, engine: str = "torch"
+) -> Backend:
     """An ``.onnx`` file runs in ONNX Runtime, a TensorRT engine in TensorRT. A built-in name,
     checkpoint or genotype runs in PyTorch with ``engine="torch"``; with ``"onnxruntime"``/``"auto"``
     it is exported once (parity checked) into the cache and run in ONNX Runtime, several times

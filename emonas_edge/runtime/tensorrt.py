@@ -24,8 +24,10 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict:
     engine = existing_file(engine_path, "TensorRT engine")
     side = sidecar_path(engine)
     if not side.is_file():
-        raise UserError(f"{engine} has no sidecar {side} (it holds the labels, input spec and build settings); "
-                        "rebuild the engine with emonas-edge")
+        raise UserError(
+            f"{engine} has no sidecar {side} (it holds the labels, input spec and build settings); "
+            "rebuild the engine with emonas-edge"
+        )
     data = read_json(side, "TensorRT sidecar")
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise UserError(f"{side} is not an emonas-edge TensorRT sidecar (expected format {SIDECAR_FORMAT!r})")
@@ -33,24 +35,31 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict:
     if missing:
         raise UserError(f"{side} lacks {', '.join(missing)}; rebuild the engine with emonas-edge")
     if sha256_file(engine) != data["sha256"]:
-        raise UserError(f"{engine} does not match its sidecar {side.name} (sha256 differs): the engine was replaced "
-                        f"or is not an engine; rebuild it with: {data['trtexec']}")
+        raise UserError(
+            f"{engine} does not match its sidecar {side.name} (sha256 differs): the engine was replaced "
+            f"or is not an engine; rebuild it with: {data['trtexec']}"
+        )
     return data
 
 
-def _sm(cc) -> str:
+def _cuda_arch(cc) -> str:
+    """``"8.6"`` -> ``"sm_86"``, the name TensorRT and nvcc use for a compute capability."""
     return "sm_" + str(cc).replace(".", "") if cc else "unknown sm"
 
 
 def check_environment(sidecar: dict, tensorrt_version: str, gpu: dict) -> None:
     """UserError unless this TensorRT version and GPU are the ones the engine was built with."""
     built = sidecar.get("gpu") or {}
-    if (sidecar.get("tensorrt_version") != tensorrt_version or built.get("name") != gpu.get("name")
-            or built.get("compute_capability") != gpu.get("compute_capability")):
+    if (
+        sidecar.get("tensorrt_version") != tensorrt_version
+        or built.get("name") != gpu.get("name")
+        or built.get("compute_capability") != gpu.get("compute_capability")
+    ):
         raise UserError(
             f"engine built for TensorRT {sidecar.get('tensorrt_version')} on GPU {built.get('name')} "
-            f"({_sm(built.get('compute_capability'))}), but this is TensorRT {tensorrt_version} on {gpu.get('name')} "
-            f"({_sm(gpu.get('compute_capability'))}); rebuild it on this device with: {sidecar.get('trtexec')}"
+            f"({_cuda_arch(built.get('compute_capability'))}), "
+            f"but this is TensorRT {tensorrt_version} on {gpu.get('name')} "
+            f"({_cuda_arch(gpu.get('compute_capability'))}); rebuild it on this device with: {sidecar.get('trtexec')}"
         )
 
 
@@ -67,7 +76,9 @@ class TrtBackend(Backend):
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError("TensorRT engines need a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)")
+            raise UserError(
+                "TensorRT engines need a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)"
+            )
         check_environment(side, trt.__version__, gpu_info())
         self._torch, self._trt = torch, trt
         self._device = torch.device("cuda", torch.cuda.current_device())
@@ -77,15 +88,19 @@ class TrtBackend(Backend):
         with open(engine_path, "rb") as f:
             self.engine = self._runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
-            raise UserError(f"{engine_path} could not be loaded by TensorRT {trt.__version__} (not an engine, or "
-                            f"corrupt); rebuild it with: {side['trtexec']}")
+            raise UserError(
+                f"{engine_path} could not be loaded by TensorRT {trt.__version__} (not an engine, or "
+                f"corrupt); rebuild it with: {side['trtexec']}"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(self.inputs) != 1 or not self.outputs:
-            raise UserError(f"{engine_path} has {len(self.inputs)} inputs and {len(self.outputs)} outputs; "
-                            "expected one image input and a logits output")
+            raise UserError(
+                f"{engine_path} has {len(self.inputs)} inputs and {len(self.outputs)} outputs; "
+                "expected one image input and a logits output"
+            )
 
     def _dtype(self, name: str):
         dt = self.engine.get_tensor_dtype(name)
@@ -109,7 +124,9 @@ class TrtBackend(Backend):
             ctx.set_tensor_address(name, inp.data_ptr())
             outs = []
             for out_name in self.outputs:
-                out = torch.empty(tuple(ctx.get_tensor_shape(out_name)), dtype=self._dtype(out_name), device=self._device)
+                out = torch.empty(
+                    tuple(ctx.get_tensor_shape(out_name)), dtype=self._dtype(out_name), device=self._device
+                )
                 ctx.set_tensor_address(out_name, out.data_ptr())
                 outs.append(out)
             if not ctx.execute_async_v3(self._stream.cuda_stream):

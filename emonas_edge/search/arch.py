@@ -16,6 +16,7 @@ That is what lets a penalty or a target steer every choice, not only the sampled
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +54,10 @@ def _gumbel_st(logits: torch.Tensor, tau: float, g: torch.Generator) -> tuple[to
 
 
 class ArchParams(nn.Module):
-    """Logits of every choice: ``alpha`` ops and ``gamma`` inputs [kind, node, slot, ...], ``beta_*`` width and depth."""
+    """Logits of every choice: ``alpha`` ops and ``gamma`` inputs [kind, node, slot, ...], ``beta_*`` width
+    and depth."""
+
+    valid: torch.Tensor  # [kind, node, slot, input]: which inputs a node may read (earlier states only)
 
     def __init__(self, space: SearchSpace):
         super().__init__()
@@ -71,8 +75,10 @@ class ArchParams(nn.Module):
 
     def probs(self) -> dict[str, torch.Tensor]:
         return {
-            "ops": F.softmax(self.alpha, -1), "inputs": F.softmax(self.input_logits(), -1),
-            "width": F.softmax(self.beta_width, -1), "depth": F.softmax(self.beta_depth, -1),
+            "ops": F.softmax(self.alpha, -1),
+            "inputs": F.softmax(self.input_logits(), -1),
+            "width": F.softmax(self.beta_width, -1),
+            "depth": F.softmax(self.beta_depth, -1),
         }
 
     def sample(self, g: torch.Generator, tau: float, *, uniform: bool = False, grad: bool = True) -> Sample:
@@ -103,19 +109,39 @@ class ArchParams(nn.Module):
         """The most likely genotype, width and depth."""
         with torch.no_grad():
             ops, inputs = self.alpha.argmax(-1), self.input_logits().argmax(-1)
-            cells = [[(self.space.ops[int(ops[k, i, s])], int(inputs[k, i, s])) for i in range(self.space.nodes) for s in range(2)]
-                     for k in range(2)]
-            return (genotype_of(cells[0], cells[1], self.space.nodes), self.space.widths[int(self.beta_width.argmax())],
-                    self.space.depths[int(self.beta_depth.argmax())])
+            cells = [
+                [
+                    (self.space.ops[int(ops[k, i, s])], int(inputs[k, i, s]))
+                    for i in range(self.space.nodes)
+                    for s in range(2)
+                ]
+                for k in range(2)
+            ]
+            return (
+                genotype_of(cells[0], cells[1], self.space.nodes),
+                self.space.widths[int(self.beta_width.argmax())],
+                self.space.depths[int(self.beta_depth.argmax())],
+            )
 
     def summary(self) -> dict:
         """Probabilities as plain lists, for the per-epoch log and the search record."""
         p = self.probs()
         sp = self.space
-        out = {"width": dict(zip(map(str, sp.widths), _r(p["width"]))), "depth": dict(zip(map(str, sp.depths), _r(p["depth"])))}
+        out: dict[str, object] = {
+            "width": dict(zip(map(str, sp.widths), _r(p["width"]), strict=True)),
+            "depth": dict(zip(map(str, sp.depths), _r(p["depth"]), strict=True)),
+        }
         for k, kind in enumerate(KINDS):
-            out[kind] = [{"node": i, "slot": s, "ops": dict(zip(sp.ops, _r(p["ops"][k, i, s]))), "inputs": _r(p["inputs"][k, i, s, : i + 2])}
-                         for i in range(sp.nodes) for s in range(2)]
+            out[kind] = [
+                {
+                    "node": i,
+                    "slot": s,
+                    "ops": dict(zip(sp.ops, _r(p["ops"][k, i, s]), strict=True)),
+                    "inputs": _r(p["inputs"][k, i, s, : i + 2]),
+                }
+                for i in range(sp.nodes)
+                for s in range(2)
+            ]
         return out
 
 
@@ -153,14 +179,18 @@ class ExpectedLatency:
         for p in places:
             k = 1 if p.reduction else 0
             r_out = p.res // 2 if p.reduction else p.res
-            self.pre[wi, di, k, 0] += self._cost(k_fr(p.c_pp, p.c, 2 * p.res) if p.reduction_prev else k_pre(p.c_pp, p.c, p.res))
+            self.pre[wi, di, k, 0] += self._cost(
+                k_fr(p.c_pp, p.c, 2 * p.res) if p.reduction_prev else k_pre(p.c_pp, p.c, p.res)
+            )
             self.pre[wi, di, k, 1] += self._cost(k_pre(p.c_p, p.c, p.res))
             const += n * self._cost(k_add(p.c, r_out)) + self._cost(k_concat(n, p.c, r_out))
-            place = {"reduction": p.reduction, "reduction_prev": p.reduction_prev, "c_pp": p.c_pp, "c": p.c, "res": p.res}
+            key = partial(
+                edge_key, reduction=p.reduction, reduction_prev=p.reduction_prev, c_pp=p.c_pp, c=p.c, res=p.res
+            )
             for i in range(n):
                 for j in range(i + 2):
                     for o, op in enumerate(sp.ops):
-                        self.edges[wi, di, k, i, j, o] += self._cost(edge_key(op, j, **place))
+                        self.edges[wi, di, k, i, j, o] += self._cost(key(op, j))
         last = places[-1]
         const += self._cost(k_head(n * last.c, sp.num_classes, last.res // 2 if last.reduction else last.res))
         self.const[wi, di] = const

@@ -61,7 +61,9 @@ def k_head(c: int, classes: int, res: int) -> str:
     return f"head:{c}>{classes}:r{res}"
 
 
-def cell_blocks(genotype_edges, concat, *, reduction: bool, reduction_prev: bool, c_pp: int, c_p: int, c: int, res: int) -> list[str]:
+def cell_blocks(
+    genotype_edges, concat, *, reduction: bool, reduction_prev: bool, c_pp: int, c_p: int, c: int, res: int
+) -> list[str]:
     """Blocks of one cell whose inputs are at resolution ``res`` (``s0`` at 2x res after a reduction)."""
     out: list[str] = []
     idxs = [i for _, i in genotype_edges]
@@ -115,18 +117,42 @@ def network_blocks(config: ModelConfig) -> list[str]:
     if config.family != "cell":
         raise UserError(f"{config.name}: the latency table covers cell networks only (family {config.family!r})")
     net, g = config.network, config.genotype
+    if g is None:
+        raise UserError(f"{config.name}: a cell network without a genotype")
     if net.get("test_time_flip"):
-        raise UserError(f"{config.name}: the latency table times batch-1 networks; test-time flip runs a batch of two (predict without it)")
+        raise UserError(
+            f"{config.name}: the latency table times batch-1 networks; test-time flip runs a batch of two (predict "
+            "without it)"
+        )
     if len(g.normal_concat) != len(g.reduce_concat):
-        raise UserError(f"{config.name}: normal and reduction cells of different widths are outside the searched spaces")
+        raise UserError(
+            f"{config.name}: normal and reduction cells of different widths are outside the searched spaces"
+        )
     c_stem = net["stem_multiplier"] * net["init_channels"]
     blocks = [k_stem(net["in_channels"], c_stem, net["stem_stride"], net["input_size"])]
-    places = cell_places(net["layers"], net["init_channels"], c_stem, net["input_size"] // net["stem_stride"], len(g.normal_concat))
+    places = cell_places(
+        net["layers"], net["init_channels"], c_stem, net["input_size"] // net["stem_stride"], len(g.normal_concat)
+    )
     for p in places:
         edges, concat = (g.reduce, g.reduce_concat) if p.reduction else (g.normal, g.normal_concat)
-        blocks += cell_blocks(edges, concat, reduction=p.reduction, reduction_prev=p.reduction_prev, c_pp=p.c_pp, c_p=p.c_p, c=p.c, res=p.res)
+        blocks += cell_blocks(
+            edges,
+            concat,
+            reduction=p.reduction,
+            reduction_prev=p.reduction_prev,
+            c_pp=p.c_pp,
+            c_p=p.c_p,
+            c=p.c,
+            res=p.res,
+        )
     last = places[-1]
-    blocks.append(k_head(len(g.reduce_concat if last.reduction else g.normal_concat) * last.c, net["num_classes"], last.res // 2 if last.reduction else last.res))
+    blocks.append(
+        k_head(
+            len(g.reduce_concat if last.reduction else g.normal_concat) * last.c,
+            net["num_classes"],
+            last.res // 2 if last.reduction else last.res,
+        )
+    )
     return blocks
 
 
@@ -145,7 +171,7 @@ def _parse(key: str) -> tuple[str, list[str]]:
 def _num(s: str, prefix: str) -> int:
     if not s.startswith(prefix):
         raise ValueError(s)
-    return int(s[len(prefix):])
+    return int(s[len(prefix) :])
 
 
 def block_module(key: str):
@@ -159,7 +185,9 @@ def block_module(key: str):
     if kind == "stem":
         cin, cout = map(int, rest[0].split(">"))
         stride, res = _num(rest[1], "s"), _num(rest[2], "r")
-        m = nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout))
+        m: nn.Module = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout)
+        )
         return m, [(1, cin, res, res)]
     if kind in ("pre", "fr"):
         cin, cout = map(int, rest[0].split(">"))

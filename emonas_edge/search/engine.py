@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +27,12 @@ from ..data.datasets import ArrayDataset
 from ..data.preprocess import Preprocessor
 from ..errors import UserError
 from ..fileio import atomic_outputs
-from ..train.trainer import _dist, _to_tensor, lr_at, training_batch
+from ..train.common import (
+    dataset_images,
+    init_distributed,
+    training_batch,
+    warmup_cosine_lr,
+)
 from .arch import ArchParams, ExpectedLatency, Sample
 from .lut import LatencyTable
 from .space import SearchSpace
@@ -64,7 +69,7 @@ class SearchSettings:
     # distribution then follows the latency objective alone, and a target picks the derived size.
     search_size: tuple[int, int] | None = None
 
-    def check(self) -> "SearchSettings":
+    def check(self) -> SearchSettings:
         if self.latency_weight is not None and self.target_ms is not None:
             raise UserError("give either --target-latency-ms or --latency-weight, not both")
         if self.latency_weight is None and self.target_ms is None:
@@ -94,8 +99,11 @@ def split_held_out(labels: np.ndarray, fraction: float, seed: int, num_classes: 
     present = [c for c in range(num_classes) if counts[c]]
     if len(labels) < 20 or len(present) < 2 or any(counts[c] < 5 for c in present):
         small = ", ".join(f"{counts[c]}" for c in present)
-        raise UserError(f"the dataset is too small to split into weight and architecture parts ({len(labels)} images, per class {small}): "
-                        "a search needs at least 20 images, 2 classes and 5 images per class present")
+        raise UserError(
+            f"the dataset is too small to split into weight and architecture parts ({len(labels)} images, per class "
+            f"{small}): "
+            "a search needs at least 20 images, 2 classes and 5 images per class present"
+        )
     for c in present:
         idx = rng.permutation(np.flatnonzero(labels == c))
         k = max(1, int(round(fraction * len(idx))))
@@ -109,7 +117,7 @@ class SearchState:
     """Everything a resumed run needs, in plain tensors and lists (loads with ``weights_only``)."""
 
     epoch: int = 0
-    history: list | None = None
+    history: list = field(default_factory=list)
     baseline: float | None = None
     seconds: float = 0.0
 
@@ -117,20 +125,36 @@ class SearchState:
 class Searcher:
     """One search run over ``data`` (uint8 images at the space's input spec)."""
 
-    def __init__(self, space: SearchSpace, table: LatencyTable, data: ArrayDataset, pre: Preprocessor, settings: SearchSettings, epochs: int):
+    def __init__(
+        self,
+        space: SearchSpace,
+        table: LatencyTable,
+        data: ArrayDataset,
+        pre: Preprocessor,
+        settings: SearchSettings,
+        epochs: int,
+    ):
         self.space, self.table, self.s, self.epochs = space, table, settings, epochs
-        self.rank, self.world = _dist()
+        self.rank, self.world = init_distributed()
         torch.manual_seed(settings.seed)
         self.net = SuperNet(space)
         self.arch = ArchParams(space)
         self.latency = ExpectedLatency(space, table)
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
-        self.arch_opt = torch.optim.Adam(self.arch.parameters(), lr=settings.arch_lr, betas=(0.5, 0.999), weight_decay=settings.arch_weight_decay)
-        if settings.search_size is not None and (settings.search_size[0] not in space.widths or settings.search_size[1] not in space.depths):
-            raise UserError(f"--search-size {settings.search_size[0]},{settings.search_size[1]} is not a size of the table's space "
-                            f"(widths {', '.join(map(str, space.widths))}; depths {', '.join(map(str, space.depths))})")
+        self.opt = torch.optim.SGD(
+            self.net.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True
+        )
+        self.arch_opt = torch.optim.Adam(
+            self.arch.parameters(), lr=settings.arch_lr, betas=(0.5, 0.999), weight_decay=settings.arch_weight_decay
+        )
+        if settings.search_size is not None and (
+            settings.search_size[0] not in space.widths or settings.search_size[1] not in space.depths
+        ):
+            raise UserError(
+                f"--search-size {settings.search_size[0]},{settings.search_size[1]} is not a size of the table's space "
+                f"(widths {', '.join(map(str, space.widths))}; depths {', '.join(map(str, space.depths))})"
+            )
         self.part_w, self.part_a = split_held_out(data.labels, settings.held_out, settings.seed, space.num_classes)
-        self.images = _to_tensor(data, "cpu")
+        self.images = dataset_images(data, "cpu")
         self.labels = torch.from_numpy(data.labels)
         self.unit_scale = torch.from_numpy(pre.unit_scale)
         self.shift = torch.from_numpy(pre.shift)
@@ -140,7 +164,9 @@ class Searcher:
         if settings.max_steps:
             self.steps = min(self.steps, settings.max_steps)
         with torch.no_grad():
-            self.reference_ms = float(self.latency.per_width_depth(self.arch).min())  # penalty scale: the cheapest width/depth
+            self.reference_ms = float(
+                self.latency.per_width_depth(self.arch).min()
+            )  # penalty scale: the cheapest width/depth
 
     # ----------------------------------------------------------------- one step of each kind
 
@@ -152,11 +178,21 @@ class Searcher:
             sample.log_prob = 0.0
         return sample
 
-    def _batch(self, part: np.ndarray, order: torch.Tensor, step: int, g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(
+        self, part: np.ndarray, order: torch.Tensor, step: int, g: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         gb = self.s.batch * self.world
         pos = torch.arange(step * gb, (step + 1) * gb) % len(order)
         idx = torch.from_numpy(part)[order[pos]][self.rank * self.s.batch : (self.rank + 1) * self.s.batch]
-        x = training_batch(self.images, idx, self.unit_scale, self.shift, g if self.s.augment else None, AugmentSettings(), channels_last=False)
+        x = training_batch(
+            self.images,
+            idx,
+            self.unit_scale,
+            self.shift,
+            g if self.s.augment else None,
+            AugmentSettings(),
+            channels_last=False,
+        )
         return x, self.labels[idx]
 
     def _average_grads(self, params) -> None:
@@ -183,6 +219,7 @@ class Searcher:
         expected = self.latency(self.arch)
         if self.s.target_ms is not None:
             return self.s.target_weight * torch.log(expected / self.s.target_ms).abs(), expected
+        assert self.s.latency_weight is not None  # check() sets it when no target is given
         return self.s.latency_weight * torch.log(expected / self.reference_ms), expected
 
     def arch_step(self, x, y, g: torch.Generator, tau: float) -> dict:
@@ -191,8 +228,12 @@ class Searcher:
         logits = self.net(x, sample)
         ce = F.cross_entropy(logits, y)
         penalty, expected = self.latency_penalty()
-        advantage = float(ce.detach()) - (self.state.baseline if self.state.baseline is not None else float(ce.detach()))
-        self.state.baseline = float(ce.detach()) if self.state.baseline is None else 0.9 * self.state.baseline + 0.1 * float(ce.detach())
+        advantage = float(ce.detach()) - (
+            self.state.baseline if self.state.baseline is not None else float(ce.detach())
+        )
+        self.state.baseline = (
+            float(ce.detach()) if self.state.baseline is None else 0.9 * self.state.baseline + 0.1 * float(ce.detach())
+        )
         loss = ce + penalty.float() + advantage * sample.log_prob
         self.arch_opt.zero_grad(set_to_none=True)
         self.net.zero_grad(set_to_none=True)
@@ -219,10 +260,10 @@ class Searcher:
         tau = self.tau(epoch)
         total = self.epochs * self.steps
         t0 = time.perf_counter()
-        loss_sum = correct = seen = 0
+        loss_sum, correct, seen = 0.0, 0, 0
         arch_log = []
         for step in range(self.steps):
-            lr = lr_at(epoch * self.steps + step, total, self.steps, s.lr)
+            lr = warmup_cosine_lr(epoch * self.steps + step, total, self.steps, s.lr)
             x, y = self._batch(self.part_w, order_w, step, g)
             sample = self.sample(g_arch, tau, uniform=not searching, grad=False)
             loss, ok = self.weight_step(x, y, sample, lr)
@@ -235,12 +276,21 @@ class Searcher:
         seconds = time.perf_counter() - t0
         genotype, width, depth = self.arch.argmax()
         record = {
-            "epoch": epoch + 1, "phase": "search" if searching else "warm-up", "tau": round(tau, 4), "lr": lr,
-            "train_loss": round(loss_sum / max(seen, 1), 5), "train_accuracy": round(correct / max(seen, 1), 5),
+            "epoch": epoch + 1,
+            "phase": "search" if searching else "warm-up",
+            "tau": round(tau, 4),
+            "lr": lr,
+            "train_loss": round(loss_sum / max(seen, 1), 5),
+            "train_accuracy": round(correct / max(seen, 1), 5),
             "arch_ce": round(float(np.mean([a["ce"] for a in arch_log])), 5) if arch_log else None,
             "expected_ms": round(float(self.latency(self.arch).detach()), 5),
-            "argmax": {"width": width, "depth": depth, "normal": [list(e) for e in genotype.normal], "reduce": [list(e) for e in genotype.reduce],
-                       "predicted_ms": round(self.latency.of(genotype, width, depth), 5)},
+            "argmax": {
+                "width": width,
+                "depth": depth,
+                "normal": [list(e) for e in genotype.normal],
+                "reduce": [list(e) for e in genotype.reduce],
+                "predicted_ms": round(self.latency.of(genotype, width, depth), 5),
+            },
             "supernet_accuracy": round(self.evaluate(), 5),
             "arch": self.arch.summary(),
             "seconds": round(seconds, 2),
@@ -249,7 +299,8 @@ class Searcher:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Held-back accuracy of the most likely path, BatchNorm on batch statistics (the supernet keeps no running ones)."""
+        """Held-back accuracy of the most likely path, BatchNorm on batch statistics (the supernet keeps no
+        running ones)."""
         genotype, width, depth = self.arch.argmax()
         width, depth = self.s.search_size or (width, depth)
         ops = {op: i for i, op in enumerate(self.space.ops)}
@@ -272,8 +323,14 @@ class Searcher:
 
     def state_dict(self) -> dict:
         return {
-            "net": self.net.state_dict(), "arch": self.arch.state_dict(), "opt": self.opt.state_dict(), "arch_opt": self.arch_opt.state_dict(),
-            "epoch": self.state.epoch, "history": json.dumps(self.state.history), "baseline": self.state.baseline, "seconds": self.state.seconds,
+            "net": self.net.state_dict(),
+            "arch": self.arch.state_dict(),
+            "opt": self.opt.state_dict(),
+            "arch_opt": self.arch_opt.state_dict(),
+            "epoch": self.state.epoch,
+            "history": json.dumps(self.state.history),
+            "baseline": self.state.baseline,
+            "seconds": self.state.seconds,
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -316,5 +373,8 @@ def epochs_within_budget(epoch_seconds: float, budget_hours: float | None, epoch
         return epochs
     fit = int(budget_hours * 3600 // epoch_seconds)
     if fit < 1:
-        raise UserError(f"a budget of {budget_hours:g} h is less than one search epoch here (about {epoch_seconds / 60:.1f} min measured)")
+        raise UserError(
+            f"a budget of {budget_hours:g} h is less than one search epoch here (about {epoch_seconds / 60:.1f} min "
+            "measured)"
+        )
     return min(epochs, fit)

@@ -22,9 +22,10 @@ import random
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -56,7 +57,10 @@ class LutSettings:
 
     def check(self) -> None:
         if self.backend not in BACKENDS:
-            raise UserError(f"unknown latency backend {self.backend!r} (choose from: {', '.join(BACKENDS)}; TensorRT tables are not built by this version)")
+            raise UserError(
+                f"unknown latency backend {self.backend!r} (choose from: {', '.join(BACKENDS)}; TensorRT tables are "
+                "not built by this version)"
+            )
         if self.provider not in PROVIDERS:
             raise UserError(f"unknown provider {self.provider!r} (choose from: {', '.join(PROVIDERS)})")
         if self.precision not in PRECISIONS:
@@ -80,7 +84,10 @@ class LatencyTable:
     def raw_ms(self, keys) -> float:
         missing = sorted({k for k in keys if k not in self.blocks})
         if missing:
-            raise UserError(f"the latency table has no entry for {missing[0]} ({len(missing)} missing): the network is outside the table's search space")
+            raise UserError(
+                f"the latency table has no entry for {missing[0]} ({len(missing)} missing): the network is outside "
+                "the table's search space"
+            )
         return self.overhead_ms + sum(self.blocks[k] for k in keys)
 
     def predict_ms(self, config: ModelConfig) -> float:
@@ -92,8 +99,16 @@ class LatencyTable:
         return {
             "format": FORMAT,
             "space": self.space.to_dict(),
-            "backend": s.backend, "provider": s.provider, "threads": s.threads, "precision": s.precision,
-            "timing": {"iters": s.iters, "warmup": s.warmup, "group": s.group, "statistic": "p50 minus the reference model's p50 in the same interleaved group"},
+            "backend": s.backend,
+            "provider": s.provider,
+            "threads": s.threads,
+            "precision": s.precision,
+            "timing": {
+                "iters": s.iters,
+                "warmup": s.warmup,
+                "group": s.group,
+                "statistic": "p50 minus the reference model's p50 in the same interleaved group",
+            },
             "device": self.device,
             "overhead_ms": self.overhead_ms,
             "fit": {"a": self.a, "b": self.b, "networks": self.calibration},
@@ -116,27 +131,45 @@ def space_blocks(space: SearchSpace) -> list[str]:
         for stage, (c, res) in enumerate(shapes):
             if stage > 0:
                 # the reduction cell entering this stage: inputs at the previous stage's resolution
-                for key in _all_cell_blocks(space, reduction=True, reduction_prev=False, c_pp=c_prev_out, c_p=c_prev_out, c=c, res=2 * res):
+                for key in _all_cell_blocks(
+                    space, reduction=True, reduction_prev=False, c_pp=c_prev_out, c_p=c_prev_out, c=c, res=2 * res
+                ):
                     keys[key] = None
             after_reduction = stage > 0
-            for key in _all_cell_blocks(space, reduction=False, reduction_prev=after_reduction, c_pp=c_prev_out if after_reduction else mult * c,
-                                        c_p=mult * c, c=c, res=res):
+            for key in _all_cell_blocks(
+                space,
+                reduction=False,
+                reduction_prev=after_reduction,
+                c_pp=c_prev_out if after_reduction else mult * c,
+                c_p=mult * c,
+                c=c,
+                res=res,
+            ):
                 keys[key] = None
             if after_reduction:  # later normal cells of the stage read two same-stage outputs
-                for key in _all_cell_blocks(space, reduction=False, reduction_prev=False, c_pp=mult * c, c_p=mult * c, c=c, res=res):
+                for key in _all_cell_blocks(
+                    space, reduction=False, reduction_prev=False, c_pp=mult * c, c_p=mult * c, c=c, res=res
+                ):
                     keys[key] = None
             c_prev_out = mult * c
         keys[k_head(mult * shapes[-1][0], space.num_classes, shapes[-1][1])] = None
     return list(keys)
 
 
-def _all_cell_blocks(space: SearchSpace, *, reduction: bool, reduction_prev: bool, c_pp: int, c_p: int, c: int, res: int) -> list[str]:
+def _all_cell_blocks(
+    space: SearchSpace, *, reduction: bool, reduction_prev: bool, c_pp: int, c_p: int, c: int, res: int
+) -> list[str]:
     """Blocks of a cell at this shape whatever its genotype: both preprocessings, every op from every input."""
     r_out = res // 2 if reduction else res
-    keys = [k_fr(c_pp, c, 2 * res) if reduction_prev else k_pre(c_pp, c, res), k_pre(c_p, c, res), k_add(c, r_out), k_concat(space.nodes, c, r_out)]
-    place = {"reduction": reduction, "reduction_prev": reduction_prev, "c_pp": c_pp, "c": c, "res": res}
+    keys = [
+        k_fr(c_pp, c, 2 * res) if reduction_prev else k_pre(c_pp, c, res),
+        k_pre(c_p, c, res),
+        k_add(c, r_out),
+        k_concat(space.nodes, c, r_out),
+    ]
+    key = partial(edge_key, reduction=reduction, reduction_prev=reduction_prev, c_pp=c_pp, c=c, res=res)
     for op in space.ops:
-        keys += [edge_key(op, j, **place) for j in range(min(space.nodes + 1, 3))]  # inputs 0 and 1, an earlier node
+        keys += [key(op, j) for j in range(min(space.nodes + 1, 3))]  # inputs 0 and 1, an earlier node
     return [k for k in keys if k]
 
 
@@ -163,6 +196,8 @@ def _sandwich(key: str | None, context: tuple | None = None):
 
     fr = _fr_from(key)
     if key is None:
+        if context is None:
+            raise ValueError("an empty sandwich needs its context")
         kind, c, r = context[0], context[-2], context[-1]
         block, shapes, pre, post = nn.Identity(), [(1, c, r, r)], True, True
         fr = context[1] if kind == "fr" else None
@@ -178,7 +213,11 @@ def _sandwich(key: str | None, context: tuple | None = None):
     class Sandwich(nn.Module):
         def __init__(self):
             super().__init__()
-            self.pre = nn.ModuleList((FactorizedReduce(fr, c) if fr else ReLUConvBN(c, c, 1, 1, 0)) for _ in shapes) if pre else None
+            self.pre = (
+                nn.ModuleList((FactorizedReduce(fr, c) if fr else ReLUConvBN(c, c, 1, 1, 0)) for _ in shapes)
+                if pre
+                else None
+            )
             self.block = block
             self.post = ReLUConvBN(cout, cout, 1, 1, 0) if post else None
 
@@ -215,8 +254,9 @@ def _like_trained(module):
     for m in module.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            if m.running_mean is not None and m.running_var is not None:  # tracked statistics (all BNs here)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
             if m.affine:
                 m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
                 m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
@@ -231,10 +271,22 @@ def _torch_export(module, examples: tuple, path: Path, names: list[str]) -> None
 
     _like_trained(module)
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, examples, str(path), dynamo=False, opset_version=18, input_names=names,
-                          output_names=["out"], do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            examples,
+            str(path),
+            dynamo=False,
+            opset_version=18,
+            input_names=names,
+            output_names=["out"],
+            do_constant_folding=True,
+        )
 
 
 def _quantize_random(path: Path, names: list[str], shapes: list[tuple]) -> None:
@@ -254,7 +306,7 @@ def _quantize_random(path: Path, names: list[str], shapes: list[tuple]) -> None:
             if not self.left:
                 return None
             self.left -= 1
-            return {n: rng.standard_normal(s).astype(np.float32) for n, s in zip(names, shapes)}
+            return {n: rng.standard_normal(s).astype(np.float32) for n, s in zip(names, shapes, strict=True)}
 
     src = path.with_suffix(".fp32.onnx")
     path.rename(src)
@@ -267,13 +319,23 @@ def _session(path: Path, settings: LutSettings):
 
     provider = PROVIDERS[settings.provider]
     if provider not in ort.get_available_providers():
-        raise UserError(f"ONNX Runtime provider {settings.provider!r} is not available here (available: {', '.join(ort.get_available_providers())})")
+        raise UserError(
+            f"ONNX Runtime provider {settings.provider!r} is not available here (available: "
+            f"{', '.join(ort.get_available_providers())})"
+        )
     o = ort.SessionOptions()
     o.intra_op_num_threads = settings.threads
     o.inter_op_num_threads = 1
     o.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), o, providers=[provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else []))
-    feeds = {i.name: np.random.default_rng(1).standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32) for i in sess.get_inputs()}
+    sess = ort.InferenceSession(
+        str(path), o, providers=[provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
+    )
+    feeds = {
+        i.name: np.random.default_rng(1)
+        .standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
+        .astype(np.float32)
+        for i in sess.get_inputs()
+    }
     return lambda: sess.run(None, feeds)
 
 
@@ -302,8 +364,12 @@ class _References:
         """``{name: anchor units}`` of one interleaved group."""
         from ..profile.timing import time_interleaved
 
-        t = time_interleaved({**fns, "__overhead__": self.overhead, "__anchor__": self.anchor}, iters=settings.iters,
-                             warmup=settings.warmup, block=max(10, settings.iters // 10))
+        t = time_interleaved(
+            {**fns, "__overhead__": self.overhead, "__anchor__": self.anchor},
+            iters=settings.iters,
+            warmup=settings.warmup,
+            block=max(10, settings.iters // 10),
+        )
         anchor = t.pop("__anchor__").p50_ms
         self.anchor_ms.append(anchor)
         self.overhead_units.append(t.pop("__overhead__").p50_ms / anchor)
@@ -319,7 +385,9 @@ def anchor_config(space: SearchSpace) -> ModelConfig:
     op = "conv_3x3" if "conv_3x3" in space.ops else space.ops[0]
     cell = [(op, n // 2 + 1) for n in range(2 * space.nodes)]  # a chain: node i reads the state before it
     widths = sorted(space.widths)
-    return space.config(genotype_of(cell, cell, space.nodes), widths[len(widths) // 2], min(space.depths), name="anchor")
+    return space.config(
+        genotype_of(cell, cell, space.nodes), widths[len(widths) // 2], min(space.depths), name="anchor"
+    )
 
 
 def _context_shapes(key: str) -> tuple[list[tuple], tuple | None]:
@@ -337,6 +405,7 @@ def _context_shapes(key: str) -> tuple[list[tuple], tuple | None]:
 def _side_costs(empty: dict, overhead: float) -> Callable[[tuple], float]:
     """A side's cost in anchor units: half an empty plain sandwich (its two sides are nearly the
     same layer); a factorized-reduce side is its empty sandwich minus the plain half after it."""
+
     def cost(ctx: tuple) -> float:
         half = (empty[("plain", ctx[-2], ctx[-1])] - overhead) / 2
         return empty[ctx] - overhead - half if ctx[0] == "fr" else half
@@ -344,7 +413,9 @@ def _side_costs(empty: dict, overhead: float) -> Callable[[tuple], float]:
     return cost
 
 
-def _time_keys(keys: list, build, settings: LutSettings, tmp: Path, refs: _References, progress=None, done: int = 0, total: int = 0) -> dict:
+def _time_keys(
+    keys: list, build, settings: LutSettings, tmp: Path, refs: _References, progress=None, done: int = 0, total: int = 0
+) -> dict:
     out = {}
     for start in range(0, len(keys), settings.group):
         chunk = keys[start : start + settings.group]
@@ -360,7 +431,9 @@ def _time_keys(keys: list, build, settings: LutSettings, tmp: Path, refs: _Refer
     return out
 
 
-def time_blocks(keys: list[str], space: SearchSpace, settings: LutSettings, progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, float], float, float]:
+def time_blocks(
+    keys: list[str], space: SearchSpace, settings: LutSettings, progress: Callable[[int, int], None] | None = None
+) -> tuple[dict[str, float], float, float]:
     """``{block: ms}`` and the per-call overhead, each block timed inside its sandwich.
 
     A sandwich runs overhead + its input sides + block + output side, so block = sandwich -
@@ -402,8 +475,14 @@ def network_onnx(config: ModelConfig, path: Path, precision: str) -> None:
         _quantize_random(path, ["in0"], [(1, *config.input_shape)])
 
 
-def time_networks(configs: list[ModelConfig], space: SearchSpace, settings: LutSettings, progress: Callable[[int, int], None] | None = None) -> list[float]:
-    """Measured batch-1 median latency (ms) of whole networks, in anchor units of this session (see :class:`_References`)."""
+def time_networks(
+    configs: list[ModelConfig],
+    space: SearchSpace,
+    settings: LutSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[float]:
+    """Measured batch-1 median latency (ms) of whole networks, in anchor units of this session (see
+    :class:`_References`)."""
     units: list[float] = []
     with tempfile.TemporaryDirectory(prefix="emonas-nets-") as tmp_name:
         tmp = Path(tmp_name)
@@ -430,29 +509,51 @@ def random_genotype(space: SearchSpace, rng: random.Random) -> Genotype:
 
 def random_configs(space: SearchSpace, n: int, seed: int) -> list[ModelConfig]:
     rng = random.Random(seed)
-    return [space.config(random_genotype(space, rng), rng.choice(space.widths), rng.choice(space.depths), name=f"random{i}") for i in range(n)]
+    return [
+        space.config(random_genotype(space, rng), rng.choice(space.widths), rng.choice(space.depths), name=f"random{i}")
+        for i in range(n)
+    ]
 
 
-def build_lut(space: SearchSpace, settings: LutSettings, progress: Callable[[str, int, int], None] | None = None) -> LatencyTable:
+def build_lut(
+    space: SearchSpace, settings: LutSettings, progress: Callable[[str, int, int], None] | None = None
+) -> LatencyTable:
     settings.check()
     t0 = time.perf_counter()
     keys = space_blocks(space)
-    blocks, overhead, anchor = time_blocks(keys, space, settings, (lambda i, n: progress("blocks", i, n)) if progress else None)
+    blocks, overhead, anchor = time_blocks(
+        keys, space, settings, (lambda i, n: progress("blocks", i, n)) if progress else None
+    )
     table = LatencyTable(space, settings, blocks, overhead, device={**_device(settings), "anchor_ms": anchor})
     if settings.calibration_networks >= 2:
         configs = random_configs(space, settings.calibration_networks, seed=10_000 + settings.seed)
-        measured = time_networks(configs, space, settings, (lambda i, n: progress("networks", i, n)) if progress else None)
+        measured = time_networks(
+            configs, space, settings, (lambda i, n: progress("networks", i, n)) if progress else None
+        )
         raw = [table.raw_ms(network_blocks(c)) for c in configs]
         table.b, table.a = (float(v) for v in np.polyfit(raw, measured, 1))
-        table.calibration = [{"layers": c.network["layers"], "init_channels": c.network["init_channels"], "raw_ms": round(r, 5), "measured_ms": round(m, 5)}
-                             for c, r, m in zip(configs, raw, measured)]
+        table.calibration = [
+            {
+                "layers": c.network["layers"],
+                "init_channels": c.network["init_channels"],
+                "raw_ms": round(r, 5),
+                "measured_ms": round(m, 5),
+            }
+            for c, r, m in zip(configs, raw, measured, strict=True)
+        ]
     table.seconds = time.perf_counter() - t0
     return table
 
 
 def _device(settings: LutSettings) -> dict:
     env = environment(("onnxruntime", "onnx", "torch", "emonas-edge"))
-    return {"cpu": env["cpu"], "cpu_count": env["cpu_count"], "platform": env["platform"], "packages": env["packages"], "provider": PROVIDERS[settings.provider]}
+    return {
+        "cpu": env["cpu"],
+        "cpu_count": env["cpu_count"],
+        "platform": env["platform"],
+        "packages": env["packages"],
+        "provider": PROVIDERS[settings.provider],
+    }
 
 
 # --------------------------------------------------------------------------- files
@@ -467,29 +568,64 @@ def lut_from_dict(d: object, source: str) -> LatencyTable:
         raise UserError(f"{source} is not an emonas-edge latency table (format {FORMAT!r})")
     try:
         space = SearchSpace.from_dict(d["space"], source)
-        settings = LutSettings(backend=d["backend"], provider=d["provider"], threads=int(d["threads"]), precision=d["precision"],
-                               iters=int(d["timing"]["iters"]), warmup=int(d["timing"]["warmup"]), group=int(d["timing"]["group"]))
+        settings = LutSettings(
+            backend=d["backend"],
+            provider=d["provider"],
+            threads=int(d["threads"]),
+            precision=d["precision"],
+            iters=int(d["timing"]["iters"]),
+            warmup=int(d["timing"]["warmup"]),
+            group=int(d["timing"]["group"]),
+        )
         settings.check()
         blocks = {str(k): float(v) for k, v in d["blocks"].items()}
         fit = d["fit"]
-        return LatencyTable(space, settings, blocks, float(d["overhead_ms"]), float(fit["a"]), float(fit["b"]), dict(d.get("device", {})),
-                            list(fit.get("networks", [])), float(d.get("seconds", 0.0)))
+        return LatencyTable(
+            space,
+            settings,
+            blocks,
+            float(d["overhead_ms"]),
+            float(fit["a"]),
+            float(fit["b"]),
+            dict(d.get("device", {})),
+            list(fit.get("networks", [])),
+            float(d.get("seconds", 0.0)),
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{source} is a damaged latency table ({type(e).__name__}: {e})") from None
 
 
-def load_lut(path: str | Path, *, in_channels: int | None = None, input_size: int | None = None, backend: str | None = None,
-             precision: str | None = None, warn: Callable[[str], None] | None = None) -> LatencyTable:
+def load_lut(
+    path: str | Path,
+    *,
+    in_channels: int | None = None,
+    input_size: int | None = None,
+    backend: str | None = None,
+    precision: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> LatencyTable:
     """Read a table; refuse one made for another input spec, backend or precision; warn on another CPU."""
     table = lut_from_dict(read_json(path, "latency table"), str(path))
     s, sp = table.settings, table.space
-    if in_channels is not None and in_channels != sp.in_channels or input_size is not None and input_size != sp.input_size:
-        raise UserError(f"{path} was built for {sp.in_channels}x{sp.input_size}x{sp.input_size} inputs, not {in_channels or sp.in_channels}x{input_size or sp.input_size}x{input_size or sp.input_size}: build a table for this input spec")
+    if (
+        in_channels is not None
+        and in_channels != sp.in_channels
+        or input_size is not None
+        and input_size != sp.input_size
+    ):
+        raise UserError(
+            f"{path} was built for {sp.in_channels}x{sp.input_size}x{sp.input_size} inputs, not "
+            f"{in_channels or sp.in_channels}x{input_size or sp.input_size}x{input_size or sp.input_size}: build a "
+            "table for this input spec"
+        )
     if backend is not None and backend != s.backend:
         raise UserError(f"{path} was built for backend {s.backend!r}, not {backend!r}")
     if precision is not None and precision != s.precision:
         raise UserError(f"{path} was built for {s.precision}, not {precision}: build a table for this precision")
     here = cpu_model()
     if table.device.get("cpu") and table.device["cpu"] != here:
-        (warn or (lambda m: warnings.warn(m, stacklevel=2)))(f"{path} was measured on '{table.device['cpu']}', this machine is '{here}': its predictions may not hold here")
+        (warn or (lambda m: warnings.warn(m, stacklevel=2)))(
+            f"{path} was measured on '{table.device['cpu']}', this machine is '{here}': its predictions may not hold "
+            "here"
+        )
     return table

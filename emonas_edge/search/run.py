@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -45,15 +45,23 @@ class SearchJob:
 def _space(table: LatencyTable, job: SearchJob) -> SearchSpace:
     sp = table.space
     if job.task != sp.task:
-        raise UserError(f"{job.lut} was built for task {sp.task!r}, not {job.task!r}: build a table with --task {job.task}")
+        raise UserError(
+            f"{job.lut} was built for task {sp.task!r}, not {job.task!r}: build a table with --task {job.task}"
+        )
     ops = sp.ops
     if job.ops is not None:
         unknown = [op for op in job.ops if op not in OP_NAMES or op == "none"]
         if unknown:
-            raise UserError(f"unknown operation(s) {', '.join(map(repr, unknown))} in --ops; known: {', '.join(o for o in OP_NAMES if o != 'none')}")
+            raise UserError(
+                f"unknown operation(s) {', '.join(map(repr, unknown))} in --ops; known: "
+                f"{', '.join(o for o in OP_NAMES if o != 'none')}"
+            )
         outside = [op for op in job.ops if op not in sp.ops]
         if outside:
-            raise UserError(f"operation(s) {', '.join(map(repr, outside))} are not in {job.lut}'s search space ({', '.join(sp.ops)})")
+            raise UserError(
+                f"operation(s) {', '.join(map(repr, outside))} are not in {job.lut}'s search space "
+                f"({', '.join(sp.ops)})"
+            )
         ops = tuple(dict.fromkeys(job.ops))
     return dataclasses.replace(sp, ops=ops)
 
@@ -69,7 +77,9 @@ def load_search_data(job: SearchJob, space: SearchSpace):
     config = _data_config(space)
     if job.task == "micro":
         if not job.annotations:
-            raise UserError("--task micro needs --annotations (the clip annotation CSV; --data is then the frames folder)")
+            raise UserError(
+                "--task micro needs --annotations (the clip annotation CSV; --data is then the frames folder)"
+            )
         from ..data.micro import load_micro_dataset
 
         ds, _ = load_micro_dataset(job.data, job.annotations, config)
@@ -91,8 +101,9 @@ def next_run_dir(root: Path = Path("runs/search"), name: str = "search") -> Path
     return root / (name if n == 1 else f"{name}{n}")
 
 
-def derive(arch: ArchParams, latency: ExpectedLatency, target_ms: float | None,
-           size: tuple[int, int] | None = None) -> tuple[Genotype, int, int, float, bool]:
+def derive(
+    arch: ArchParams, latency: ExpectedLatency, target_ms: float | None, size: tuple[int, int] | None = None
+) -> tuple[Genotype, int, int, float, bool]:
     """The most likely cells; without a target, at the most likely width and depth; with one, at the
     largest (width, depth) whose prediction meets it (the cheapest one if none does).
 
@@ -107,13 +118,15 @@ def derive(arch: ArchParams, latency: ExpectedLatency, target_ms: float | None,
         return genotype, width, depth, latency.of(genotype, width, depth), True
     sp = arch.space
     p = arch.probs()
-    prob = {(w, d): float(p["width"][i] * p["depth"][j]) for i, w in enumerate(sp.widths) for j, d in enumerate(sp.depths)}
+    prob = {
+        (w, d): float(p["width"][i] * p["depth"][j]) for i, w in enumerate(sp.widths) for j, d in enumerate(sp.depths)
+    }
     costs = {wd: latency.of(genotype, *wd) for wd in prob}
     fits = [wd for wd in costs if costs[wd] <= target_ms]
     if fits:
         w, d = max(fits, key=lambda wd: (costs[wd], prob[wd]))
         return genotype, w, d, costs[(w, d)], True
-    w, d = min(costs, key=costs.get)
+    w, d = min(costs, key=lambda wd: costs[wd])
     return genotype, w, d, costs[(w, d)], False
 
 
@@ -122,9 +135,12 @@ def _settings_from(run: dict) -> SearchSettings:
     return SearchSettings(**{k: v for k, v in run["settings"].items() if k in known})
 
 
-def run_search(job: SearchJob, settings: SearchSettings, log: Callable[[str], None] = print, progress: Callable | None = None) -> dict:
+def run_search(
+    job: SearchJob, settings: SearchSettings, log: Callable[[str], None] = print, progress: Callable | None = None
+) -> dict:
     """Search, checkpointing every epoch; returns the ``best.json`` dict (also written to ``job.out``)."""
-    previous = _read_resume(job) if job.resume else None
+    resume_dir = Path(job.resume) if job.resume else None
+    previous = _read_resume(resume_dir, job.lut) if resume_dir else None
     if previous is not None:
         settings = _settings_from(previous)
         job = dataclasses.replace(job, ops=tuple(previous["space"]["ops"]), task=previous["job"]["task"])
@@ -143,24 +159,40 @@ def run_search(job: SearchJob, settings: SearchSettings, log: Callable[[str], No
         searcher.epochs = _agree(epochs_within_budget(epoch_s, settings.budget_hours, settings.epochs), searcher.world)
         log(f"one search epoch takes about {epoch_s / 60:.1f} min here (measured on a few steps)")
         if searcher.epochs < settings.epochs:
-            log(f"budget {settings.budget_hours:g} h fits {searcher.epochs} of {settings.epochs} epochs (~{epoch_s / 60:.1f} min each, measured)")
+            log(
+                f"budget {settings.budget_hours:g} h fits {searcher.epochs} of {settings.epochs} epochs "
+                f"(~{epoch_s / 60:.1f} min each, measured)"
+            )
         run_dir = Path(job.run_dir) if job.run_dir else next_run_dir()
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise UserError(f"run folder {run_dir} exists and is not empty: resume it with --resume {run_dir} or choose another")
+            raise UserError(
+                f"run folder {run_dir} exists and is not empty: resume it with --resume {run_dir} or choose another"
+            )
         if searcher.world > 1:
             torch.distributed.barrier()  # every process checked the folder before any writes to it
         run_dir.mkdir(parents=True, exist_ok=True)
-        run = {"job": dataclasses.asdict(job), "settings": dataclasses.asdict(settings), "space": space.to_dict(), "epochs": searcher.epochs,
-               "data_sha": _data_sha(data), "lut_sha256": sha256_file(job.lut), "probe_epoch_seconds": round(epoch_s, 1)}
+        run = {
+            "job": dataclasses.asdict(job),
+            "settings": dataclasses.asdict(settings),
+            "space": space.to_dict(),
+            "epochs": searcher.epochs,
+            "data_sha": _data_sha(data),
+            "lut_sha256": sha256_file(job.lut),
+            "probe_epoch_seconds": round(epoch_s, 1),
+        }
     else:
-        run_dir = Path(job.resume)
+        assert resume_dir is not None  # previous is only read with --resume
+        run_dir = resume_dir
         run = previous
         searcher.load_state_dict(torch.load(run_dir / CHECKPOINT, weights_only=True))
         log(f"resuming {run_dir} after epoch {searcher.state.epoch} of {searcher.epochs}")
     if searcher.rank == 0:
         write_json_atomic(run_dir / "run.json", run)
-    log(f"searching {len(searcher.part_w):,} + {len(searcher.part_a):,} held-back images, {searcher.steps} steps/epoch, "
-        f"{searcher.epochs} epochs ({settings.warmup(searcher.epochs)} warm-up) -> {run_dir}")
+    log(
+        f"searching {len(searcher.part_w):,} + {len(searcher.part_a):,} held-back images, {searcher.steps} "
+        "steps/epoch, "
+        f"{searcher.epochs} epochs ({settings.warmup(searcher.epochs)} warm-up) -> {run_dir}"
+    )
     _loop(searcher, run_dir, run, log, progress)
     return _finish(searcher, run_dir, run, job, settings, table, data)
 
@@ -178,37 +210,75 @@ def _loop(searcher: Searcher, run_dir: Path, run: dict, log, progress) -> None:
             with open(run_dir / HISTORY, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             am = record["argmax"]
-            log(f"epoch {record['epoch']}/{searcher.epochs} {record['phase']}: loss {record['train_loss']:.3f} acc {record['train_accuracy']:.3f} "
-                f"supernet {record['supernet_accuracy']:.3f} expected {record['expected_ms']:.3f} ms argmax w{am['width']} d{am['depth']} "
-                f"{am['predicted_ms']:.3f} ms {record['seconds']:.0f} s")
+            log(
+                f"epoch {record['epoch']}/{searcher.epochs} {record['phase']}: loss {record['train_loss']:.3f} acc "
+                f"{record['train_accuracy']:.3f} "
+                f"supernet {record['supernet_accuracy']:.3f} expected {record['expected_ms']:.3f} ms argmax "
+                f"w{am['width']} d{am['depth']} "
+                f"{am['predicted_ms']:.3f} ms {record['seconds']:.0f} s"
+            )
         if searcher.world > 1:
             torch.distributed.barrier()
         budget = searcher.s.budget_hours
-        if budget and searcher.state.seconds + record["seconds"] > budget * 3600 and searcher.state.epoch < searcher.epochs:
+        if (
+            budget
+            and searcher.state.seconds + record["seconds"] > budget * 3600
+            and searcher.state.epoch < searcher.epochs
+        ):
             log(f"stopping after epoch {searcher.state.epoch}: the next epoch would pass the {budget:g} h budget")
             run["stopped_by_budget"] = searcher.state.epoch
             break
 
 
-def _finish(searcher: Searcher, run_dir: Path, run: dict, job: SearchJob, settings: SearchSettings, table: LatencyTable, data) -> dict:
-    genotype, width, depth, predicted, meets = derive(searcher.arch, searcher.latency, settings.target_ms, settings.search_size)
+def _finish(
+    searcher: Searcher, run_dir: Path, run: dict, job: SearchJob, settings: SearchSettings, table: LatencyTable, data
+) -> dict:
+    genotype, width, depth, predicted, meets = derive(
+        searcher.arch, searcher.latency, settings.target_ms, settings.search_size
+    )
     config = searcher.space.config(genotype, width, depth, name="searched")
     last = searcher.state.history[-1] if searcher.state.history else {}
     record = {
-        "data": str(job.data), "annotations": job.annotations, "task": job.task, "images": len(data),
-        "split": {"weights": len(searcher.part_w), "architecture": len(searcher.part_a), "held_out": settings.held_out, "seed": settings.seed},
-        "seed": settings.seed, "epochs": searcher.state.epoch, "epochs_planned": searcher.epochs,
-        "wall_seconds": round(searcher.state.seconds, 1), "processes": searcher.world,
+        "data": str(job.data),
+        "annotations": job.annotations,
+        "task": job.task,
+        "images": len(data),
+        "split": {
+            "weights": len(searcher.part_w),
+            "architecture": len(searcher.part_a),
+            "held_out": settings.held_out,
+            "seed": settings.seed,
+        },
+        "seed": settings.seed,
+        "epochs": searcher.state.epoch,
+        "epochs_planned": searcher.epochs,
+        "wall_seconds": round(searcher.state.seconds, 1),
+        "processes": searcher.world,
         "objective": {"target_ms": settings.target_ms, "latency_weight": settings.latency_weight, "target_met": meets},
-        "lut": {"path": str(job.lut), "sha256": run["lut_sha256"], "cpu": table.device.get("cpu"), "backend": table.settings.backend,
-                "provider": table.settings.provider, "threads": table.settings.threads, "precision": table.settings.precision},
-        "predicted_ms": round(predicted, 5), "width": width, "depth": depth,
-        "supernet_accuracy": last.get("supernet_accuracy"), "architecture_weights": searcher.arch.summary(),
-        "settings": dataclasses.asdict(settings), "run": str(run_dir), "stopped_by_budget": run.get("stopped_by_budget"),
+        "lut": {
+            "path": str(job.lut),
+            "sha256": run["lut_sha256"],
+            "cpu": table.device.get("cpu"),
+            "backend": table.settings.backend,
+            "provider": table.settings.provider,
+            "threads": table.settings.threads,
+            "precision": table.settings.precision,
+        },
+        "predicted_ms": round(predicted, 5),
+        "width": width,
+        "depth": depth,
+        "supernet_accuracy": last.get("supernet_accuracy"),
+        "architecture_weights": searcher.arch.summary(),
+        "settings": dataclasses.asdict(settings),
+        "run": str(run_dir),
+        "stopped_by_budget": run.get("stopped_by_budget"),
     }
     best = config.to_dict()
-    best["description"] = (f"Searched on {Path(job.data).name} for {table.settings.precision} {table.settings.backend} "
-                           f"{table.settings.threads}-thread latency on {table.device.get('cpu', 'unknown CPU')} (predicted {predicted:.3f} ms). Untrained.")
+    best["description"] = (
+        f"Searched on {Path(job.data).name} for {table.settings.precision} {table.settings.backend} "
+        f"{table.settings.threads}-thread latency on {table.device.get('cpu', 'unknown CPU')} (predicted "
+        f"{predicted:.3f} ms). Untrained."
+    )
     best["meta"] = {**best.get("meta", {}), "search": record}
     if searcher.rank == 0:
         write_json_atomic(run_dir / "best.json", best)
@@ -234,11 +304,10 @@ def _data_sha(data) -> str:
     return h.hexdigest()
 
 
-def _read_resume(job: SearchJob) -> dict:
-    run_dir = Path(job.resume)
+def _read_resume(run_dir: Path, lut: str) -> dict:
     if not (run_dir / CHECKPOINT).is_file() or not (run_dir / "run.json").is_file():
         raise UserError(f"--resume: {run_dir} is not a search run folder (no {CHECKPOINT} / run.json)")
     run = json.loads(read_text_limited(run_dir / "run.json", "run record"))
-    if sha256_file(job.lut) != run["lut_sha256"]:
-        raise UserError(f"--resume: {job.lut} is not the latency table this search started with")
+    if sha256_file(lut) != run["lut_sha256"]:
+        raise UserError(f"--resume: {lut} is not the latency table this search started with")
     return run

@@ -13,6 +13,7 @@ without building a network.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..config import FER2013_CLASSES, MEGC_CLASSES, ModelConfig, config_from_dict
 from ..errors import UserError
@@ -57,14 +58,14 @@ class SearchSpace:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "search space") -> "SearchSpace":
+    def from_dict(cls, d: dict, source: str = "search space") -> SearchSpace:
         if not isinstance(d, dict):
             raise UserError(f"{source}: the search space must be an object")
         known = set(cls.__dataclass_fields__)
         bad = sorted(set(d) - known)
         if bad:
             raise UserError(f"{source}: unknown search-space key(s) {', '.join(bad)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         try:
             return cls(**kw)
         except TypeError as e:
@@ -72,15 +73,28 @@ class SearchSpace:
 
     def config(self, genotype: Genotype, width: int, depth: int, name: str = "searched") -> ModelConfig:
         """The cell-network config of one point of the space (what ``export --genotype`` builds)."""
-        return config_from_dict({
-            "name": name, "task": self.task, "family": "cell", **genotype.to_dict(),
-            "network": {
-                "in_channels": self.in_channels, "input_size": self.input_size, "num_classes": self.num_classes,
-                "init_channels": width, "layers": layers_for_depth(depth), "stem_stride": self.stem_stride,
-                "stem_multiplier": self.nodes, "auxiliary": False, "drop_path": 0.0, "dropout": 0.0,
+        return config_from_dict(
+            {
+                "name": name,
+                "task": self.task,
+                "family": "cell",
+                **genotype.to_dict(),
+                "network": {
+                    "in_channels": self.in_channels,
+                    "input_size": self.input_size,
+                    "num_classes": self.num_classes,
+                    "init_channels": width,
+                    "layers": layers_for_depth(depth),
+                    "stem_stride": self.stem_stride,
+                    "stem_multiplier": self.nodes,
+                    "auxiliary": False,
+                    "drop_path": 0.0,
+                    "dropout": 0.0,
+                },
+                "classes": list(self.classes),
             },
-            "classes": list(self.classes),
-        }, "search space")
+            "search space",
+        )
 
 
 def default_classes_for(task: str, num_classes: int | None) -> tuple[str, ...]:
@@ -95,14 +109,24 @@ def check_space(s: SearchSpace) -> None:
     """One line naming the first thing wrong with a space (CLI flags and LUT files both land here)."""
     unknown = [op for op in s.ops if op not in OP_NAMES]
     if unknown:
-        raise UserError(f"unknown operation(s) {', '.join(map(repr, unknown))} in the op list; known: {', '.join(DEFAULT_OPS)}")
+        raise UserError(
+            f"unknown operation(s) {', '.join(map(repr, unknown))} in the op list; known: {', '.join(DEFAULT_OPS)}"
+        )
     if "none" in s.ops:
         raise UserError("'none' cannot be searched: every node slot of a derived cell needs a real operation")
     if not s.ops or len(set(s.ops)) != len(s.ops):
         raise UserError(f"the op list must be non-empty and without repeats, got {list(s.ops)}")
-    if not s.widths or any(not isinstance(w, int) or w < 4 or w % 2 for w in s.widths) or len(set(s.widths)) != len(s.widths):
+    if (
+        not s.widths
+        or any(not isinstance(w, int) or w < 4 or w % 2 for w in s.widths)
+        or len(set(s.widths)) != len(s.widths)
+    ):
         raise UserError(f"widths must be distinct even integers >= 4, got {list(s.widths)}")
-    if not s.depths or any(not isinstance(d, int) or not 1 <= d <= 8 for d in s.depths) or len(set(s.depths)) != len(s.depths):
+    if (
+        not s.depths
+        or any(not isinstance(d, int) or not 1 <= d <= 8 for d in s.depths)
+        or len(set(s.depths)) != len(s.depths)
+    ):
         raise UserError(f"depths (normal cells per stage) must be distinct integers from 1 to 8, got {list(s.depths)}")
     if not isinstance(s.nodes, int) or not 1 <= s.nodes <= 4:
         raise UserError(f"nodes per cell must be 1 to 4, got {s.nodes!r}")
@@ -110,7 +134,10 @@ def check_space(s: SearchSpace) -> None:
         raise UserError("the search space needs in_channels 1 or 3, task macro or micro, stem_stride 1 or 2")
     step = 4 * s.stem_stride
     if not isinstance(s.input_size, int) or s.input_size % step or s.input_size < 4 * step:
-        raise UserError(f"input size {s.input_size} does not fit a cell network with stem stride {s.stem_stride}: use a multiple of {step}, at least {4 * step}")
+        raise UserError(
+            f"input size {s.input_size} does not fit a cell network with stem stride {s.stem_stride}: use a multiple "
+            f"of {step}, at least {4 * step}"
+        )
     if len(s.classes) != s.num_classes:
         raise UserError(f"{len(s.classes)} class names for {s.num_classes} classes")
 

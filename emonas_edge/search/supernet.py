@@ -14,6 +14,7 @@ builds them (DARTS search convention: BatchNorm without affine parameters, batch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +83,11 @@ class DynLinear(nn.Linear):
     in_blocks = 1
 
     def forward(self, x):
-        w = self.weight if x.shape[1] == self.in_features else self.weight[:, self.width.index(self.in_features, x.shape[1], self.in_blocks, x.device)]
+        w = (
+            self.weight
+            if x.shape[1] == self.in_features
+            else self.weight[:, self.width.index(self.in_features, x.shape[1], self.in_blocks, x.device)]
+        )
         return F.linear(x, w, self.bias)
 
 
@@ -91,8 +96,9 @@ def make_dynamic(module: nn.Module, width: Width, in_blocks: int = 1, out_blocks
     swaps = {nn.Conv2d: DynConv2d, nn.BatchNorm2d: DynBatchNorm2d, nn.Linear: DynLinear}
     targets = [module] if type(module) in swaps else []
     targets += [m for m in module.modules() if type(m) in swaps and m is not module]
-    for m in targets:
-        m.__class__ = swaps[type(m)]
+    for target in targets:
+        target.__class__ = swaps[type(target)]
+        m = cast(Any, target)  # now one of the Dyn classes: their attributes, not nn.Module's __setattr__ types
         m.width = width
         if isinstance(m, DynConv2d):
             assert m.bias is None, "search convolutions carry no bias"
@@ -101,9 +107,9 @@ def make_dynamic(module: nn.Module, width: Width, in_blocks: int = 1, out_blocks
             m.in_blocks = in_blocks
         else:
             m.blocks = out_blocks
-    for m in module.modules():  # a factorized reduce concatenates two half-width convolutions
-        if isinstance(m, FactorizedReduce):
-            m.bn.blocks = 2
+    for sub in module.modules():  # a factorized reduce concatenates two half-width convolutions
+        if isinstance(sub, FactorizedReduce):
+            cast(Any, sub.bn).blocks = 2
     return module
 
 
@@ -127,7 +133,9 @@ def _edge_op(op: str, c: int, stride: int) -> nn.Module:
 
 
 class SearchCell(nn.Module):
-    def __init__(self, space: SearchSpace, width: Width, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+    def __init__(
+        self, space: SearchSpace, width: Width, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool
+    ):
         super().__init__()
         m = space.multiplier
         self.reduction, self.nodes = reduction, space.nodes
@@ -146,14 +154,15 @@ class SearchCell(nn.Module):
     def forward(self, s0, s1, choice: CellChoice):
         uses = {j for _, j, _, _ in choice.slots}
         states = [self.pre0(s0) if 0 in uses else None, self.pre1(s1) if 1 in uses else None]
+        edges = cast(Any, self.edges)  # edges[node][input][op], nested ModuleLists
         for i in range(self.nodes):
             total = None
             for node, j, o, w in choice.slots:
                 if node == i:
-                    h = self.edges[i][j][o](states[j]) * w
+                    h = edges[i][j][o](states[j]) * w
                     total = h if total is None else total + h
             states.append(total)
-        return torch.cat(states[2:], dim=1)
+        return torch.cat([s for s in states[2:] if s is not None], dim=1)  # every node has two slots
 
 
 class SuperNet(nn.Module):
@@ -164,18 +173,27 @@ class SuperNet(nn.Module):
         self.space = space
         m, wmax, dmax = space.multiplier, max(space.widths), max(space.depths)
         self.width = Width(wmax)
-        self.stem = make_dynamic(nn.Sequential(
-            nn.Conv2d(space.in_channels, m * wmax, 3, stride=space.stem_stride, padding=1, bias=False), nn.BatchNorm2d(m * wmax),
-        ), self.width, out_blocks=m)
-        self.stem[0].scale_out = True
+        self.stem = make_dynamic(
+            nn.Sequential(
+                nn.Conv2d(space.in_channels, m * wmax, 3, stride=space.stem_stride, padding=1, bias=False),
+                nn.BatchNorm2d(m * wmax),
+            ),
+            self.width,
+            out_blocks=m,
+        )
+        cast(DynConv2d, cast(nn.Sequential, self.stem)[0]).scale_out = True
         self.stages = nn.ModuleList()
         self.reductions = nn.ModuleList()
         c_prev = m * wmax
         for k, (c, _res) in enumerate(stage_shapes(space, wmax)):
             if k > 0:
                 self.reductions.append(SearchCell(space, self.width, c_prev, c_prev, c, True, False))
-            cells = nn.ModuleList(SearchCell(space, self.width, c_prev if (k > 0 and n == 0) else m * c, m * c, c, False, k > 0 and n == 0)
-                                  for n in range(dmax))
+            cells = nn.ModuleList(
+                SearchCell(
+                    space, self.width, c_prev if (k > 0 and n == 0) else m * c, m * c, c, False, k > 0 and n == 0
+                )
+                for n in range(dmax)
+            )
             self.stages.append(cells)
             c_prev = m * c
         self.classifier = make_dynamic(nn.Linear(c_prev, space.num_classes), self.width, in_blocks=m)
@@ -184,7 +202,7 @@ class SuperNet(nn.Module):
         """``sample``: width, depth, normal and reduce :class:`CellChoice` (see ``ArchSampler``)."""
         self.width.active = sample.width
         s0 = s1 = self.stem(x)
-        for k, cells in enumerate(self.stages):
+        for k, cells in enumerate(cast(list[nn.ModuleList], self.stages)):
             if k > 0:
                 s0, s1 = s1, self.reductions[k - 1](s0, s1, sample.reduce)
             for cell in cells[: sample.depth]:

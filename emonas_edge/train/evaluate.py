@@ -80,18 +80,26 @@ def plot_confusion(report: dict, path: str | os.PathLike) -> Path:
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}\n{norm[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     untrained = "" if report.get("trained") else "  [UNTRAINED MODEL]"
-    ax.set_title(f"accuracy {report['accuracy']:.2%}, UF1 {report['uf1']:.3f}, UAR {report['uar']:.3f}{untrained}", fontsize=9)
+    ax.set_title(
+        f"accuracy {report['accuracy']:.2%}, UF1 {report['uf1']:.3f}, UAR {report['uar']:.3f}{untrained}", fontsize=9
+    )
     fig.tight_layout()
     path = Path(path)
     with atomic_outputs(path) as (tmp,):
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
-

@@ -8,8 +8,8 @@ scores them (per-fold means would over-weight subjects with one or two clips).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,7 +23,14 @@ from ..nn import create_model
 from .trainer import TrainSettings, train
 
 
-def run_loso(config: ModelConfig, ds: ArrayDataset, subjects: list[str], out_dir, settings: TrainSettings, log: Callable[[str], None] = print) -> dict:
+def run_loso(
+    config: ModelConfig,
+    ds: ArrayDataset,
+    subjects: list[str],
+    out_dir,
+    settings: TrainSettings,
+    log: Callable[[str], None] = print,
+) -> dict:
     from ..data.preprocess import Preprocessor
 
     out = Path(out_dir)
@@ -39,14 +46,25 @@ def run_loso(config: ModelConfig, ds: ArrayDataset, subjects: list[str], out_dir
         imgs = torch.from_numpy(test.images)
         imgs = imgs.unsqueeze(1) if imgs.ndim == 3 else imgs.permute(0, 3, 1, 2).contiguous()
         model.cpu()
-        model = model.to(memory_format=torch.contiguous_format).eval()
+        # torch's stubs leave memory_format out of Module.to's overloads; it is documented and works
+        model = model.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
         with torch.inference_mode():
             p = model(torch.from_numpy(pre.normalize(test.images))).argmax(1).numpy()
         rep = classification_report(test.labels, p, config.classes)
         y_true.append(test.labels)
         y_pred.append(p)
-        folds.append({"subject": subject, "test_clips": int(len(te)), "accuracy": rep["accuracy"], "uf1": rep["uf1"], "uar": rep["uar"]})
-        log(f"fold {subject}: {len(te)} clips, accuracy {rep['accuracy']:.3f} UF1 {rep['uf1']:.3f} UAR {rep['uar']:.3f}")
+        folds.append(
+            {
+                "subject": subject,
+                "test_clips": int(len(te)),
+                "accuracy": rep["accuracy"],
+                "uf1": rep["uf1"],
+                "uar": rep["uar"],
+            }
+        )
+        log(
+            f"fold {subject}: {len(te)} clips, accuracy {rep['accuracy']:.3f} UF1 {rep['uf1']:.3f} UAR {rep['uar']:.3f}"
+        )
     overall = classification_report(np.concatenate(y_true), np.concatenate(y_pred), config.classes)
     summary = {"protocol": "loso", "folds": folds, "overall": overall}
     write_json_atomic(out / "loso.json", summary)

@@ -29,6 +29,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..data.preprocess import Preprocessor
 from ..errors import UserError
+from ..nn.cellnet import Cell, CellNetwork
 
 SLIMMABLE_OPS = {"conv_3x3", "conv_1x1", "skip_connect", "max_pool_3x3", "avg_pool_3x3", "none"}
 
@@ -40,13 +41,23 @@ def _check(config: ModelConfig, model: nn.Module, channels: int) -> None:
     for kind, edges, concat in (("normal", g.normal, g.normal_concat), ("reduce", g.reduce, g.reduce_concat)):
         for op, idx in edges:
             if op not in SLIMMABLE_OPS:
-                raise UserError(f"{config.name}: {kind} cell op {op!r} cannot be slimmed (supported: {', '.join(sorted(SLIMMABLE_OPS))})")
+                raise UserError(
+                    f"{config.name}: {kind} cell op {op!r} cannot be slimmed "
+                    f"(supported: {', '.join(sorted(SLIMMABLE_OPS))})"
+                )
             if idx == 0:
-                raise UserError(f"{config.name}: a {kind} cell edge reads input 0 (c_k-2); only cells that read c_k-1 alone can be slimmed")
+                raise UserError(
+                    f"{config.name}: a {kind} cell edge reads input 0 (c_k-2); "
+                    "only cells that read c_k-1 alone can be slimmed"
+                )
             if kind == "reduce" and op == "skip_connect" and idx < 2:
-                raise UserError(f"{config.name}: skip_connect on a reduction edge is a factorized reduce, which cannot be slimmed")
+                raise UserError(
+                    f"{config.name}: skip_connect on a reduction edge is a factorized reduce, which cannot be slimmed"
+                )
         if 0 in concat:
-            raise UserError(f"{config.name}: the {kind} cell concatenates input 0; only cells that read c_k-1 alone can be slimmed")
+            raise UserError(
+                f"{config.name}: the {kind} cell concatenates input 0; only cells that read c_k-1 alone can be slimmed"
+            )
     if config.network.get("auxiliary"):
         raise UserError(f"{config.name} has an auxiliary head; slim a network trained without one")
     old = int(config.network["init_channels"])
@@ -54,8 +65,34 @@ def _check(config: ModelConfig, model: nn.Module, channels: int) -> None:
         raise UserError(f"--channels must be between 1 and the network's init_channels ({old}), got {channels}")
 
 
+def _stem_bn(model: CellNetwork) -> nn.BatchNorm2d:
+    """The batch norm that ends the stem: its width is the stem's."""
+    bn = model.stem[1]
+    if not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError(f"the stem of a cell network ends with a BatchNorm2d, not {type(bn).__name__}")
+    return bn
+
+
+def _preprocess1(cell: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """The 1x1 conv and the batch norm of a cell's ReLU-conv-BN on its ``c_{k-1}`` input."""
+    pre = cell.preprocess1 if isinstance(cell, Cell) else None
+    if pre is None:
+        raise UserError("a cell that does not read c_k-1 cannot be slimmed")
+    conv, bn = pre[1], pre[2]
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError(
+            f"a ReLU-conv-BN holds a Conv2d and a BatchNorm2d, not {type(conv).__name__}, {type(bn).__name__}"
+        )
+    return conv, bn
+
+
+def _widths(model: CellNetwork) -> list[int]:
+    """Channels of the stem and of each cell's preprocessed input: each chooses its own subset."""
+    return [_stem_bn(model).num_features] + [_preprocess1(c)[1].num_features for c in model.cells]
+
+
 @torch.no_grad()
-def _activations(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def _activations(model: CellNetwork, x: torch.Tensor) -> list[torch.Tensor]:
     """Outputs of the stem and of every cell, in order (on one batch, eval mode)."""
     outs: list[torch.Tensor] = []
     hooks = [model.stem.register_forward_hook(lambda m, i, o: outs.append(o))]
@@ -73,14 +110,14 @@ def _chunk_scores(score_per_channel: torch.Tensor, width: int) -> torch.Tensor:
     return score_per_channel.reshape(-1, width).sum(0)
 
 
-def channel_importance(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def channel_importance(model: CellNetwork, x: torch.Tensor) -> list[torch.Tensor]:
     """One score per channel for the stem and for each cell (higher = keep)."""
     acts = _activations(model, x)
-    widths = [model.stem[1].num_features] + [c.preprocess1[2].num_features for c in model.cells]
+    widths = _widths(model)
     scores = []
     for k, a in enumerate(acts):
         if k + 1 < len(acts):  # read by the next cell's ReLU-conv1x1
-            w = model.cells[k].preprocess1[1].weight.detach().flatten(1)
+            w = _preprocess1(model.cells[k])[0].weight.detach().flatten(1)
             act = torch.relu(a).pow(2).mean((0, 2, 3)).sqrt()
         else:  # read by global pooling and the classifier
             w = model.classifier.weight.detach()
@@ -97,7 +134,10 @@ def _chunked(idx: torch.Tensor, width: int, total: int) -> torch.Tensor:
     return torch.cat([idx + j * width for j in range(total // width)])
 
 
-_KEY = re.compile(r"^(stem\.[01]|cells\.(\d+)\.(preprocess1\.[12]|ops\.(\d+)\.[12])|classifier)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+_KEY = re.compile(
+    r"^(stem\.[01]|cells\.(\d+)\.(preprocess1\.[12]|ops\.(\d+)\.[12])|classifier)"
+    r"\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
+)
 
 
 def _slice_state(model: nn.Module, keep: list[torch.Tensor], widths: list[int]) -> dict[str, torch.Tensor]:
@@ -141,7 +181,7 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, pre: Preprocessor, ba
         for i in range(0, len(images), batch):
             model(to_input(images[i : i + batch], pre))
     finally:
-        for m, mom in zip(bns, saved):
+        for m, mom in zip(bns, saved, strict=True):
             m.momentum = mom
         model.eval()
 
@@ -153,8 +193,14 @@ def to_input(images: torch.Tensor, pre: Preprocessor) -> torch.Tensor:
 
 
 def slim_cell_network(
-    config: ModelConfig, model: nn.Module, channels: int, images: np.ndarray | torch.Tensor,
-    recalibrate: bool = True, importance_images: int = 2048, seed: int = 0, name: str | None = None,
+    config: ModelConfig,
+    model: nn.Module,
+    channels: int,
+    images: np.ndarray | torch.Tensor,
+    recalibrate: bool = True,
+    importance_images: int = 2048,
+    seed: int = 0,
+    name: str | None = None,
     test_time_flip: bool | None = None,
 ) -> tuple[ModelConfig, nn.Module, dict]:
     """``(config, model, report)`` of ``model`` cut to ``init_channels = channels``.
@@ -166,6 +212,8 @@ def slim_cell_network(
     from ..nn import count_params, create_model
 
     _check(config, model, channels)
+    if not isinstance(model, CellNetwork):
+        raise UserError(f"only cell networks can be slimmed ({config.name} is a {type(model).__name__})")
     pre = Preprocessor(config)
     t = torch.as_tensor(np.asarray(images))
     if t.ndim == 3:
@@ -179,26 +227,38 @@ def slim_cell_network(
     model = model.eval()
     scores = channel_importance(model, to_input(t[pick], pre))
     old_c = int(config.network["init_channels"])
-    widths = [model.stem[1].num_features] + [c.preprocess1[2].num_features for c in model.cells]
+    widths = _widths(model)
     new_widths = [w * channels // old_c for w in widths]
     if any(w * channels % old_c for w in widths):
-        raise UserError(f"init_channels {old_c} -> {channels} does not divide the stage widths {sorted(set(widths))} evenly")
-    keep = [_keep(s, n) for s, n in zip(scores, new_widths)]
+        raise UserError(
+            f"init_channels {old_c} -> {channels} does not divide the stage widths {sorted(set(widths))} evenly"
+        )
+    keep = [_keep(s, n) for s, n in zip(scores, new_widths, strict=True)]
     new_config = config.replace(
         name=name or f"{config.name}-c{channels}",
-        network={**config.network, "init_channels": channels,
-                 **({} if test_time_flip is None else {"test_time_flip": bool(test_time_flip)})},
-        description=f"{config.name} slimmed from {old_c} to {channels} channels at the first stage (structured pruning by measured channel importance); fine-tune before use.",
+        network={
+            **config.network,
+            "init_channels": channels,
+            **({} if test_time_flip is None else {"test_time_flip": bool(test_time_flip)}),
+        },
+        description=f"{config.name} slimmed from {old_c} to {channels} channels at the first stage "
+        "(structured pruning by measured channel importance); fine-tune before use.",
         # the source's "selection" note describes how *its* weights were picked, not these
-        meta={**{k: v for k, v in config.meta.items() if k != "selection"},
-              "slimmed_from": {"name": config.name, "init_channels": old_c, "params": count_params(model)}},
+        meta={
+            **{k: v for k, v in config.meta.items() if k != "selection"},
+            "slimmed_from": {"name": config.name, "init_channels": old_c, "params": count_params(model)},
+        },
     )
     small = create_model(new_config)
     small.load_state_dict(_slice_state(model, keep, widths))
     if recalibrate:
         recalibrate_bn(small, t, pre)
     small.eval()
-    report = {"params_before": count_params(model), "params_after": count_params(small),
-              "init_channels_before": old_c, "init_channels_after": channels,
-              "kept": [k.tolist() for k in keep]}
+    report = {
+        "params_before": count_params(model),
+        "params_after": count_params(small),
+        "init_channels_before": old_c,
+        "init_channels_after": channels,
+        "kept": [k.tolist() for k in keep],
+    }
     return new_config, small, report

@@ -1,0 +1,88 @@
+"""Continuing a run from its ``last.pt``: the model to train, and the optimizer, EMA and history to restore.
+
+``last.pt`` holds the raw weights, the config, the optimizer state, the epoch, the history, the
+best score so far, the EMA weights and the teachers' fingerprints: everything the next epoch
+needs to take the same step an uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import read_checkpoint
+from ..config import ModelConfig
+from ..errors import UserError
+from .optim import WeightEMA
+
+
+@dataclass
+class RunProgress:
+    """Where a run stands at an epoch boundary."""
+
+    epochs_done: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"accuracy": -1.0, "epoch": None})
+    teacher_fingerprints: list[str] | None = None  # None: a run saved before fingerprints were kept
+
+
+def restore_from_last(
+    last_path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: WeightEMA | None,
+    device: torch.device,
+) -> RunProgress:
+    """Load ``last_path``'s weights, optimizer and EMA state into the objects given; return where the run stood."""
+    if not last_path.is_file():
+        raise UserError(f"--resume: no checkpoint at {last_path}")
+    payload = read_checkpoint(last_path)
+    state = payload.get("train") or {}
+    if "optimizer" not in state:
+        raise UserError(f"{last_path} holds no training state to resume from")
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    if ema is not None and state.get("ema") is not None:
+        ema.state = {k: v.to(device) for k, v in state["ema"].items()}
+    return RunProgress(state["epoch"], state["history"], state["best"], state.get("teachers"))
+
+
+def check_resumed_teachers(progress: RunProgress, fingerprints: list[str], names: tuple[str, ...]) -> None:
+    """A resumed distillation run must learn from the weights it started with, whatever the files are called now."""
+    if progress.teacher_fingerprints is not None and sorted(progress.teacher_fingerprints) != sorted(fingerprints):
+        raise UserError(
+            f"--resume: the teachers given ({', '.join(names) or 'none'}) are not the ones this run started with "
+            f"(their weights differ); resume with the same teacher files"
+        )
+
+
+def model_to_train(
+    model: str, out_dir: Path, resume: bool, scratch: bool
+) -> tuple[ModelConfig, torch.nn.Module, str | None]:
+    """``(config, network, note)`` for ``emonas-edge train``: what a run starts from.
+
+    Resuming rebuilds the architecture from ``last.pt`` (its weights are loaded by the trainer),
+    so a run continues even if ``--model`` now names something else. A trained name or checkpoint
+    is fine-tuned unless ``scratch``; ``note`` says which happened, for the user.
+    """
+    from ..config import config_from_dict
+    from ..nn import create_model
+    from ..resolve import load_model
+
+    last = Path(out_dir) / "last.pt"
+    if resume and last.is_file():
+        config = config_from_dict(read_checkpoint(last)["config"], str(last)).replace(trained=False)
+        return config, create_model(config), None
+    config, net, weights = load_model(model)
+    if config.trained and scratch:
+        config = config.replace(trained=False)
+        return config, create_model(config), f"training {model}'s architecture from random weights (--scratch)"
+    if config.trained:
+        return (
+            config,
+            net,
+            f"fine-tuning the trained weights of {model} ({weights}); --scratch starts from random weights instead",
+        )
+    return config, net, None
