@@ -111,7 +111,7 @@ def test_expected_latency_of_a_certain_distribution_is_the_network_prediction(lu
                 p.copy_(torch.from_numpy(rng.normal(size=p.shape) * 1000))
         genotype, w, d = arch.argmax()
         expected = float(ExpectedLatency(sp, table)(arch).detach())
-        assert expected == pytest.approx(table.predict_ms(sp.config(genotype, w, d)), rel=1e-9)
+        assert expected == pytest.approx(table.predict_ms(sp.config(genotype, w, d), drop_dead=False), rel=1e-9)
 
 
 def test_derivation_under_a_target_takes_the_largest_size_that_meets_it(lut_file):
@@ -130,6 +130,29 @@ def test_derivation_under_a_target_takes_the_largest_size_that_meets_it(lut_file
         assert predicted == pytest.approx(max(c for c, _, _ in costs if c <= target))
     g, w, d, predicted, met = derive(arch, latency, costs[0][0] / 2)  # nothing fits: the cheapest, said so
     assert not met and predicted == pytest.approx(costs[0][0])
+
+
+def test_cells_the_export_drops_are_not_counted(cli, tmp_path):
+    """Normal cells reading only s0 skip the cell before them; a cell nobody reads is not in the ONNX."""
+    import onnx
+
+    from emonas_edge.search.blocks import cell_places, live_cells, network_blocks
+
+    sp = SearchSpace(ops=("conv_3x3", "max_pool_3x3"), widths=(8,), depths=(2,), nodes=1)
+    config = sp.config(genotype_of([("conv_3x3", 0), ("conv_3x3", 0)], [("conv_3x3", 1), ("max_pool_3x3", 1)], 1), 8, 2)
+    net = config.network
+    live = live_cells(cell_places(net["layers"], 8, 8, 24, 1), config.genotype)
+    assert not all(live) and live[-1]
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(config.to_dict()))
+    r = cli("export", "--genotype", path, "--output", tmp_path / "out", timeout=600)
+    assert r.returncode == 0, r.stderr
+    convs = sum(n.op_type == "Conv" for n in onnx.load(next((tmp_path / "out").glob("*.onnx"))).graph.node)
+
+    def conv_count(keys):
+        return sum({"stem": 1, "pre": 1, "fr": 2}.get(k.split(":")[0], 0) + k.startswith("op:conv_3x3") for k in keys)
+
+    assert conv_count(network_blocks(config)) == convs < conv_count(network_blocks(config, drop_dead=False))
 
 
 def test_lut_cli_refuses_unknown_precision_and_writes_nothing(cli, tmp_path):

@@ -90,9 +90,10 @@ class LatencyTable:
             )
         return self.overhead_ms + sum(self.blocks[k] for k in keys)
 
-    def predict_ms(self, config: ModelConfig) -> float:
-        """Predicted batch-1 latency of a cell network from the table's space."""
-        return self.a + self.b * self.raw_ms(network_blocks(config))
+    def predict_ms(self, config: ModelConfig, *, drop_dead: bool = True) -> float:
+        """Predicted batch-1 latency of a cell network from the table's space (``drop_dead``: see
+        :func:`~emonas_edge.search.blocks.network_blocks`)."""
+        return self.a + self.b * self.raw_ms(network_blocks(config, drop_dead=drop_dead))
 
     def to_dict(self) -> dict:
         s = self.settings
