@@ -144,6 +144,8 @@ def _printed_progress() -> ExportProgress:
     return PrintedProgress()
 
 
+# register() is long only because it holds this group's commands, each its own nested function (typer reads
+# their signatures for the options); it attaches them to the app and does nothing else.
 def register(app: typer.Typer) -> None:
     @app.command()
     def export(

@@ -159,6 +159,8 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
     return summary
 
 
+# register() is long only because it holds this group's commands, each its own nested function (typer reads
+# their signatures for the options); it attaches them to the app and does nothing else.
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(

@@ -38,6 +38,8 @@ def runs_table(report: dict) -> Table:
     return t
 
 
+# register() is long only because it holds this group's commands, each its own nested function (typer reads
+# their signatures for the options); it attaches them to the app and does nothing else.
 def register(app: typer.Typer) -> None:
     @app.command(
         help="Parameters, MACs, cold start, latency percentiles, throughput and memory "

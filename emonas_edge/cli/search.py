@@ -22,6 +22,8 @@ def _csv(text: str | None, cast=str) -> tuple | None:
         raise UserError(f"could not read the list {text!r}") from None
 
 
+# register() is long only because it holds this group's commands, each its own nested function (typer reads
+# their signatures for the options); it attaches them to the app and does nothing else.
 def register(app: typer.Typer) -> None:
     group = typer.Typer(
         help="Hardware-aware architecture search: time the device (lut), then search.",

@@ -61,6 +61,8 @@ def _train_with_progress_bar(config, net, train_ds, val_ds, out: Path, settings,
         )
 
 
+# register() is long only because it holds this group's commands, each its own nested function (typer reads
+# their signatures for the options); it attaches them to the app and does nothing else.
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(

@@ -134,7 +134,7 @@ class Searcher:
         settings: SearchSettings,
         epochs: int,
     ):
-        self.space, self.table, self.s, self.epochs = space, table, settings, epochs
+        self.space, self.table, self.settings, self.epochs = space, table, settings, epochs
         self.rank, self.world = init_distributed()
         torch.manual_seed(settings.seed)
         self.net = SuperNet(space)
@@ -173,23 +173,24 @@ class Searcher:
     def sample(self, g: torch.Generator, tau: float, *, uniform: bool = False, grad: bool = True) -> Sample:
         """A path from the architecture distribution, at the fixed search size when there is one."""
         sample = self.arch.sample(g, tau, uniform=uniform, grad=grad)
-        if self.s.search_size is not None:
-            sample.width, sample.depth = self.s.search_size
+        if self.settings.search_size is not None:
+            sample.width, sample.depth = self.settings.search_size
             sample.log_prob = 0.0
         return sample
 
     def _batch(
         self, part: np.ndarray, order: torch.Tensor, step: int, g: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        gb = self.s.batch * self.world
+        batch = self.settings.batch
+        gb = batch * self.world
         pos = torch.arange(step * gb, (step + 1) * gb) % len(order)
-        idx = torch.from_numpy(part)[order[pos]][self.rank * self.s.batch : (self.rank + 1) * self.s.batch]
+        idx = torch.from_numpy(part)[order[pos]][self.rank * batch : (self.rank + 1) * batch]
         x = training_batch(
             self.images,
             idx,
             self.unit_scale,
             self.shift,
-            g if self.s.augment else None,
+            g if self.settings.augment else None,
             AugmentSettings(),
             channels_last=False,
         )
@@ -207,7 +208,7 @@ class Searcher:
             group["lr"] = lr
         self.net.train()
         logits = self.net(x, sample)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.s.label_smoothing)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.settings.label_smoothing)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self._average_grads(self.net.parameters())
@@ -217,10 +218,10 @@ class Searcher:
 
     def latency_penalty(self) -> tuple[torch.Tensor, torch.Tensor]:
         expected = self.latency(self.arch)
-        if self.s.target_ms is not None:
-            return self.s.target_weight * torch.log(expected / self.s.target_ms).abs(), expected
-        assert self.s.latency_weight is not None  # check() sets it when no target is given
-        return self.s.latency_weight * torch.log(expected / self.reference_ms), expected
+        if self.settings.target_ms is not None:
+            return self.settings.target_weight * torch.log(expected / self.settings.target_ms).abs(), expected
+        assert self.settings.latency_weight is not None  # check() sets it when no target is given
+        return self.settings.latency_weight * torch.log(expected / self.reference_ms), expected
 
     def arch_step(self, x, y, g: torch.Generator, tau: float) -> dict:
         sample = self.sample(g, tau)
@@ -247,23 +248,23 @@ class Searcher:
 
     def tau(self, epoch: int) -> float:
         t = epoch / max(1, self.epochs - 1)
-        return self.s.tau_start * (self.s.tau_end / self.s.tau_start) ** t
+        return self.settings.tau_start * (self.settings.tau_end / self.settings.tau_start) ** t
 
     def run_epoch(self, epoch: int, progress: Callable | None = None) -> dict:
-        s = self.s
-        g = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch)
-        g_arch = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch + 500_009)
-        torch.manual_seed(s.seed * 1_000_003 + epoch + 1)
+        settings = self.settings
+        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
+        g_arch = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch + 500_009)
+        torch.manual_seed(settings.seed * 1_000_003 + epoch + 1)
         order_w = torch.randperm(len(self.part_w), generator=g)
         order_a = torch.randperm(len(self.part_a), generator=g)
-        searching = epoch >= s.warmup(self.epochs)
+        searching = epoch >= settings.warmup(self.epochs)
         tau = self.tau(epoch)
         total = self.epochs * self.steps
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         arch_log = []
         for step in range(self.steps):
-            lr = warmup_cosine_lr(epoch * self.steps + step, total, self.steps, s.lr)
+            lr = warmup_cosine_lr(epoch * self.steps + step, total, self.steps, settings.lr)
             x, y = self._batch(self.part_w, order_w, step, g)
             sample = self.sample(g_arch, tau, uniform=not searching, grad=False)
             loss, ok = self.weight_step(x, y, sample, lr)
@@ -302,7 +303,7 @@ class Searcher:
         """Held-back accuracy of the most likely path, BatchNorm on batch statistics (the supernet keeps no
         running ones)."""
         genotype, width, depth = self.arch.argmax()
-        width, depth = self.s.search_size or (width, depth)
+        width, depth = self.settings.search_size or (width, depth)
         ops = {op: i for i, op in enumerate(self.space.ops)}
 
         def choice(edges):
@@ -311,7 +312,7 @@ class Searcher:
             return CellChoice([(n // 2, j, ops[op], 1.0) for n, (op, j) in enumerate(edges)])
 
         sample = Sample(width, depth, choice(genotype.normal), choice(genotype.reduce), 0, 0)
-        part = self.part_a[: self.s.eval_limit]
+        part = self.part_a[: self.settings.eval_limit]
         correct = 0
         for i in range(0, len(part), 256):
             idx = torch.from_numpy(part[i : i + 256])
@@ -362,9 +363,9 @@ def probe_seconds(searcher: Searcher, steps: int = 3) -> float:
         if step:  # the first step pays one-off allocation costs
             times.append(time.perf_counter() - t0)
     t_eval = time.perf_counter()
-    probe.s.eval_limit = min(probe.s.eval_limit, 256)
+    probe.settings.eval_limit = min(probe.settings.eval_limit, 256)
     probe.evaluate()
-    eval_s = (time.perf_counter() - t_eval) * min(searcher.s.eval_limit, len(searcher.part_a)) / 256
+    eval_s = (time.perf_counter() - t_eval) * min(searcher.settings.eval_limit, len(searcher.part_a)) / 256
     return float(np.median(times)) * searcher.steps + eval_s
 
 

@@ -219,7 +219,7 @@ def _loop(searcher: Searcher, run_dir: Path, run: dict, log, progress) -> None:
             )
         if searcher.world > 1:
             torch.distributed.barrier()
-        budget = searcher.s.budget_hours
+        budget = searcher.settings.budget_hours
         if (
             budget
             and searcher.state.seconds + record["seconds"] > budget * 3600
