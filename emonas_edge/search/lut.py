@@ -32,6 +32,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..environment import cpu_model, environment
 from ..errors import UserError
+from ..export.formats import PRECISIONS
 from ..fileio import read_json, write_json_atomic
 from ..genotype import Genotype
 from .blocks import block_module, edge_key, k_add, k_concat, k_fr, k_head, k_pre, k_stem, network_blocks
@@ -40,7 +41,8 @@ from .space import SearchSpace, genotype_of, stage_shapes
 FORMAT = "emonas-lut/2"  # 2: in-place (sandwich) timing, anchor units, ops after a factorized reduce keyed apart
 BACKENDS = ("ort",)
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-PRECISIONS = ("fp32", "int8")
+# the artifact precisions a table can time (export/formats.py holds them all); fp16 runs as fp32 on ORT's CPU
+TIMED_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp16")
 
 
 @dataclass
@@ -63,8 +65,8 @@ class LutSettings:
             )
         if self.provider not in PROVIDERS:
             raise UserError(f"unknown provider {self.provider!r} (choose from: {', '.join(PROVIDERS)})")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"unknown precision {self.precision!r} (choose from: {', '.join(PRECISIONS)})")
+        if self.precision not in TIMED_PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r} (choose from: {', '.join(TIMED_PRECISIONS)})")
         if self.threads < 1 or self.iters < 10 or self.warmup < 0 or self.group < 1 or self.calibration_networks < 0:
             raise UserError("--threads must be >= 1, --iters >= 10, --warmup >= 0, calibration networks >= 0")
 
