@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import time
 import warnings
@@ -32,6 +31,7 @@ from .formats import DEFAULT_OPSET, EXPORTERS, FORMATS, MIN_OPSET, SIMPLIFIERS, 
 from .manifest import make_manifest, write_manifest
 from .metadata import build_metadata, write_metadata
 from .parity import ParityReport, check_parity, parity_inputs
+from .quiet import quiet_loggers
 
 
 @dataclass
@@ -49,11 +49,7 @@ class ExportError(CheckFailed):
 
 def _quiet():
     """The exporters print progress and deprecation chatter; the CLI prints its own summary."""
-    stack = contextlib.ExitStack()
-    for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir"):
-        logger = logging.getLogger(name)
-        stack.callback(logger.setLevel, logger.level)
-        logger.setLevel(logging.ERROR)
+    stack = quiet_loggers("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
     stack.enter_context(warnings.catch_warnings())
     warnings.simplefilter("ignore")
     stack.enter_context(contextlib.redirect_stdout(io.StringIO()))

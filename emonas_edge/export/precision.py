@@ -13,7 +13,6 @@ candidates run in the same ONNX Runtime sessions as the runtime's (:mod:`.sessio
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 import time
@@ -33,6 +32,7 @@ from ..metrics import classification_report
 from .formats import AUTO, FORMATS, PRECISION_CHOICES, artifact_name, manifest_name
 from .manifest import make_manifest, write_manifest
 from .metadata import load_onnx, read_metadata, write_metadata
+from .quiet import quiet_loggers
 from .session import open_session, run_chunked, static_batch
 
 # Latency of each candidate file (name -> path) in ms, as ``auto`` compares them: p50 at batch 1, one thread.
@@ -113,12 +113,8 @@ def quantize_qdq(src: Path, dst: Path, reader, method: str = "minmax", scheme: s
         extra = {"ActivationSymmetric": spec["symmetric"], "WeightSymmetric": True}
         if method == "percentile":
             extra["CalibPercentile"] = 99.99
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(
-            logging.ERROR
-        )  # one "Axis 1 is out-of-range" warning per unfused BatchNorm (kept float, as intended)
-        try:
+        # the root logger: one "Axis 1 is out-of-range" warning per unfused BatchNorm (kept float, as intended)
+        with quiet_loggers(""):
             quantize_static(
                 str(pre),
                 str(dst),
@@ -131,8 +127,6 @@ def quantize_qdq(src: Path, dst: Path, reader, method: str = "minmax", scheme: s
                 extra_options=extra,
                 reduce_range=True,
             )
-        finally:
-            root.setLevel(level)
 
 
 def quantize_int8(

@@ -518,6 +518,15 @@ def random_configs(space: SearchSpace, n: int, seed: int) -> list[ModelConfig]:
     ]
 
 
+def _fit(raw: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
+    """``measured = a + b * raw`` as (b, a). A negative intercept (a few noisy networks on a loaded
+    machine) would predict a small network below zero, so then the line goes through the origin."""
+    b, a = (float(v) for v in np.polyfit(raw, measured, 1))
+    if a < 0:
+        b, a = float(raw @ measured / (raw @ raw)), 0.0
+    return b, a
+
+
 def build_lut(
     space: SearchSpace, settings: LutSettings, progress: Callable[[str, int, int], None] | None = None
 ) -> LatencyTable:
@@ -534,7 +543,7 @@ def build_lut(
             configs, space, settings, (lambda i, n: progress("networks", i, n)) if progress else None
         )
         raw = [table.raw_ms(network_blocks(c)) for c in configs]
-        table.b, table.a = (float(v) for v in np.polyfit(raw, measured, 1))
+        table.b, table.a = _fit(np.asarray(raw), np.asarray(measured))
         table.calibration = [
             {
                 "layers": c.network["layers"],
