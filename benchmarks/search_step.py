@@ -1,13 +1,14 @@
-"""What one search step costs here: a sampled single path (what `emonas-edge search` runs) vs DARTS.
+"""What one search step costs here: PC-DARTS (the default of `emonas-edge search`), GDAS and DARTS.
 
-    .venv/bin/python benchmarks/search_step.py [--batch 96] [--width 32] [--depth 2] [--steps 5]
+    .venv/bin/python benchmarks/search_step.py [--batch 96] [--width 32] [--depth 2] [--steps 5] [--ops a,b,..]
 
-Both run on the same supernet (`emonas_edge/search/supernet.py`): the single-path step samples one
-input and one operation per node slot (GDAS); the DARTS step runs every operation on every input
-of every node, weighted by a softmax (a continuous relaxation), which is what the original method
-does. Forward + backward at the given batch, interleaved, median seconds per step, and their ratio
-(the figure that holds across this machine's drift). A plain cell network of the sampled
-architecture (`cellnet`) is timed too: a single-path step should cost about one network.
+All run the supernet of `emonas_edge/search/supernet.py`: the single-path step (`--method gdas`)
+samples one input and one operation per node slot; the PC-DARTS step samples the input and runs
+every operation on a quarter of the channels, weighted by the softmax of its logits; the DARTS
+step runs every operation on every input of every node at full width (the original method).
+Forward + backward at the given batch, interleaved, median seconds per step, and ratios (the
+figures that hold across this machine's drift). A plain cell network of the sampled architecture
+(`cellnet`) is timed too: a step should cost about one network.
 """
 
 from __future__ import annotations
@@ -45,10 +46,13 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ops", help="comma-separated operations (default: every registered one)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    space = SearchSpace(nodes=args.nodes, widths=(args.width,), depths=(args.depth,))
+    ops = {"ops": tuple(args.ops.split(","))} if args.ops else {}
+    space = SearchSpace(nodes=args.nodes, widths=(args.width,), depths=(args.depth,), **ops)
     net, arch = SuperNet(space), ArchParams(space)
+    pc_net = SuperNet(space, partial=4)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(args.batch, 1, 48, 48), torch.randint(0, 7, (args.batch,))
     darts_w = torch.zeros(2, space.nodes, (space.nodes + 1) * len(space.ops), requires_grad=True)
@@ -59,6 +63,9 @@ def main() -> None:
     def single():
         F.cross_entropy(net(x, arch.sample(g, 1.0)), y).backward()
 
+    def pc_darts():
+        F.cross_entropy(pc_net(x, arch.sample(g, 1.0, mixed=True)), y).backward()
+
     def darts():
         F.cross_entropy(net(x, darts_sample(space, args.width, args.depth, darts_w)), y).backward()
 
@@ -66,7 +73,7 @@ def main() -> None:
         out = plain(x)
         F.cross_entropy(out[0] if isinstance(out, tuple) else out, y).backward()
 
-    fns = {"single-path": single, "darts": darts, "cellnet": cellnet}
+    fns = {"pc-darts": pc_darts, "single-path": single, "darts": darts, "cellnet": cellnet}
     times = {k: [] for k in fns}
     for f in fns.values():
         f()  # warm-up
@@ -76,6 +83,8 @@ def main() -> None:
             f()
             times[k].append(time.perf_counter() - t0)
             net.zero_grad(set_to_none=True)
+            pc_net.zero_grad(set_to_none=True)
+            arch.zero_grad(set_to_none=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     del sampled
     print(
@@ -85,7 +94,8 @@ def main() -> None:
     for k, v in med.items():
         print(f"{k:12s} {v:.3f} s/step")
     print(
-        f"darts/single={med['darts'] / med['single-path']:.1f} single/cellnet={med['single-path'] / med['cellnet']:.2f}"
+        f"pc-darts/cellnet={med['pc-darts'] / med['cellnet']:.2f} "
+        f"single/cellnet={med['single-path'] / med['cellnet']:.2f} darts/cellnet={med['darts'] / med['cellnet']:.1f}"
     )
 
 

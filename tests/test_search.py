@@ -264,6 +264,47 @@ def test_a_search_at_one_size_runs_the_supernet_there_and_derives_it(lut_file, f
     assert best["network"]["init_channels"] == 12 and best["network"]["layers"] == 3 * 2 + 2
 
 
+def test_partial_channel_edge_runs_its_ops_on_a_part_of_the_channels_and_passes_the_rest():
+    from emonas_edge.search.supernet import PartialMix, channel_shuffle
+
+    torch.manual_seed(0)
+    ops = [torch.nn.Conv2d(2, 2, 3, padding=1, bias=False), torch.nn.Identity()]
+    edge = PartialMix(ops, 4, 1)
+    x = torch.randn(3, 8, 6, 6)
+    one = edge(x, torch.tensor([1.0, 0.0]))
+    assert torch.allclose(one, channel_shuffle(torch.cat([ops[0](x[:, :2]), x[:, 2:]], 1), 4))
+    half = edge(x, torch.tensor([0.5, 0.5]))
+    assert torch.allclose(half, channel_shuffle(torch.cat([0.5 * ops[0](x[:, :2]) + 0.5 * x[:, :2], x[:, 2:]], 1), 4))
+    # the bypassed channels are interleaved, not left at the end: the next edge's ops see some of them
+    assert not torch.allclose(one[:, 2:], x[:, 2:])
+
+
+def test_a_pc_darts_architecture_step_reaches_every_op_logit(lut_file, fer_small):
+    from emonas_edge.data.datasets import load_dataset
+    from emonas_edge.data.preprocess import Preprocessor
+    from emonas_edge.search.engine import Searcher
+    from emonas_edge.search.run import _data_config
+
+    table = load_lut(lut_file)
+    config = _data_config(table.space)
+    searcher = Searcher(
+        table.space, table, load_dataset(str(fer_small), config), Preprocessor(config), quick(), epochs=1
+    )
+    x, y = searcher._batch(searcher.part_a, torch.arange(len(searcher.part_a)), 0, None)
+    searcher.arch_opt.zero_grad()
+    searcher.net(x, searcher.sample(torch.Generator().manual_seed(0), 1.0)).logsumexp(1).mean().backward()
+    grad = searcher.arch.alpha.grad
+    assert grad is not None and bool((grad != 0).all()), "a mixed edge gives every op of every slot a gradient"
+
+
+def test_gdas_method_samples_one_op_per_slot_and_derives(lut_file, fer_small, tmp_path):
+    best = run_search(
+        SearchJob(str(fer_small), str(lut_file), run_dir=str(tmp_path / "r")), quick(method="gdas"), log=lambda m: None
+    )
+    assert best["meta"]["search"]["settings"]["method"] == "gdas"
+    assert config_from_dict(best).genotype.normal
+
+
 @pytest.mark.slow
 def test_interrupted_and_resumed_search_ends_where_an_uninterrupted_one_does(lut_file, fer_small, tmp_path):
     settings = quick(epochs=3, max_steps=3, seed=7)
@@ -366,6 +407,12 @@ def test_unknown_op_and_op_outside_the_table_are_refused(cli, lut_file, fer_smal
         cli("search", "--data", fer_small, "--lut", lut_file, "--search-size", "12", "--run-dir", run),
         run,
         "WIDTH,DEPTH",
+    )
+    _refused(cli("search", "--data", fer_small, "--lut", lut_file, "--method", "enas", "--run-dir", run), run, "enas")
+    _refused(
+        cli("search", "--data", fer_small, "--lut", lut_file, "--partial-channels", "5", "--run-dir", run),
+        run,
+        "--partial-channels 5",
     )
 
 

@@ -69,6 +69,15 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         lr: Annotated[float, typer.Option(help="Supernet weight learning rate (SGD, warm-up + cosine).")] = 0.05,
+        method: Annotated[
+            str,
+            typer.Option(
+                help="pc-darts: every op of a slot mixed on a part of the channels; gdas: one sampled op per slot."
+            ),
+        ] = "pc-darts",
+        partial_channels: Annotated[
+            int, typer.Option(help="pc-darts: ops see 1/K of an edge's channels (1 = DARTS' full mixture).")
+        ] = 4,
         batch: Annotated[int, typer.Option(help="Batch per process.")] = 96,
         seed: Annotated[int, typer.Option()] = 0,
         threads: Annotated[int | None, typer.Option(help="PyTorch threads.")] = None,
@@ -113,6 +122,8 @@ def register(app: typer.Typer) -> None:
             max_steps=max_steps,
             lr=lr,
             search_size=_size(search_size),
+            method=method,
+            partial_channels=partial_channels,
         )
         columns = [
             TextColumn("epoch {task.fields[epoch]}"),

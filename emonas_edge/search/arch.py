@@ -81,8 +81,12 @@ class ArchParams(nn.Module):
             "depth": F.softmax(self.beta_depth, -1),
         }
 
-    def sample(self, g: torch.Generator, tau: float, *, uniform: bool = False, grad: bool = True) -> Sample:
-        """A path; ``uniform`` ignores the learnt logits (weight warm-up), ``grad=False`` gives plain weights of 1."""
+    def sample(
+        self, g: torch.Generator, tau: float, *, uniform: bool = False, grad: bool = True, mixed: bool = False
+    ) -> Sample:
+        """A path; ``uniform`` ignores the learnt logits (weight warm-up), ``grad=False`` gives plain weights of 1.
+        ``mixed``: each slot gets every op's probability (a partial-channel supernet runs them all) instead
+        of one sampled op; inputs, width and depth are sampled either way."""
         alpha = torch.zeros_like(self.alpha) if uniform else self.alpha
         gamma = self.gamma.detach() * 0 if uniform else self.gamma
         inputs_logits = gamma.masked_fill(~self.valid, float("-inf"))
@@ -94,14 +98,18 @@ class ArchParams(nn.Module):
             wi = int(torch.multinomial(F.softmax(bw.detach(), -1), 1, generator=g))
             di = int(torch.multinomial(F.softmax(bd.detach(), -1), 1, generator=g))
             log_prob = F.log_softmax(bw, -1)[wi] + F.log_softmax(bd, -1)[di] if grad and not uniform else 0.0
+            op_mix = F.softmax(alpha, -1) if grad and not uniform else F.softmax(alpha.detach(), -1)
         cells = []
         for k in range(2):
-            slots = []
+            slots: list[tuple] = []
             for i in range(self.space.nodes):
                 for s in range(2):
                     j, o = int(i_in[k, i, s]), int(i_op[k, i, s])
-                    w = w_in[k, i, s, j] * w_op[k, i, s, o] if grad and not uniform else 1.0
-                    slots.append((i, j, o, w))
+                    learnt = grad and not uniform
+                    if mixed:  # the op's weight is in the mixture; the slot's weight is its input's
+                        slots.append((i, j, op_mix[k, i, s], w_in[k, i, s, j] if learnt else 1.0))
+                    else:
+                        slots.append((i, j, o, w_in[k, i, s, j] * w_op[k, i, s, o] if learnt else 1.0))
             cells.append(CellChoice(slots))
         return Sample(self.space.widths[wi], self.space.depths[di], cells[0], cells[1], wi, di, log_prob)
 

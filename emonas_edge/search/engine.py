@@ -3,6 +3,8 @@
 Every step trains the supernet's weights on a path sampled from the current distribution (during
 the warm-up: from the uniform one, so every op learns before any is judged), then, after the
 warm-up, updates the architecture on a batch of the held-back part with the latency objective.
+The method decides what a path is: ``pc-darts`` (default) samples each slot's input and mixes all
+of its ops on a quarter of the channels; ``gdas`` samples one op per slot (see ``supernet``).
 Each epoch ends with a checkpoint (weights, architecture, both optimizers, baseline, history)
 and randomness is re-seeded from ``(seed, epoch)``, so a resumed run takes exactly the steps
 an uninterrupted one would. Under ``torchrun`` every process samples the same path (same seed)
@@ -36,9 +38,10 @@ from ..train.common import (
 from .arch import ArchParams, ExpectedLatency, Sample
 from .lut import LatencyTable
 from .space import SearchSpace
-from .supernet import SuperNet
+from .supernet import CellChoice, SuperNet
 
 CHECKPOINT = "search.pt"
+METHODS = ("pc-darts", "gdas")
 HISTORY = "history.jsonl"
 
 
@@ -68,6 +71,12 @@ class SearchSettings:
     # sizes the supernet's loss stayed at ln 7 for 3 epochs; at one size it learns. The size
     # distribution then follows the latency objective alone, and a target picks the derived size.
     search_size: tuple[int, int] | None = None
+    method: str = "pc-darts"  # or "gdas"
+    partial_channels: int = 4  # pc-darts: ops run on 1/partial_channels of each edge's channels
+
+    @property
+    def partial(self) -> int | None:
+        return self.partial_channels if self.method == "pc-darts" else None
 
     def check(self) -> SearchSettings:
         if self.latency_weight is not None and self.target_ms is not None:
@@ -82,6 +91,10 @@ class SearchSettings:
             raise UserError("--epochs must be >= 1, --batch >= 2 and the held-back fraction within [0.05, 0.5]")
         if self.search_size is not None:
             self.search_size = (int(self.search_size[0]), int(self.search_size[1]))
+        if self.method not in METHODS:
+            raise UserError(f"unknown search method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.method == "pc-darts" and not 1 <= self.partial_channels <= 16:
+            raise UserError(f"--partial-channels must be within 1..16, got {self.partial_channels}")
         if self.budget_hours is not None and not self.budget_hours > 0:
             raise UserError(f"--budget-hours must be positive, got {self.budget_hours}")
         return self
@@ -136,8 +149,16 @@ class Searcher:
     ):
         self.space, self.table, self.settings, self.epochs = space, table, settings, epochs
         self.rank, self.world = init_distributed()
+        if settings.search_size is not None and (
+            settings.search_size[0] not in space.widths or settings.search_size[1] not in space.depths
+        ):
+            raise UserError(
+                f"--search-size {settings.search_size[0]},{settings.search_size[1]} is not a size of the table's space "
+                f"(widths {', '.join(map(str, space.widths))}; depths {', '.join(map(str, space.depths))})"
+            )
+        self._check_partial(space, settings)
         torch.manual_seed(settings.seed)
-        self.net = SuperNet(space)
+        self.net = SuperNet(space, settings.partial)
         self.arch = ArchParams(space)
         self.latency = ExpectedLatency(space, table)
         self.opt = torch.optim.SGD(
@@ -146,13 +167,6 @@ class Searcher:
         self.arch_opt = torch.optim.Adam(
             self.arch.parameters(), lr=settings.arch_lr, betas=(0.5, 0.999), weight_decay=settings.arch_weight_decay
         )
-        if settings.search_size is not None and (
-            settings.search_size[0] not in space.widths or settings.search_size[1] not in space.depths
-        ):
-            raise UserError(
-                f"--search-size {settings.search_size[0]},{settings.search_size[1]} is not a size of the table's space "
-                f"(widths {', '.join(map(str, space.widths))}; depths {', '.join(map(str, space.depths))})"
-            )
         self.part_w, self.part_a = split_held_out(data.labels, settings.held_out, settings.seed, space.num_classes)
         self.images = dataset_images(data, "cpu")
         self.labels = torch.from_numpy(data.labels)
@@ -168,11 +182,21 @@ class Searcher:
                 self.latency.per_width_depth(self.arch).min()
             )  # penalty scale: the cheapest width/depth
 
+    @staticmethod
+    def _check_partial(space: SearchSpace, settings: SearchSettings) -> None:
+        k = settings.partial
+        widths = space.widths if settings.search_size is None else (settings.search_size[0], max(space.widths))
+        if k and any(w % k for w in widths):
+            raise UserError(
+                f"--partial-channels {k} does not divide the width(s) {', '.join(str(w) for w in widths if w % k)} "
+                "of the search: choose a divisor or --search-size at a divisible width"
+            )
+
     # ----------------------------------------------------------------- one step of each kind
 
     def sample(self, g: torch.Generator, tau: float, *, uniform: bool = False, grad: bool = True) -> Sample:
         """A path from the architecture distribution, at the fixed search size when there is one."""
-        sample = self.arch.sample(g, tau, uniform=uniform, grad=grad)
+        sample = self.arch.sample(g, tau, uniform=uniform, grad=grad, mixed=self.settings.partial is not None)
         if self.settings.search_size is not None:
             sample.width, sample.depth = self.settings.search_size
             sample.log_prob = 0.0
@@ -300,18 +324,24 @@ class Searcher:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Held-back accuracy of the most likely path, BatchNorm on batch statistics (the supernet keeps no
-        running ones)."""
+        """Held-back accuracy of the most likely path (pc-darts: its inputs with every op mixed, the network
+        its weights were trained as; one op alone at a weight of one is a network it never ran), BatchNorm on batch
+        statistics (the supernet keeps no running ones)."""
         genotype, width, depth = self.arch.argmax()
         width, depth = self.settings.search_size or (width, depth)
         ops = {op: i for i, op in enumerate(self.space.ops)}
 
         def choice(edges):
-            from .supernet import CellChoice
-
             return CellChoice([(n // 2, j, ops[op], 1.0) for n, (op, j) in enumerate(edges)])
 
-        sample = Sample(width, depth, choice(genotype.normal), choice(genotype.reduce), 0, 0)
+        def mixture(kind: int, edges):  # the likeliest inputs, every op at its probability: what was trained
+            mix = torch.softmax(self.arch.alpha[kind], -1)
+            return CellChoice([(n // 2, j, mix[n // 2, n % 2], 1.0) for n, (_, j) in enumerate(edges)])
+
+        if self.settings.partial:
+            sample = Sample(width, depth, mixture(0, genotype.normal), mixture(1, genotype.reduce), 0, 0)
+        else:
+            sample = Sample(width, depth, choice(genotype.normal), choice(genotype.reduce), 0, 0)
         part = self.part_a[: self.settings.eval_limit]
         correct = 0
         for i in range(0, len(part), 256):

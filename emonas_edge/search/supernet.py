@@ -9,6 +9,15 @@ Depth is shared by running only the first ``d`` normal cells of each stage.
 
 Edge operations come from the one registry (``nn/ops.py``) and are built exactly as ``cellnet``
 builds them (DARTS search convention: BatchNorm without affine parameters, batch statistics).
+
+Two ways to run a slot. *Sampled* (GDAS): the slot runs one op. *Partial-channel mixed*
+(PC-DARTS): the slot runs every op, weighted by its probability, on ``1/partial`` of the
+channels, passes the other channels through and shuffles them; its ops are built that narrow,
+so the mixture of six ops costs about one full-width op. Measured on FER2013 at 32 channels,
+two cells per stage (300 steps, batch 96, lr 0.05, loss with label smoothing 0.1): one fixed
+path 1.88 -> 1.63; sampled ops, even among convolutions only, 1.90 -> 1.86 (every op is trained
+on a third of the steps and the layers after it see another op's features each step); all ops
+mixed at full width 1.87 -> 1.81 at step 100 (the fixed path's pace) but 5x a path's step cost.
 """
 
 from __future__ import annotations
@@ -115,9 +124,35 @@ def make_dynamic(module: nn.Module, width: Width, in_blocks: int = 1, out_blocks
 
 @dataclass
 class CellChoice:
-    """One sampled cell: per node, two (input, op index) slots and the straight-through weight of each."""
+    """One sampled cell: per node, two (input, op) slots and the straight-through weight of each.
 
-    slots: list  # [(node, input, op_index, weight tensor)]
+    The op is an index (sampled: run that op) or a tensor of one weight per op (mixed)."""
+
+    slots: list  # [(node, input, op index or op weights, weight tensor)]
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class PartialMix(nn.Module):
+    """PC-DARTS' partial-channel mixed edge: every op on the first ``1/k`` of the channels."""
+
+    def __init__(self, ops: list[nn.Module], k: int, stride: int):
+        super().__init__()
+        self.ops, self.k = nn.ModuleList(ops), k
+        self.bypass = nn.MaxPool2d(2, 2) if stride == 2 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1] // self.k
+        xa, xb = x[:, :c], x[:, c:]
+        mixed = sum(op(xa) * weights[o] for o, op in enumerate(self.ops) if not _is_zero(weights[o]))
+        return channel_shuffle(torch.cat([mixed, self.bypass(xb)], 1), self.k) if self.k > 1 else mixed
+
+
+def _is_zero(w) -> bool:
+    return not w.requires_grad and float(w) == 0.0
 
 
 def _edge_op(op: str, c: int, stride: int) -> nn.Module:
@@ -132,7 +167,15 @@ def _edge_op(op: str, c: int, stride: int) -> nn.Module:
 
 class SearchCell(nn.Module):
     def __init__(
-        self, space: SearchSpace, width: Width, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool
+        self,
+        space: SearchSpace,
+        width: Width,
+        c_pp: int,
+        c_p: int,
+        c: int,
+        reduction: bool,
+        reduction_prev: bool,
+        partial: int | None = None,
     ):
         super().__init__()
         m = space.multiplier
@@ -140,13 +183,19 @@ class SearchCell(nn.Module):
         pre0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False)
         self.pre0 = make_dynamic(pre0, width, in_blocks=m)
         self.pre1 = make_dynamic(ReLUConvBN(c_p, c, 1, 1, 0, affine=False), width, in_blocks=m)
-        # edges[node][input][op]: DARTS' per-edge weights, shared by the node's two slots
+        # edges[node][input]: the ops of an edge, shared by the node's two slots (DARTS' per-edge weights);
+        # sampled: a list of full-width ops; partial: a PartialMix of ops 1/partial as wide
+        self.partial = partial
+        k = partial or 1
+        if c % k:
+            raise ValueError(f"{c} channels do not split into {k} parts")
+
+        def edge(stride: int) -> nn.Module:
+            ops = [make_dynamic(_edge_op(op, c // k, stride), width) for op in space.ops]
+            return PartialMix(ops, k, stride) if partial else nn.ModuleList(ops)
+
         self.edges = nn.ModuleList(
-            nn.ModuleList(
-                nn.ModuleList(make_dynamic(_edge_op(op, c, 2 if reduction and j < 2 else 1), width) for op in space.ops)
-                for j in range(i + 2)
-            )
-            for i in range(space.nodes)
+            nn.ModuleList(edge(2 if reduction and j < 2 else 1) for j in range(i + 2)) for i in range(space.nodes)
         )
 
     def forward(self, s0, s1, choice: CellChoice):
@@ -157,7 +206,7 @@ class SearchCell(nn.Module):
             total = None
             for node, j, o, w in choice.slots:
                 if node == i:
-                    h = edges[i][j][o](states[j]) * w
+                    h = (edges[i][j](states[j], o) if self.partial else edges[i][j][o](states[j])) * w
                     total = h if total is None else total + h
             states.append(total)
         return torch.cat([s for s in states[2:] if s is not None], dim=1)  # every node has two slots
@@ -166,9 +215,9 @@ class SearchCell(nn.Module):
 class SuperNet(nn.Module):
     """All networks of ``space``; ``forward(x, sample)`` runs the sampled one."""
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space: SearchSpace, partial: int | None = None):
         super().__init__()
-        self.space = space
+        self.space, self.partial = space, partial
         m, wmax, dmax = space.multiplier, max(space.widths), max(space.depths)
         self.width = Width(wmax)
         self.stem = make_dynamic(
@@ -185,10 +234,17 @@ class SuperNet(nn.Module):
         c_prev = m * wmax
         for k, (c, _res) in enumerate(stage_shapes(space, wmax)):
             if k > 0:
-                self.reductions.append(SearchCell(space, self.width, c_prev, c_prev, c, True, False))
+                self.reductions.append(SearchCell(space, self.width, c_prev, c_prev, c, True, False, partial))
             cells = nn.ModuleList(
                 SearchCell(
-                    space, self.width, c_prev if (k > 0 and n == 0) else m * c, m * c, c, False, k > 0 and n == 0
+                    space,
+                    self.width,
+                    c_prev if (k > 0 and n == 0) else m * c,
+                    m * c,
+                    c,
+                    False,
+                    k > 0 and n == 0,
+                    partial,
                 )
                 for n in range(dmax)
             )
