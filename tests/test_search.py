@@ -209,6 +209,8 @@ def test_one_epoch_derives_a_genotype_that_export_verifies(cli, lut_file, fer_sm
     assert rec["predicted_ms"] > 0 and rec["architecture_weights"]["normal"]
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert len(history) == 1 and "expected_ms" in history[0] and "supernet_accuracy" in history[0]
+    derived = history[0]["derived"]  # the epoch's log says what the search would return at that point
+    assert (derived["width"], derived["depth"]) == (rec["width"], rec["depth"])
     r = cli("export", "--genotype", tmp_path / "best.json", "--output", tmp_path / "exp", timeout=600)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "exp" / "searched.onnx").is_file() and "pass" in r.stdout
@@ -295,6 +297,29 @@ def test_a_pc_darts_architecture_step_reaches_every_op_logit(lut_file, fer_small
     searcher.net(x, searcher.sample(torch.Generator().manual_seed(0), 1.0)).logsumexp(1).mean().backward()
     grad = searcher.arch.alpha.grad
     assert grad is not None and bool((grad != 0).all()), "a mixed edge gives every op of every slot a gradient"
+
+
+def test_supernet_accuracy_is_scored_on_batches_of_every_class(lut_file, fer_small, monkeypatch):
+    """A folder dataset is sorted by class; batch statistics of a one-class batch erase the class signal."""
+    from emonas_edge.data.datasets import load_dataset
+    from emonas_edge.data.preprocess import Preprocessor
+    from emonas_edge.search import engine
+    from emonas_edge.search.run import _data_config
+
+    table = load_lut(lut_file)
+    config = _data_config(table.space)
+    searcher = engine.Searcher(
+        table.space, table, load_dataset(str(fer_small), config), Preprocessor(config), quick(eval_limit=16), epochs=1
+    )
+    batches = []
+    original = engine.training_batch
+    monkeypatch.setattr(
+        engine, "training_batch", lambda images, idx, *a, **k: (batches.append(idx), original(images, idx, *a, **k))[1]
+    )
+    accuracy = searcher.evaluate()
+    assert 0.0 <= accuracy <= 1.0 and len(batches) == 1 and len(batches[0]) == min(16, len(searcher.part_a))
+    labels = searcher.labels[batches[0]].tolist()
+    assert len(set(labels)) >= 4 and labels != sorted(labels), "a shuffled subset, not the class-sorted head"
 
 
 def test_gdas_method_samples_one_op_per_slot_and_derives(lut_file, fer_small, tmp_path):

@@ -204,18 +204,20 @@ def _loop(searcher: Searcher, run_dir: Path, run: dict, log, progress) -> None:
         searcher.state.epoch += 1
         searcher.state.seconds += time.perf_counter() - t0
         record["elapsed_s"] = round(searcher.state.seconds, 1)
+        target, size = searcher.settings.target_ms, searcher.settings.search_size
+        _, width, depth, predicted, _ = derive(searcher.arch, searcher.latency, target, size)
+        record["derived"] = {"width": width, "depth": depth, "predicted_ms": round(predicted, 5)}
         searcher.state.history.append(record)
         if searcher.rank == 0:
             searcher.save(run_dir, run)
             with open(run_dir / HISTORY, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-            am = record["argmax"]
+            dv = record["derived"]  # what the search would return now (a target sets the size, not the argmax)
             log(
                 f"epoch {record['epoch']}/{searcher.epochs} {record['phase']}: loss {record['train_loss']:.3f} acc "
-                f"{record['train_accuracy']:.3f} "
-                f"supernet {record['supernet_accuracy']:.3f} expected {record['expected_ms']:.3f} ms argmax "
-                f"w{am['width']} d{am['depth']} "
-                f"{am['predicted_ms']:.3f} ms {record['seconds']:.0f} s"
+                f"{record['train_accuracy']:.3f} supernet {record['supernet_accuracy']:.3f} expected "
+                f"{record['expected_ms']:.3f} ms; derived now: width {dv['width']} depth {dv['depth']} "
+                f"{dv['predicted_ms']:.3f} ms; {record['seconds']:.0f} s"
             )
         if searcher.world > 1:
             torch.distributed.barrier()
