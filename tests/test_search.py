@@ -220,8 +220,8 @@ def _brute_force_min(table) -> float:
     sp = table.space
     slots = [(op, j) for op in sp.ops for j in range(2)]
     best = float("inf")
-    for normal in itertools.product(slots, repeat=2):
-        for reduce in itertools.product(slots, repeat=2):
+    for normal in itertools.combinations(slots, 2):  # a node's two edges differ (ArchParams.argmax)
+        for reduce in itertools.combinations(slots, 2):
             g = genotype_of(list(normal), list(reduce), 1)
             for w, d in itertools.product(sp.widths, sp.depths):
                 best = min(best, table.predict_ms(sp.config(g, w, d), drop_dead=False))
@@ -297,6 +297,18 @@ def test_a_pc_darts_architecture_step_reaches_every_op_logit(lut_file, fer_small
     searcher.net(x, searcher.sample(torch.Generator().manual_seed(0), 1.0)).logsumexp(1).mean().backward()
     grad = searcher.arch.alpha.grad
     assert grad is not None and bool((grad != 0).all()), "a mixed edge gives every op of every slot a gradient"
+
+
+def test_derivation_keeps_a_nodes_two_most_likely_different_edges():
+    sp = tiny_space()
+    arch = ArchParams(sp)
+    conv, skip = sp.ops.index("conv_3x3"), sp.ops.index("skip_connect")
+    with torch.no_grad():  # both slots of every node prefer conv_3x3 on input 1, skip_connect on it second
+        arch.alpha[..., conv] = 4.0
+        arch.alpha[..., skip] = 3.0
+        arch.gamma[..., 1] = 4.0
+    genotype, _, _ = arch.argmax()
+    assert genotype.normal == (("conv_3x3", 1), ("skip_connect", 1)) == genotype.reduce
 
 
 def test_supernet_accuracy_is_scored_on_batches_of_every_class(lut_file, fer_small, monkeypatch):

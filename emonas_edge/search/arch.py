@@ -114,17 +114,23 @@ class ArchParams(nn.Module):
         return Sample(self.space.widths[wi], self.space.depths[di], cells[0], cells[1], wi, di, log_prob)
 
     def argmax(self) -> tuple[Genotype, int, int]:
-        """The most likely genotype, width and depth."""
+        """The most likely genotype, width and depth.
+
+        Per node, the two most likely *different* (input, op) edges, as DARTS keeps a node's two strongest
+        edges: a node's two slots share their edges' weights (one module per input and op), so in the
+        supernet the same edge twice is that one module doubled, and a slot-by-slot argmax, whose two
+        slots learn alike, would return it as two separately weighted copies. Input and op may repeat
+        on their own: conv_3x3 and skip_connect on one input is a residual block."""
         with torch.no_grad():
-            ops, inputs = self.alpha.argmax(-1), self.input_logits().argmax(-1)
-            cells = [
-                [
-                    (self.space.ops[int(ops[k, i, s])], int(inputs[k, i, s]))
-                    for i in range(self.space.nodes)
-                    for s in range(2)
-                ]
-                for k in range(2)
-            ]
+            p = self.probs()
+            n_ops = len(self.space.ops)
+            cells: list[list[tuple[str, int]]] = [[], []]
+            for k in range(2):
+                for i in range(self.space.nodes):
+                    # P(edge) summed over the two slots, over the node's valid inputs only
+                    joint = torch.einsum("sj,so->jo", p["inputs"][k, i, :, : i + 2], p["ops"][k, i])
+                    top = torch.topk(joint.flatten(), 2).indices
+                    cells[k] += [(self.space.ops[int(t) % n_ops], int(t) // n_ops) for t in top]
             return (
                 genotype_of(cells[0], cells[1], self.space.nodes),
                 self.space.widths[int(self.beta_width.argmax())],
