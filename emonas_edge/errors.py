@@ -36,3 +36,31 @@ class MissingDependency(UserError):
     def __init__(self, package: str, purpose: str, extra: str | None = None):
         hint = f"pip install 'emonas-edge[{extra}]'" if extra else f"pip install {package}"
         super().__init__(f"{purpose} needs the optional package '{package}', which is not installed ({hint})")
+
+
+def check_number(
+    name: str,
+    value: float | None,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """One rule for every numeric setting: finite and within its range, else a :class:`UserError` naming it.
+
+    ``float('nan')`` compares false with everything, so a plain ``value < low`` test lets NaN through
+    (a NaN learning rate trained a network of NaNs and saved it as trained)."""
+    if value is None:
+        return
+    import math
+
+    if not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number, got {value}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
+        hi = "" if high is None else f"{high:g}{')' if high_open else ']'}"
+        bounds = f"{lo or '(-inf'}, {hi or 'inf)'}"
+        raise UserError(f"{name} must lie in {bounds}, got {value:g}")

@@ -48,7 +48,7 @@ def source_kind(spec: str | os.PathLike) -> str:
     raise UserError(f"{spec}: no such file, and not a built-in model name (built-in: {names})")
 
 
-def _architecture(config: ModelConfig) -> dict:
+def architecture_key(config: ModelConfig) -> dict:
     """What the weights depend on: training-only and inference-only settings are left out."""
     net = {k: v for k, v in config.network.items() if k not in ("drop_path", "dropout", "auxiliary", "test_time_flip")}
     g = config.genotype.to_dict() if config.genotype else None
@@ -110,7 +110,7 @@ def load_model(
     if weights is None:
         return config, create_model(config).eval(), None
     wconfig, model, _ = load_checkpoint(weights)
-    if _architecture(wconfig) != _architecture(config):
+    if architecture_key(wconfig) != architecture_key(config):
         raise UserError(
             f"weights {weights} were trained for a different network than {spec} "
             f"(checkpoint: {wconfig.family} {wconfig.network}; genotype: {config.family} {config.network})"

@@ -381,6 +381,18 @@ def test_unreadable_sources_are_user_errors(kind, tmp_path):
         open_source(spec)
 
 
+def test_a_folder_named_like_a_camera_index_is_a_folder(media, tmp_path, monkeypatch):
+    folder = tmp_path / "2024"
+    folder.mkdir()
+    (folder / "face.jpg").symlink_to(media / "single_face.jpg")
+    monkeypatch.chdir(tmp_path)
+    src = open_source("2024")
+    try:
+        assert not isinstance(src, LiveSource) and len(list(src)) == 1
+    finally:
+        src.close()
+
+
 # --- the CLI ------------------------------------------------------------------------------------
 
 

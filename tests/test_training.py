@@ -262,11 +262,53 @@ def test_training_data_with_other_classes_is_an_error(tmp_path):
         dict(mix="mosaic"),
         dict(mix="mixup", mix_alpha=0.0),
         dict(mix_p=1.5),
+        dict(lr=float("nan")),
+        dict(lr=-1.0),
+        dict(lr=float("inf")),
+        dict(ema=2.0),
+        dict(ema=float("nan")),
+        dict(label_smoothing=2.0),
+        dict(weight_decay=-1e-4),
+        dict(eval_batch=0),
+        dict(distill_temperature=float("nan")),
     ],
 )
 def test_bad_settings_are_user_errors(bad):
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="|".join(k.replace("_", "[ -]") for k in bad)):
         TrainSettings(**bad).resolved()
+
+
+def test_a_new_run_never_writes_over_another_run(fer_subsets, tmp_path):
+    tr, _ = fer_subsets
+    config = tiny_config()
+    run = tmp_path / "run"
+    train(config, fresh_model(config), tr, None, run, _resume_settings(1), log=quiet)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match="already holds a training run"):
+        train(config, fresh_model(config), tr, None, run, _resume_settings(1), log=quiet)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_resuming_on_other_data_is_refused(fer_subsets, tmp_path):
+    tr, te = fer_subsets
+    config = tiny_config()
+    run = tmp_path / "run"
+    train(config, fresh_model(config), tr, None, run, _resume_settings(1), log=quiet)
+    with pytest.raises(UserError, match="not the data this run started with"):
+        train(config, fresh_model(config), te, None, run, _resume_settings(2), resume=True, log=quiet)
+    assert read_checkpoint(run / "last.pt")["train"]["epoch"] == 1
+
+
+def test_a_loss_that_becomes_nan_stops_training_and_saves_nothing_as_trained(fer_subsets, tmp_path):
+    from emonas_edge.errors import CheckFailed
+
+    tr, _ = fer_subsets
+    config = tiny_config()
+    run = tmp_path / "run"
+    settings = TrainSettings(epochs=1, batch=16, lr=1e30, warmup_epochs=0, max_steps=6, threads=1, augment=False)
+    with pytest.raises(CheckFailed, match="training loss became"):
+        train(config, fresh_model(config), tr, None, run, settings, log=quiet)
+    assert not (run / "last.pt").exists() and not (run / "best.pt").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -738,6 +780,20 @@ def test_cli_evaluate_with_a_class_the_model_lacks(cli, tmp_path, tiny_file):
         cv2.imwrite(str(data / cls / "a.png"), np.full((48, 48), 120, np.uint8))
     proc = cli("evaluate", "--model", tiny_file, "--data", data, cwd=tmp_path, env=cli_env(tmp_path))
     assert_one_line_error(proc, "contempt")
+
+
+def test_cli_resume_with_another_model_is_refused(fer, cli, tmp_path, tiny_file):
+    out = tmp_path / "run"
+    args = ["--data", fer / "train", "--out", out, "--max-steps", 1, "--limit-per-class", 5, "--batch", 8]
+    args += ["--threads", 1, "--epochs", 2]
+    proc = cli("train", "--model", tiny_file, *args[:-1], 1, cwd=tmp_path, env=cli_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**TINY, "network": {**TINY["network"], "init_channels": 12}}), encoding="utf-8")
+    proc = cli("train", "--model", other, *args, "--resume", cwd=tmp_path, env=cli_env(tmp_path))
+    assert_one_line_error(proc, "not the architecture")
+    proc = cli("train", "--model", tiny_file, *args, cwd=tmp_path, env=cli_env(tmp_path))
+    assert_one_line_error(proc, "already holds a training run")
 
 
 def test_cli_train_with_missing_data_folder(cli, tmp_path, tiny_file):

@@ -201,7 +201,8 @@ def _open_camera(index: int) -> LiveSource:
 def open_source(spec: str | int | os.PathLike) -> Source:
     """Webcam index (``0``), stream URL, video file, image file or image folder."""
     s = str(spec).strip()
-    if s.isdigit():
+    # a path that exists is a path: a folder named 2024 is not camera 2024 (an int is always a camera)
+    if s.isdigit() and (isinstance(spec, int) or not Path(s).exists()):
         return _open_camera(int(s))
     if s.lower().startswith(STREAM_PREFIXES):
         cap = cv2.VideoCapture(s)

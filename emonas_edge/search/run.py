@@ -117,7 +117,8 @@ def derive(
         width, depth = size or (width, depth)  # searched at one size: derived at it
         return genotype, width, depth, latency.of(genotype, width, depth), True
     sp = arch.space
-    p = arch.probs()
+    with torch.no_grad():
+        p = arch.probs()
     prob = {
         (w, d): float(p["width"][i] * p["depth"][j]) for i, w in enumerate(sp.widths) for j, d in enumerate(sp.depths)
     }

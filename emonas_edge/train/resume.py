@@ -26,6 +26,15 @@ class RunProgress:
     history: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=lambda: {"accuracy": -1.0, "epoch": None})
     teacher_fingerprints: list[str] | None = None  # None: a run saved before fingerprints were kept
+    data_fingerprint: str | None = None  # None: a run saved before the data's was kept
+
+
+def check_resumed_data(progress: RunProgress, fingerprint: str, data: str) -> None:
+    if progress.data_fingerprint is not None and progress.data_fingerprint != fingerprint:
+        raise UserError(
+            f"--resume: the training data given ({data}) is not the data this run started with; resume with the same "
+            "--data (and --limit-per-class)"
+        )
 
 
 def restore_from_last(
@@ -46,7 +55,7 @@ def restore_from_last(
     optimizer.load_state_dict(state["optimizer"])
     if ema is not None and state.get("ema") is not None:
         ema.state = {k: v.to(device) for k, v in state["ema"].items()}
-    return RunProgress(state["epoch"], state["history"], state["best"], state.get("teachers"))
+    return RunProgress(state["epoch"], state["history"], state["best"], state.get("teachers"), state.get("data"))
 
 
 def check_resumed_teachers(progress: RunProgress, fingerprints: list[str], names: tuple[str, ...]) -> None:
@@ -56,6 +65,28 @@ def check_resumed_teachers(progress: RunProgress, fingerprints: list[str], names
             f"--resume: the teachers given ({', '.join(names) or 'none'}) are not the ones this run started with "
             f"(their weights differ); resume with the same teacher files"
         )
+
+
+RUN_FILES = ("last.pt", "best.pt", "history.jsonl", "summary.json")
+
+
+def check_fresh_run_dir(out_dir: Path) -> None:
+    """A new run never writes over another run's checkpoints and history."""
+    held = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if held:
+        raise UserError(
+            f"{out_dir} already holds a training run ({', '.join(held)}): --resume to continue it, or choose "
+            "another --out"
+        )
+
+
+def data_fingerprint(images, labels) -> str:
+    """What a resumed run must train on again (the images and labels, not the path they were read from)."""
+    import hashlib
+
+    h = hashlib.sha256(labels.tobytes())
+    h.update(images.tobytes())
+    return h.hexdigest()
 
 
 def model_to_train(
@@ -69,12 +100,19 @@ def model_to_train(
     """
     from ..config import config_from_dict
     from ..nn import create_model
-    from ..resolve import load_model
+    from ..resolve import architecture_key, load_genotype, load_model
 
     last = Path(out_dir) / "last.pt"
     if resume and last.is_file():
         config = config_from_dict(read_checkpoint(last)["config"], str(last)).replace(trained=False)
+        if architecture_key(load_genotype(model)) != architecture_key(config):
+            raise UserError(
+                f"--resume: {model} is not the architecture of the run in {out_dir}: resume with the model it "
+                "started from, or train into another --out"
+            )
         return config, create_model(config), None
+    if not resume:
+        check_fresh_run_dir(Path(out_dir))
     config, net, weights = load_model(model)
     if config.trained and scratch:
         config = config.replace(trained=False)

@@ -6,7 +6,7 @@ import copy
 from dataclasses import dataclass, field
 
 from ..data.augment import MIX_MODES
-from ..errors import UserError
+from ..errors import UserError, check_number
 
 
 @dataclass
@@ -57,16 +57,23 @@ class TrainSettings:
         """Every bad setting is a :class:`UserError` before any data loads or model moves."""
         if self.optimizer not in ("sgd", "adamw"):
             raise UserError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
-        if self.epochs < 1 or self.batch < 1:
-            raise UserError("epochs and batch must be at least 1")
+        for name, value in (("--epochs", self.epochs), ("--batch", self.batch), ("--eval-batch", self.eval_batch)):
+            check_number(name, value, 1)
+        check_number("--max-steps", self.max_steps, 1)
+        check_number("--lr", self.lr, 0, low_open=True)
+        check_number("--weight-decay", self.weight_decay, 0)
+        check_number("--warmup-epochs", self.warmup_epochs, 0)
+        check_number("--label-smoothing", self.label_smoothing, 0, 1, high_open=True)
+        check_number("--ema", self.ema, 0, 1, high_open=True)
+        check_number("--aux-weight", self.aux_weight, 0)
         if self.distill not in ("offline", "online"):
             raise UserError(f"distill must be offline or online, got {self.distill!r}")
-        if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
-            raise UserError("distill alpha must lie in [0, 1] and the temperature be positive")
+        check_number("distill alpha", self.distill_alpha, 0, 1)
+        check_number("distill temperature", self.distill_temperature, 0, low_open=True)
         if self.mix not in MIX_MODES:
             raise UserError(f"mix must be one of {', '.join(MIX_MODES)}, got {self.mix!r}")
-        if self.mix_alpha <= 0 or not 0.0 <= self.mix_p <= 1.0:
-            raise UserError("mix alpha must be positive and mix p lie in [0, 1]")
+        check_number("--mix-alpha", self.mix_alpha, 0, low_open=True)
+        check_number("--mix-p", self.mix_p, 0, 1)
 
 
 @dataclass

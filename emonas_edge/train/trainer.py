@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -26,11 +27,18 @@ from ..config import ModelConfig
 from ..data.augment import AugmentSettings, mix_batch
 from ..data.datasets import ArrayDataset
 from ..data.preprocess import Preprocessor
-from ..errors import UserError
+from ..errors import CheckFailed, UserError
 from .common import dataset_images, evaluate_arrays, init_distributed, training_batch, training_device, warmup_cosine_lr
 from .distill import distillation_loss, load_teachers, online_targets, teacher_targets
 from .optim import WeightEMA, make_optimizer
-from .resume import RunProgress, check_resumed_teachers, restore_from_last
+from .resume import (
+    RunProgress,
+    check_fresh_run_dir,
+    check_resumed_data,
+    check_resumed_teachers,
+    data_fingerprint,
+    restore_from_last,
+)
 from .settings import EpochRecord, TrainSettings
 
 __all__ = ["train", "Trainer", "TrainSettings", "EpochRecord", "evaluate_arrays", "training_batch", "teacher_targets"]
@@ -94,8 +102,12 @@ class Trainer:
             if self.state.epochs_done >= settings.epochs:
                 log(f"already trained {self.state.epochs_done} of {settings.epochs} epochs")
         self.teachers, self.fingerprints = load_teachers(settings.teachers, config, self.device, settings.channels_last)
+        self.data_fingerprint = data_fingerprint(train_data.images, train_data.labels)
         if resume:
             check_resumed_teachers(self.state, self.fingerprints, settings.teachers)
+            check_resumed_data(self.state, self.data_fingerprint, getattr(train_data, "source", "the data given"))
+        elif self.rank == 0:
+            check_fresh_run_dir(self.out)
         self.net = self.model
         if self.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -184,7 +196,13 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             loss, logits, y = self._step(self._batch_indices(order, step), g, global_step)
-            loss_sum += float(loss.detach()) * len(y)
+            value = float(loss.detach())
+            if not math.isfinite(value):  # weights are now non-finite too: stop before any of them is saved
+                raise CheckFailed(
+                    f"the training loss became {value} at epoch {epoch + 1}, step {step + 1}: training stopped, "
+                    "nothing saved from this epoch (lower --lr?)"
+                )
+            loss_sum += value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             if self.progress is not None and self.rank == 0 and (step % 10 == 0 or step == self.steps_per_epoch - 1):
@@ -318,6 +336,7 @@ class Trainer:
             "best": state.best,
             "ema": {k: v.cpu() for k, v in self.ema.state.items()} if self.ema is not None else None,
             "teachers": self.fingerprints,
+            "data": self.data_fingerprint,
         }
         self.model.cpu()
         save_checkpoint(self.last_path, self.model, config, train=train_state)
