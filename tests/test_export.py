@@ -382,6 +382,16 @@ def test_bad_simplifier_is_rejected(tmp_path):
     assert visible_and_hidden_files(tmp_path / "out") == []
 
 
+@pytest.mark.parametrize("opset", [99, 17])
+def test_an_opset_the_exporter_cannot_write_is_refused_before_any_work(opset, tmp_path, capfd):
+    config = config_from_dict(TINY_GENOTYPE)
+    from emonas_edge.errors import UserError
+
+    with pytest.raises(UserError, match=f"opset {opset} is"):
+        export_onnx(config, create_model(config), tmp_path / "out", opset=opset)
+    assert visible_and_hidden_files(tmp_path / "out") == [] and capfd.readouterr().out == ""
+
+
 # ------------------------------------------------------------- property: random valid genotypes
 
 

@@ -773,6 +773,20 @@ def test_cli_train_end_to_end(fer, cli, tmp_path, tiny_file):
     assert any(tmp_path.joinpath("cli-cache").glob("*.npz")), "the decode cache goes to $EMONAS_EDGE_CACHE"
 
 
+def test_a_provider_runs_onnx_runtime_there_or_is_refused(tmp_path, monkeypatch):
+    """A provider names an ONNX Runtime one: a built-in never falls back to PyTorch on the CPU without a word."""
+    import onnxruntime as ort
+
+    monkeypatch.setenv("EMONAS_EDGE_CACHE", str(tmp_path))
+    from emonas_edge.runtime.ort_backend import OrtBackend
+
+    backend = load_backend("emonas-macro-lite", provider="cpu", threads=1)
+    assert isinstance(backend, OrtBackend) and backend.providers == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(UserError, match="cuda.*not available"):
+            load_backend("emonas-macro-lite", provider="cuda", threads=1)
+
+
 def test_cli_evaluate_with_a_class_the_model_lacks(cli, tmp_path, tiny_file):
     data = tmp_path / "data"
     for cls in ("happy", "contempt"):

@@ -157,6 +157,26 @@ def simplify_onnx(model: onnx.ModelProto, method: str) -> tuple[onnx.ModelProto,
         return model, "none", notes
 
 
+def max_opset() -> int:
+    """The newest opset both the installed exporter and onnx know (a newer request was silently lowered)."""
+    import onnx
+
+    try:
+        from torch.onnx import _constants
+
+        exporter_max = int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):  # a private constant: absent, trust onnx alone
+        exporter_max = 10**6
+    return min(exporter_max, onnx.defs.onnx_opset_version())
+
+
+def written_opset(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def check_export_settings(
     opset: int, batch: int | None, simplify: str, output, parity_data=None, exporter: str = "auto"
 ) -> None:
@@ -165,6 +185,8 @@ def check_export_settings(
         raise UserError(
             f"opset {opset} is too old: emonas-edge exports need opset >= {MIN_OPSET} (LayerNormalization, dynamo)"
         )
+    if opset > max_opset():
+        raise UserError(f"opset {opset} is newer than this PyTorch / onnx can write (at most {max_opset()})")
     if exporter not in EXPORTERS:
         raise UserError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     if simplify not in SIMPLIFIERS:
@@ -277,12 +299,15 @@ def export_onnx(
                 parity.to_dict(),
             )
         timings["total"] = round(time.perf_counter() - t0, 3)
+        written = written_opset(tmp_onnx)
+        if written != opset:
+            notes.append(f"opset {opset} was asked for; the exporter wrote opset {written}")
         manifest = make_manifest(
             tmp_onnx,
             target.name,
             "fp32",
             _model_summary(config, name, params, macs, batch),
-            opset=opset,
+            opset=written,
             batch="dynamic" if batch is None else batch,
             weights={"path": str(weights), "sha256": sha256_file(weights)} if weights else None,
             exporter={"requested": exporter, "used": used_exporter},

@@ -16,9 +16,9 @@ def load_backend(
     spec: str | os.PathLike, provider: str | None = None, threads: int | None = None, engine: str = "torch"
 ) -> Backend:
     """An ``.onnx`` file runs in ONNX Runtime, a TensorRT engine in TensorRT. A built-in name,
-    checkpoint or genotype runs in PyTorch with ``engine="torch"``; with ``"onnxruntime"``/``"auto"``
-    it is exported once (parity checked) into the cache and run in ONNX Runtime, several times
-    faster per face on a CPU."""
+    checkpoint or genotype runs in PyTorch with ``engine="torch"`` and no ``provider``; with
+    ``"onnxruntime"``/``"auto"`` or a provider it is exported once (parity checked) into the cache and
+    run in ONNX Runtime (several times faster per face on a CPU), on that provider or not at all."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r} (choose from: {', '.join(ENGINES)})")
     # each backend's libraries load only when a model needs them (importing the runtime stays cheap)
@@ -27,7 +27,8 @@ def load_backend(
 
         return TrtBackend(spec)
     onnx_file = source_kind(spec) == "onnx"
-    if onnx_file or engine in ("auto", "onnxruntime"):
+    # a provider is an ONNX Runtime one: asking for it must not quietly run PyTorch on the CPU instead
+    if onnx_file or engine in ("auto", "onnxruntime") or provider:
         from .compiled import cached_onnx  # a cache miss exports, which loads PyTorch
         from .ort_backend import OrtBackend
 
