@@ -160,7 +160,7 @@ def model_info(target: str | os.PathLike, select: str | None = None, **overrides
     if kind == "onnx":
         from collections import Counter
 
-        from .export.metadata import config_from_metadata, load_onnx, read_metadata
+        from .export.metadata import config_from_metadata, graph_precision, load_onnx, read_metadata
         from .fileio import sha256_file
 
         proto = load_onnx(target)
@@ -178,6 +178,7 @@ def model_info(target: str | os.PathLike, select: str | None = None, **overrides
             "input_spec": config.input_spec() if config else None,
             "classes": list(config.classes) if config else None,
             "trained": config.trained if config else None,
+            "precision": graph_precision(proto),
             "op_histogram": config.genotype.op_histogram() if config and config.genotype else None,
             "genotype": config.genotype.to_dict() if config and config.genotype else None,
             "network": config.network if config else None,
@@ -207,6 +208,7 @@ def model_info(target: str | os.PathLike, select: str | None = None, **overrides
         "input_spec": config.input_spec(),
         "classes": list(config.classes),
         "trained": config.trained,
+        "precision": "fp32",
         "op_histogram": config.genotype.op_histogram() if config.genotype else None,
         "genotype": config.genotype.to_dict() if config.genotype else None,
         "network": config.network,

@@ -85,6 +85,26 @@ def test_profile_grid_skips_torch_at_reduced_precision(tiny_genotype_file, monke
         profile([str(tiny_genotype_file)], backends=("torch",), precisions=("fp16",), warmup=2, iters=10)
 
 
+def test_profile_reads_precision_from_the_file_and_memory_per_run(tiny_genotype_file, monkeypatch, tmp_path):
+    import numpy as np
+
+    from emonas_edge.profile.models import peak_rss_mb
+
+    monkeypatch.setenv("EMONAS_EDGE_CACHE", str(tmp_path))
+    report, _ = profile([str(tiny_genotype_file)], precisions=("fp16",), warmup=2, iters=10)
+    fp16 = report["runs"][0]["artifact"]
+    assert fp16.endswith(".onnx") and report["runs"][0]["precision"] == "fp16"
+    assert model_info(fp16)["precision"] == "fp16" and model_info(str(tiny_genotype_file))["precision"] == "fp32"
+    big = np.ones(400 * 2**20 // 8)  # 400 MB touched, then freed: the process's running peak now holds it
+    del big
+    high = peak_rss_mb()
+    report, _ = profile([fp16], warmup=2, iters=10)  # the file given directly, no --precision flag
+    run = report["runs"][0]
+    assert run["precision"] == "fp16", "the label comes from the graph, not the flag's fp32 default"
+    if run["peak_rss_scope"] == "this run":  # Linux: each run's own peak, not an earlier row's
+        assert run["peak_rss_mb"] < high - 200
+
+
 @pytest.mark.slow
 def test_profile_bad_input(cli, tmp_path, tiny_genotype_file, cache):
     r = cli("profile", "no-such-model", env=cache)

@@ -67,6 +67,8 @@ def info_table(info: dict) -> Table:
         t.add_row("operations", ", ".join(f"{op}×{n}" for op, n in info["op_histogram"].items()))
     if info.get("network"):
         t.add_row("network", ", ".join(f"{k}={v}" for k, v in info["network"].items()))
+    if info.get("precision"):
+        t.add_row("precision", info["precision"])
     trained = info.get("trained")
     t.add_row(
         "trained",

@@ -78,3 +78,17 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{p} is not a valid ONNX model ({first[:160]})") from None
     return model
+
+
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+
+
+def graph_precision(model) -> str:
+    """int8 / fp16 / fp32, read from the graph itself (metadata can be stale; the file cannot)."""
+    import onnx
+
+    if any(n.op_type in QUANTIZED_OPS for n in model.graph.node):
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "fp16"
+    return "fp32"

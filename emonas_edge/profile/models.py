@@ -26,7 +26,25 @@ if TYPE_CHECKING:
 BACKENDS = ("ort", "torch", "trt")
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux >= 4.0: writing 5 to clear_refs resets VmHWM); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
+    """The process's peak resident memory since the last reset (else since it started)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -152,6 +170,11 @@ def profile_one(
     ):
         raise UserError("--batch, --threads and --iters must be >= 1, --warmup >= 0, --duration > 0")
     spec, artifact = _artifact(target, backend, precision, calib)
+    if artifact is not None and artifact.suffix == ".onnx":
+        from ..export.metadata import graph_precision, load_onnx
+
+        precision = graph_precision(load_onnx(artifact))  # what the file holds, not what the flag defaulted to
+    own_window = reset_peak_rss()  # each row's peak, not the running maximum of every row before it
     t0 = time.perf_counter()
     b = _load(spec, backend, threads)
     t1 = time.perf_counter()
@@ -193,6 +216,7 @@ def profile_one(
         **{k: round(v, 5) for k, v in timing.to_dict().items() if k.endswith("_ms")},
         "throughput": round(batch * 1000.0 / timing.mean_ms, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_scope": "this run" if own_window else "process (running maximum)",
         "power": power,
     }
     try:
