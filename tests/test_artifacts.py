@@ -330,6 +330,27 @@ def test_foreign_onnx_has_no_config(tmp_path):
         load_genotype(path)
 
 
+@pytest.mark.parametrize("edit", ["classes", "input"])
+def test_metadata_that_disagrees_with_the_graph_is_refused_on_load(trained_export, tmp_path, cli, edit):
+    from emonas_edge.export.metadata import write_metadata
+    from emonas_edge.runtime import load_backend
+
+    model = load_onnx(trained_export.onnx)
+    cfg = json.loads(read_metadata(model)["config"])
+    if edit == "classes":
+        cfg["classes"] = cfg["classes"][:-1]  # a consistent config, but the graph scores one more class
+        cfg["network"]["num_classes"] = len(cfg["classes"])
+    else:
+        cfg["network"]["input_size"] = 64
+    write_metadata(model, {"config": json.dumps(cfg)})
+    path = tmp_path / "edited.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UserError, match="does not match"):
+        load_backend(path)
+    r = cli("compare", path, trained_export.onnx, "--data", tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "does not match" in r.stderr, r.stderr
+
+
 # --------------------------------------------------------------------------- atomic writes under signals
 
 
