@@ -100,6 +100,34 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _same(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)  # hard links, symlinks, ./x vs x
+    return a.resolve() == b.resolve()
+
+
+def check_output_paths(inputs: dict[str, object], outputs: dict[str, object]) -> None:
+    """Refuse, before any work, an output that is one of the inputs, the same file as another output, or
+    a folder where a file goes. ``{flag: path}``; None entries and non-paths (camera indices, URLs) are
+    ignored. The outputs are written atomically, so without this the input would be replaced at the end."""
+
+    def paths(d: dict[str, object]) -> list[tuple[str, Path]]:
+        return [
+            (k, Path(str(v))) for k, v in d.items() if v is not None and not str(v).isdigit() and "://" not in str(v)
+        ]
+
+    ins, outs = paths(inputs), paths(outputs)
+    for i, (flag, out) in enumerate(outs):
+        if out.is_dir():
+            raise UserError(f"{flag} {out} is a folder; give a file path")
+        for in_flag, src in ins:
+            if _same(out, src):
+                raise UserError(f"{flag} {out} is the input {in_flag}: it would be overwritten")
+        for other_flag, other in outs[:i]:
+            if _same(out, other):
+                raise UserError(f"{other_flag} and {flag} are the same file ({out}): give each output its own path")
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, CI timeouts) unwinds like Ctrl-C so temporary files get removed."""

@@ -265,6 +265,9 @@ def register(app: typer.Typer) -> None:
             engine=EngineSettings(workspace_mb=workspace_mb, max_batch=max_batch, timing_cache=timing_cache),
         )
         settings.check()  # every flag before the model loads
+        from ..fileio import check_output_paths
+
+        check_output_paths({"--genotype": genotype, "--weights": weights}, {"--json": json_out})
         config, model, wpath = load_model(genotype, weights, select, **ov)
         if not config.trained:
             err_console.print(

@@ -116,7 +116,7 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
         why = _display_available()
         if why:
             raise UserError(why)
-    settings.check()
+    settings.check(source)
     src = open_source(source)  # a bad source fails before any model loads
     try:
         built = settings.build(photos=src.kind == "image")

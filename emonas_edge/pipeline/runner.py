@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 from ..faces.detect import create_detector
+from ..fileio import check_output_paths
 from .loop import Pipeline, PipelineSettings, RunSummary, run_pipeline
 from .sources import open_source
 
@@ -47,10 +48,19 @@ class RunSettings:
     max_frames: int | None = None
     show: bool = False  # a window (the CLI's); needs a display
 
-    def check(self) -> None:
+    def check(self, source=None) -> None:
         if self.max_frames is not None and self.max_frames < 1:
             raise UserError(f"--max-frames must be at least 1, got {self.max_frames}")
         self.frames.check()
+        check_output_paths(
+            {"--source": source, "--macro": self.macro, "--micro": self.micro},
+            {
+                "--jsonl": self.jsonl,
+                "--csv": self.csv,
+                "--save-video": self.save_video,
+                "--summary-json": self.summary_json,
+            },
+        )
 
     def build(self, photos: bool = False) -> LoadedPipeline:
         return build_pipeline(
@@ -147,6 +157,8 @@ def run(
     from .sinks import CsvSink, JsonlSink, VideoSink
     from .sources import Source
 
+    if not isinstance(source, Source):
+        check_output_paths({"--source": source}, {"--jsonl": jsonl, "--csv": csv, "--save-video": save_video})
     src = source if isinstance(source, Source) else open_source(source)  # bad sources fail before models load
     try:
         built = built or build_pipeline(**{"photos": src.kind == "image", **build_kw})

@@ -16,7 +16,7 @@ import numpy as np
 from ..data.datasets import ArrayDataset, load_dataset
 from ..data.preprocess import Preprocessor
 from ..errors import MissingDependency
-from ..fileio import atomic_outputs, write_json_atomic
+from ..fileio import atomic_outputs, check_output_paths, write_json_atomic
 from ..metrics import classification_report
 from ..runtime import load_backend
 
@@ -39,6 +39,7 @@ def evaluate(
     batch: int = 256,
     limit_per_class: int | None = None,
 ) -> dict:
+    check_output_paths({"--model": model, "--data": data}, {"--json": json_path})
     backend = load_backend(model, provider=provider, threads=threads)
     ds = load_dataset(data, backend.config, usage="PublicTest", limit_per_class=limit_per_class)
     t = time.perf_counter()

@@ -1,0 +1,63 @@
+"""Everyday faults (issue #30): an output that is an input, two outputs on one file, a folder where a file
+goes. Each must fail before any work with one line on stderr, exit 2, no traceback, inputs unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from emonas_edge.errors import UserError
+from emonas_edge.fileio import check_output_paths
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line_refusal(r, *fragments: str) -> None:
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for fragment in fragments:
+        assert fragment in r.stderr, r.stderr
+
+
+def test_an_output_that_is_an_input_or_another_output_is_refused(tmp_path):
+    src = tmp_path / "in.mp4"
+    src.write_bytes(b"x")
+    link = tmp_path / "link.mp4"
+    link.symlink_to(src)
+    with pytest.raises(UserError, match="is the input --source"):
+        check_output_paths({"--source": src}, {"--save-video": tmp_path / "." / "in.mp4"})
+    with pytest.raises(UserError, match="is the input --source"):
+        check_output_paths({"--source": src}, {"--save-video": link})  # the same file under another name
+    with pytest.raises(UserError, match="--jsonl and --csv are the same file"):
+        check_output_paths({"--source": src}, {"--jsonl": tmp_path / "o", "--csv": tmp_path / "o"})
+    with pytest.raises(UserError, match="is a folder"):
+        check_output_paths({}, {"--json": tmp_path})
+    # camera indices, stream URLs, unset flags and distinct paths pass
+    check_output_paths({"--source": "0", "--macro": None}, {"--jsonl": tmp_path / "a", "--csv": None})
+    check_output_paths({"--source": "rtsp://cam/1"}, {"--jsonl": tmp_path / "a", "--csv": tmp_path / "b"})
+
+
+@pytest.mark.parametrize("flags", [("--save-video", "SRC"), ("--jsonl", "OUT", "--csv", "OUT")])
+def test_run_never_overwrites_its_source_or_one_output_with_another(cli, shared, tmp_path, flags):
+    src = tmp_path / "clip.mp4"
+    shutil.copy(shared / "media" / "single_face.mp4", src)
+    before = _digest(src)
+    args = [str(src) if f == "SRC" else str(tmp_path / "out.x") if f == "OUT" else f for f in flags]
+    r = cli("run", "--source", src, *args, "--max-frames", "2")
+    _one_line_refusal(r, "would be overwritten" if "SRC" in flags else "same file")
+    assert _digest(src) == before and not (tmp_path / "out.x").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"], "no partial or hidden files"
+
+
+def test_evaluate_and_export_never_write_over_their_inputs(cli, tiny_genotype_file, tmp_path):
+    before = _digest(tiny_genotype_file)
+    r = cli("evaluate", "--model", tiny_genotype_file, "--data", tmp_path, "--json", tiny_genotype_file)
+    _one_line_refusal(r, "--json", "--model")
+    r = cli("export", "--genotype", tiny_genotype_file, "--output", tmp_path / "out", "--json", tiny_genotype_file)
+    _one_line_refusal(r, "--json", "--genotype")
+    assert _digest(tiny_genotype_file) == before and not (tmp_path / "out").exists()
