@@ -66,7 +66,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def check_schema(line: dict, macro_classes, micro_classes) -> None:
-    assert set(line) <= {"frame", "time", "faces", "faces_dropped"}
+    assert set(line) <= {"file", "frame", "time", "faces", "faces_dropped"}
     assert isinstance(line["frame"], int) and line["frame"] >= 0
     assert isinstance(line["time"], float) and math.isfinite(line["time"]) and line["time"] >= 0
     assert isinstance(line["faces"], list)
@@ -326,6 +326,35 @@ def test_no_track_treats_frames_as_unrelated_photos(media, built):
     assert ids[False] == [1, 2, 3]
     with pytest.raises(UserError, match="--no-track"):
         PipelineSettings(track=False, detect_every=2).check()
+
+
+@pytest.mark.slow
+def test_a_folder_of_photos_shares_no_tracks_and_names_its_files(cli, media, tmp_path):
+    """Four photos of the same face (the worst case for a tracker): each its own track and unsmoothed, every
+    row names its file, the unreadable one is counted; --track makes the folder a sequence."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"IMG_{i:04d}.jpg").symlink_to(media / "single_face.jpg")
+    (folder / "IMG_0009.jpg").write_bytes(b"not a jpeg")
+    ids = {}
+    for flag in ("", "--track"):
+        out, summary = tmp_path / f"o{flag}.jsonl", tmp_path / f"s{flag}.json"
+        args = ["run", "--source", folder, "--micro", "none", "--jsonl", out, "--csv", tmp_path / f"o{flag}.csv"]
+        r = cli(*args, "--summary-json", summary, *([flag] if flag else []))
+        assert r.returncode == 0, r.stderr
+        lines = read_jsonl(out)
+        assert [ln["file"] for ln in lines] == [str(folder / f"IMG_{i:04d}.jpg") for i in range(4)]
+        faces = [f for ln in lines for f in ln["faces"]]
+        ids[flag] = [f["track"] for f in faces]
+        if not flag:
+            assert all(f["macro"] == f["macro_raw"] for f in faces), "no smoothing across unrelated photos"
+        rows = list(csv.DictReader((tmp_path / f"o{flag}.csv").open()))
+        assert {row["file"] for row in rows} == {ln["file"] for ln in lines}
+        skipped = json.loads(summary.read_text())["skipped_files"]
+        assert skipped == {"count": 1, "files": [str(folder / "IMG_0009.jpg")]}
+        assert "skipped (unreadable)" in r.stdout
+    assert len(set(ids[""])) == 4 and len(set(ids["--track"])) == 1
 
 
 def test_untrained_heads_are_off_by_default():

@@ -34,6 +34,10 @@ def summary_table(summary, outputs: dict) -> Table:
         t.add_row("macro labels", ", ".join(f"{k} {v}" for k, v in summary.labels.most_common()))
     if summary.micro_labels:
         t.add_row("micro labels", ", ".join(f"{k} {v}" for k, v in summary.micro_labels.most_common()))
+    if summary.skipped_files:
+        names = ", ".join(Path(f).name for f in summary.skipped_files[:5])
+        more = f" and {len(summary.skipped_files) - 5} more" if len(summary.skipped_files) > 5 else ""
+        t.add_row("skipped (unreadable)", f"{len(summary.skipped_files):,}: {names}{more}")
     stages = ", ".join(f"{k} {v:.2f}" for k, v in summary.stages_ms.items() if v > 0)
     if stages:
         t.add_row("median ms", stages)
@@ -259,13 +263,15 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="Stop after this many frames.", rich_help_panel=P_OUT)
         ] = None,
         track: Annotated[
-            bool,
+            bool | None,
             typer.Option(
-                help="--no-track: frames are unrelated photos (an image folder that is not a sequence): "
-                "new ids per frame, no smoothing, no micro windows.",
+                "--track/--no-track",
+                help="--track: an image folder is a frame sequence (ids, smoothing and micro windows across "
+                "files); --no-track: frames are unrelated photos. Default: tracks for video and cameras, none "
+                "for images.",
                 rich_help_panel=P_DETECT,
             ),
-        ] = True,
+        ] = None,
     ):
         """Real-time pipeline: detect, align, track, classify macro (per frame) and micro (per window) expressions."""
         from ..pipeline import PipelineSettings, RunSettings

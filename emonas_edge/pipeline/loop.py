@@ -7,6 +7,7 @@ keeps per-stage timings, which the benchmark and the summary report.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ class FrameResult:
     macro_classes: tuple[str, ...] | None
     micro_classes: tuple[str, ...] | None
     faces_detected: int = 0  # before --max-faces
+    file: str | None = None  # the image file of the frame (image sources): rows say which photo they describe
 
     def class_name(self, head: str, k: int) -> str:
         """Name of class ``k`` of the ``"macro"`` or ``"micro"`` head (which must have run on this frame)."""
@@ -83,6 +85,8 @@ class FrameResult:
                 d["untrained"] = list(f.untrained)
             faces.append(d)
         out = {"frame": self.index, "time": round(self.time, 4), "faces": faces}
+        if self.file is not None:
+            out = {"file": self.file, **out}
         if self.faces_detected > len(self.faces):
             out["faces_dropped"] = self.faces_detected - len(self.faces)
         return out
@@ -98,7 +102,10 @@ class PipelineSettings:
     margin: float = 0.0
     max_age: int = 15
     iou_threshold: float = 0.3
-    track: bool = True  # False: frames are unrelated photos (no ids carried, no smoothing, no micro windows)
+    # False: frames are unrelated photos (no ids carried, no smoothing, no micro windows); None: decided by the
+    # source (tracks for video and cameras, none for still images: a folder of photos of different people must
+    # not share one track and its smoothing; numbered names do not make a sequence, phone photos are numbered too)
+    track: bool | None = None
 
     def check(self) -> None:
         if self.detect_every < 1:
@@ -110,7 +117,7 @@ class PipelineSettings:
         if self.max_age < 0:
             raise UserError(f"--max-age must be >= 0, got {self.max_age}")
         check_window(self.micro_window, self.micro_stride)
-        if not self.track and self.detect_every > 1:
+        if self.track is False and self.detect_every > 1:
             raise UserError(
                 "--no-track needs detection on every frame (--detect-every 1): there are no tracks to carry boxes"
             )
@@ -150,6 +157,8 @@ class Pipeline:
         settings: PipelineSettings | None = None,
     ):
         self.settings = settings or PipelineSettings()
+        if self.settings.track is None:  # a pipeline fed frames by hand: a stream unless told otherwise
+            self.settings = dataclasses.replace(self.settings, track=True)
         self.settings.check()
         if macro is None and micro is None:
             raise UserError("no classifier to run: give a macro and/or a micro model")
@@ -223,6 +232,7 @@ class Pipeline:
             self.macro.classes if self.macro else None,
             self.micro.classes if self.micro else None,
             n_found,
+            frame.file,
         )
 
     def _track(self, found: list[Detection] | None) -> tuple[list, list[Detection], int]:
@@ -294,6 +304,7 @@ class RunSummary:
     micro_labels: Counter = field(default_factory=Counter)
     error: str | None = None
     stages_ms: dict = field(default_factory=dict)
+    skipped_files: list[str] = field(default_factory=list)  # image files that could not be read
 
     @property
     def fps(self) -> float:
@@ -309,6 +320,7 @@ class RunSummary:
             "macro_labels": dict(self.labels.most_common()),
             "micro_labels": dict(self.micro_labels.most_common()),
             "stages_median_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
+            "skipped_files": {"count": len(self.skipped_files), "files": self.skipped_files},
             "error": self.error,
         }
 
@@ -389,4 +401,5 @@ def run_pipeline(
         summary.wall_s = time.perf_counter() - start
         summary.tracks = pipeline.tracker.created
         summary.stages_ms = pipeline.times.median_ms()
+        summary.skipped_files = [str(f) for f in getattr(source, "unreadable", [])]
     return summary

@@ -8,6 +8,7 @@ in one object, checked once before anything is opened.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -114,8 +115,9 @@ def build_pipeline(
     """Load models and detector once. A model whose config says ``trained: false`` is left out
     unless ``allow_untrained`` (then every result of it is marked untrained).
 
-    ``photos``: the source is still images, so ``detector="auto"`` takes the full-range BlazeFace:
-    photos hold faces of any size and there is no frame rate to keep up with.
+    ``photos``: the source is still images, so ``detector="auto"`` takes the full-range BlazeFace
+    (photos hold faces of any size and there is no frame rate to keep up with) and, unless the
+    settings say ``track=True``, every photo is on its own (no shared ids, smoothing or windows).
     """
     notes: list[str] = []
     options = dict(provider=provider, threads=threads, engine=engine)
@@ -125,6 +127,11 @@ def build_pipeline(
         raise UserError(
             "no classifier left to run: " + "; ".join(notes) if notes else "no classifier given (--macro/--micro)"
         )
+    settings = settings or PipelineSettings()
+    if settings.track is None:  # still images are unrelated photos unless the user says they are a sequence
+        settings = dataclasses.replace(settings, track=not photos)
+        if photos and settings.detect_every > 1:
+            raise UserError("--detect-every > 1 carries boxes along tracks: for photos give --track too")
     det = create_detector(detector, min_confidence, min_face, landmark_check, auto_full_range=photos)
     try:
         p = Pipeline(det, macro_backend, micro_backend, settings)

@@ -80,6 +80,7 @@ class CsvSink(_TextSink):
         self.micro_classes = micro_classes or ()
         self._w.writerow(
             [
+                "file",
                 "frame",
                 "time",
                 "track",
@@ -102,7 +103,8 @@ class CsvSink(_TextSink):
         for f in result.faces:
             macro = f.macro if f.macro is not None else None
             micro = f.micro if f.micro is not None else None
-            row = [result.index, f"{result.time:.4f}", f.track, *(f"{v:.1f}" for v in f.box), f"{f.score:.3f}"]
+            row = [result.file or "", result.index, f"{result.time:.4f}", f.track]
+            row += [*(f"{v:.1f}" for v in f.box), f"{f.score:.3f}"]
             row += (
                 [self.macro_classes[int(np.argmax(macro))], f"{float(macro.max()):.4f}"]
                 if macro is not None

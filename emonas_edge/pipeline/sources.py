@@ -36,6 +36,7 @@ class Frame:
     index: int
     time: float  # seconds from the start of the source
     image: np.ndarray  # BGR uint8 (or gray for gray image files)
+    file: str | None = None  # the image file it came from (image sources)
 
 
 class Source:
@@ -112,7 +113,7 @@ class ImageSource(Source):
                     raise UserError(f"{p}: not a readable image")
                 self.unreadable.append(p)
                 continue
-            yield Frame(i, float(i), img)
+            yield Frame(i, float(i), img, str(p))
             i += 1
 
 
