@@ -357,6 +357,27 @@ def test_a_folder_of_photos_shares_no_tracks_and_names_its_files(cli, media, tmp
     assert len(set(ids[""])) == 4 and len(set(ids["--track"])) == 1
 
 
+def test_a_truncated_video_says_decoding_stopped_early(media, tmp_path):
+    img = cv2.imread(str(media / "single_face.jpg"))
+    full = tmp_path / "full.avi"
+    w = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 25, (img.shape[1], img.shape[0]))
+    for _ in range(40):
+        w.write(img)
+    w.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])  # the header still announces 40 frames
+    for path, expect in ((full, None), (cut, "decoding stopped after")):
+        src = open_source(path)
+        n = sum(1 for _ in src)
+        src.close()
+        note = src.stopped_early()
+        assert (note is None) if expect is None else (expect in note and f"{n} of the 40 frames" in note), note
+    src = open_source(cut)
+    next(iter(src))  # a caller that stops early (--max-frames) is not a damaged file
+    assert src.stopped_early() is None
+    src.close()
+
+
 def test_untrained_heads_are_off_by_default():
     # emonas-micro ships untrained: on its own it leaves nothing to run, and says why
     with pytest.raises(UserError, match="micro head off: emonas-micro has no trained weights"):

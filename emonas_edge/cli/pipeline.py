@@ -158,6 +158,8 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
             window.close()
         p.detector.close()
     console.print(summary_table(summary, outputs))
+    for w in summary.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True, markup=True, highlight=False)
     if settings.summary_json:
         write_json_atomic(settings.summary_json, summary.to_json())
     return summary

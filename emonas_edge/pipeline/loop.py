@@ -305,6 +305,7 @@ class RunSummary:
     error: str | None = None
     stages_ms: dict = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)  # image files that could not be read
+    warnings: list[str] = field(default_factory=list)  # e.g. a video that ended before its announced length
 
     @property
     def fps(self) -> float:
@@ -321,6 +322,7 @@ class RunSummary:
             "micro_labels": dict(self.micro_labels.most_common()),
             "stages_median_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
             "skipped_files": {"count": len(self.skipped_files), "files": self.skipped_files},
+            "warnings": self.warnings,
             "error": self.error,
         }
 
@@ -402,4 +404,7 @@ def run_pipeline(
         summary.tracks = pipeline.tracker.created
         summary.stages_ms = pipeline.times.median_ms()
         summary.skipped_files = [str(f) for f in getattr(source, "unreadable", [])]
+        early = getattr(source, "stopped_early", lambda: None)()
+        if early:
+            summary.warnings.append(early)
     return summary

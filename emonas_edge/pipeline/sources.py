@@ -90,6 +90,22 @@ class VideoFileSource(Source):
             ok, img = self._cap.read()
             if not ok:
                 img = None
+        self.frames_read = i
+        self.ended = True
+
+    frames_read = 0
+    ended = False  # iteration reached the end of what could be decoded (not stopped by the caller)
+
+    def stopped_early(self) -> str | None:
+        """Why the file's frames ran out before the count its container announces, or None.
+
+        Containers round (a frame or two either way); a truncated or damaged file ends far short."""
+        if not self.ended or not self.frame_count or self.frames_read >= self.frame_count - 2:
+            return None
+        return (
+            f"{self.path}: decoding stopped after {self.frames_read} of the {self.frame_count} frames the file "
+            "announces (truncated or damaged?)"
+        )
 
     def close(self) -> None:
         self._cap.release()
