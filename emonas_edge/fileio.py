@@ -128,13 +128,28 @@ def check_output_paths(inputs: dict[str, object], outputs: dict[str, object]) ->
                 raise UserError(f"{other_flag} and {flag} are the same file ({out}): give each output its own path")
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where it lands, as Ctrl-C raises KeyboardInterrupt: every ``finally`` runs, and like
+    KeyboardInterrupt it is no ``Exception``, so no broad ``except Exception`` swallows it. Its own class
+    (not a KeyboardInterrupt) because typer turns those into a silent exit 130 before the CLI can say why."""
+
+
+def _raise_terminated(signum, frame):  # noqa: ARG001
+    raise Terminated
+
+
+def terminate_as_interrupt() -> None:
+    """For the whole process (the console script): SIGTERM (``docker stop``, systemd, ``timeout``) unwinds
+    like Ctrl-C, so outputs are finalised and temporary files removed. Main thread only."""
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, CI timeouts) unwinds like Ctrl-C so temporary files get removed."""
 
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
+    handler = _raise_terminated
     try:
         old = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not in the main thread: leave signals alone

@@ -4,10 +4,15 @@ goes. Each must fail before any work with one line on stderr, exit 2, no traceba
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from conftest import _cli_env
 
 from emonas_edge.errors import UserError
 from emonas_edge.fileio import check_output_paths
@@ -61,3 +66,44 @@ def test_evaluate_and_export_never_write_over_their_inputs(cli, tiny_genotype_fi
     r = cli("export", "--genotype", tiny_genotype_file, "--output", tmp_path / "out", "--json", tiny_genotype_file)
     _one_line_refusal(r, "--json", "--genotype")
     assert _digest(tiny_genotype_file) == before and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_a_signal_mid_run_finalises_every_output_and_the_summary(cli_path, shared, tmp_path, sig, code, word):
+    """What `docker stop`, systemd and `timeout` send must end a run as Ctrl-C does: valid JSONL, a playable
+    video, the summary printed and written, no hidden files."""
+    import cv2
+
+    cap, frames = cv2.VideoCapture(str(shared / "media" / "single_face.mp4")), []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    cap.release()
+    long = tmp_path / "long.avi"  # ~10 s of work: the 3 s clip is over before a signal can arrive
+    writer = cv2.VideoWriter(str(long), cv2.VideoWriter_fourcc(*"MJPG"), 25, frames[0].shape[1::-1])
+    for frame in frames * 12:
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out"
+    args = [str(cli_path), "run", "--source", str(long), "--micro", "none"]
+    args += ["--jsonl", str(out / "r.jsonl"), "--save-video", str(out / "r.mp4"), "--summary-json", str(out / "s.json")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        partial = [p for p in out.glob(".r.jsonl*")] if out.exists() else []
+        if partial and partial[0].read_text().count("\n") >= 5:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be signalled"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr and word in stderr, stderr
+    lines = [json.loads(line) for line in (out / "r.jsonl").read_text().splitlines()]
+    assert len(lines) >= 5 and [ln["frame"] for ln in lines] == list(range(len(lines)))
+    cap = cv2.VideoCapture(str(out / "r.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= len(lines) - 1
+    cap.release()
+    summary = json.loads((out / "s.json").read_text())
+    assert summary["error"] == word and summary["frames"] >= len(lines) and "frames" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["r.jsonl", "r.mp4", "s.json"], "no hidden or partial files"

@@ -48,6 +48,9 @@ def _one_line(msg: object) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ..fileio import Terminated, terminate_as_interrupt
+
+    terminate_as_interrupt()
     try:
         # Standalone mode: typer reports its own usage errors (exit 2) and Ctrl-C; ours pass through.
         app(args=argv, prog_name="emonas-edge")
@@ -60,9 +63,16 @@ def main(argv: list[str] | None = None) -> None:
                 err_console.print(f"  {k}: {_one_line(v)}", soft_wrap=True)
         err_console.print(f"[bold red]check failed:[/] {_one_line(e)}", soft_wrap=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except Terminated:
+        err_console.print("terminated")
+        sys.exit(143)
+    except KeyboardInterrupt:  # outside typer's own handling
         err_console.print("interrupted")
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:  # typer's exit for a KeyboardInterrupt inside a command says nothing
+            err_console.print("interrupted")
+        raise
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
 
     ``settings`` is one :class:`~emonas_edge.pipeline.RunSettings`, checked here before anything opens.
     """
-    from ..fileio import write_json_atomic
+    from ..fileio import Terminated, write_json_atomic
     from ..pipeline import RunSummary, open_source, run
 
     if settings.show:
@@ -148,10 +148,12 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
             max_frames=settings.max_frames,
             on_frame=window,
         )
-    except UserError as e:
-        partial = e.summary
+    except (UserError, KeyboardInterrupt, Terminated) as e:  # a lost source, Ctrl-C or SIGTERM: report what was done
+        partial = getattr(e, "summary", None)
         if isinstance(partial, RunSummary) and partial.frames:
             console.print(summary_table(partial, {k: v for k, v in outputs.items() if v and Path(v).exists()}))
+            if settings.summary_json:
+                write_json_atomic(settings.summary_json, partial.to_json())
         raise
     finally:
         if window:

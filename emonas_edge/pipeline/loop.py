@@ -20,6 +20,7 @@ from ..data.preprocess import Preprocessor
 from ..errors import UserError
 from ..faces.align import Aligner
 from ..faces.detect import Detection, FaceDetector
+from ..fileio import Terminated
 from ..runtime.backend import Backend
 from .buffers import FrameRing, check_window
 from .sources import Frame, Source
@@ -395,8 +396,10 @@ def run_pipeline(
                         summary.micro_labels[result.class_name("micro", int(np.argmax(f.micro)))] += 1
             if on_frame is not None and on_frame(result, image) is False:
                 break
-    except UserError as e:
-        e.summary = summary  # what was done before the failure, for the caller's report
+    except (UserError, KeyboardInterrupt, Terminated) as e:  # a lost source, Ctrl-C, SIGTERM
+        if not isinstance(e, UserError):
+            summary.error = "terminated" if isinstance(e, Terminated) else "interrupted"
+        e.summary = summary  # type: ignore[union-attr]  # what was done before the stop, for the caller's report
         raise
     finally:
         pool.shutdown(wait=True)  # a read in flight finishes before the caller closes the source
