@@ -107,3 +107,27 @@ def test_a_signal_mid_run_finalises_every_output_and_the_summary(cli_path, share
     summary = json.loads((out / "s.json").read_text())
     assert summary["error"] == word and summary["frames"] >= len(lines) and "frames" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["r.jsonl", "r.mp4", "s.json"], "no hidden or partial files"
+
+
+def test_when_one_output_cannot_be_written_none_is_published(cli, tmp_path):
+    import cv2
+    import numpy as np
+
+    src = tmp_path / "dot.png"
+    cv2.imwrite(str(src), np.zeros((1, 1, 3), np.uint8))  # no video writer takes a 1x1 frame
+    out = tmp_path / "out"
+    r = cli(
+        "run",
+        "--source",
+        src,
+        "--micro",
+        "none",
+        "--jsonl",
+        out / "r.jsonl",
+        "--csv",
+        out / "r.csv",
+        "--save-video",
+        out / "r.mp4",
+    )
+    _one_line_refusal(r, "r.mp4", "cannot write")
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == [], "all outputs or none"

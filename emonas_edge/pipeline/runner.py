@@ -161,7 +161,7 @@ def run(
     after that, with the summary so far as ``.summary``.
     """
     from .render import Renderer
-    from .sinks import CsvSink, JsonlSink, VideoSink
+    from .sinks import CsvSink, JsonlSink, OutputError, VideoSink
     from .sources import Source
 
     if not isinstance(source, Source):
@@ -176,6 +176,7 @@ def run(
     sinks: list = []
     video = None
     ok = False
+    output_failed = False
     try:
         if jsonl:
             sinks.append(JsonlSink(jsonl))
@@ -190,10 +191,13 @@ def run(
         if summary.frames == 0:
             raise UserError(f"{source}: no frames could be read")
         return summary
+    except OutputError:
+        output_failed = True
+        raise
     finally:
         src.close()
-        # outputs so far are valid even when the source failed: keep them (a video with no
-        # frames and files from a run that never started are dropped)
+        # outputs so far are valid even when the source failed or the run was stopped: keep them (a video with
+        # no frames and files from a run that never started are dropped); when an output failed, none is kept
         for s in [*sinks, video]:
             if s is not None:
-                s.close(keep=ok or s.frames > 0)
+                s.close(keep=not output_failed and (ok or s.frames > 0))

@@ -21,6 +21,14 @@ from ..errors import UserError
 from ..fileio import publish
 
 
+class OutputError(UserError):
+    """An output could not be written: the run's other outputs are not published either (all or none)."""
+
+
+def _write_fault(path: Path, e: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot write ({e.strerror or e})")
+
+
 class _AtomicFile:
     def __init__(self, path: str | os.PathLike, suffix_keep: bool = False):
         self.path = Path(path)
@@ -67,8 +75,11 @@ class _TextSink(_AtomicFile):
 
 class JsonlSink(_TextSink):
     def write(self, result) -> None:
-        self._f.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+            self._f.flush()
+        except OSError as e:  # a full disk, a vanished folder
+            raise _write_fault(self.path, e) from None
         self.frames += 1
 
 
@@ -118,8 +129,14 @@ class CsvSink(_TextSink):
             row.append(";".join(f.untrained))
             row += [f"{v:.4f}" for v in macro] if macro is not None else [""] * len(self.macro_classes)
             row += [f"{v:.4f}" for v in micro] if micro is not None else [""] * len(self.micro_classes)
-            self._w.writerow(row)
-        self._f.flush()
+            try:
+                self._w.writerow(row)
+            except OSError as e:
+                raise _write_fault(self.path, e) from None
+        try:
+            self._f.flush()
+        except OSError as e:
+            raise _write_fault(self.path, e) from None
         self.frames += 1
 
 
@@ -142,7 +159,7 @@ class VideoSink(_AtomicFile):
             fourcc = cv2.VideoWriter.fourcc(*FOURCC[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self.tmp), fourcc, float(self.fps), (w, h))
             if not self._writer.isOpened():
-                raise UserError(f"{self.path}: OpenCV cannot write this video format here")
+                raise OutputError(f"{self.path}: OpenCV cannot write a {w}x{h} video in this format here")
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         self._writer.write(image)
