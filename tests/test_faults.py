@@ -131,3 +131,26 @@ def test_when_one_output_cannot_be_written_none_is_published(cli, tmp_path):
     )
     _one_line_refusal(r, "r.mp4", "cannot write")
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == [], "all outputs or none"
+
+
+@pytest.mark.slow
+def test_sigterm_mid_int8_export_leaves_no_temporary_files(cli_path, shared, tmp_path):
+    """The quantiser's scratch folders live in the temp dir; a stopped export must take them along."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "out"
+    args = [str(cli_path), "export", "--genotype", "emonas-macro-lite", "--output", str(out), "--precision", "int8"]
+    args += ["--calib", str(shared / "datasets" / "fer2013" / "train")]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env({"TMPDIR": str(tmp)})
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not any(tmp.glob("emonas-int8-*/pre.onnx")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the export ended before quantisation began: " + proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr
+    # (torch's own caches such as torchinductor_<user> may appear there; ours are named emonas-*)
+    assert list(tmp.glob("emonas-*")) == [], "scratch folders left in the temp dir"
+    assert not out.exists() or all(not p.name.startswith(".") for p in out.iterdir()), "hidden partial files"
