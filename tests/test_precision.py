@@ -270,3 +270,13 @@ def test_calibration_from_photos_and_video_finds_faces_the_way_run_does(tmp_path
     pixels, _, warnings = calibration_pixels(src, config)
     assert pixels.shape == (5 + len(range(0, 72, 5)), 48, 48)  # frames 0, 5, ..., 70 of the clip, one face each
     assert any("only 20 calibration samples" in w for w in warnings)
+
+
+def test_a_rejection_says_what_was_kept_and_how_to_judge_by_accuracy():
+    from emonas_edge.export.precision import gate
+
+    table = {"fp32": {"agreement_with_fp32": 1.0}, "int8": {"agreement_with_fp32": 0.95}}
+    with pytest.raises(CheckFailed) as e:
+        gate("int8", table, 1.0)
+    assert "no int8 file written" in str(e.value) and "fp32 ONNX and its manifest are kept" in str(e.value)
+    assert "--eval" in str(e.value) and "nothing written" not in str(e.value)

@@ -2,7 +2,7 @@
 
 The commonest complaint about edge exporters is INT8 accuracy collapsing silently, so nothing
 leaves here unmeasured: with a labelled ``eval`` set both precisions are scored by the same
-scorer as ``evaluate`` and a drop beyond the budget fails (exit 1, nothing written); without
+scorer as ``evaluate`` and a drop beyond the budget fails (exit 1, no file of that precision); without
 one, agreement with fp32 on held-back calibration faces is recorded and the manifest says
 accuracy was not measured. ``auto`` times the candidates on this machine and keeps the fastest
 within budget: on a small CPU, QDQ INT8 is often slower than fp32, so it must be measured. The
@@ -315,17 +315,20 @@ def within_budget(row: dict, max_drop: float) -> bool:
 
 
 def gate(precision: str, table: dict[str, dict], max_drop: float) -> None:
-    """CheckFailed (nothing written) when the asked-for precision costs more accuracy than the budget."""
+    """CheckFailed (no file of that precision written) when it costs more accuracy than the budget."""
     row = table[precision]
     if within_budget(row, max_drop):
         return
-    why = (
-        f"accuracy drop {row['drop_points']:.2f} points > --max-accuracy-drop {max_drop}"
-        if "drop_points" in row
-        else f"top-1 agreement with fp32 {row['agreement_with_fp32']:.3f} < 0.99"
-    )
+    if "drop_points" in row:
+        why = f"accuracy drop {row['drop_points']:.2f} points > --max-accuracy-drop {max_drop}"
+        hint = ""
+    else:  # unlabelled: agreement is a proxy, and a strict one for small models whose top-2 are close
+        why = f"top-1 agreement with fp32 {row['agreement_with_fp32']:.3f} < 0.99 (no labelled data to judge by)"
+        hint = "; give --eval DIR (labelled faces) to judge it by accuracy instead"
     raise CheckFailed(
-        f"{precision} artifact rejected: {why}; nothing written", {k: json.dumps(v) for k, v in table.items()}
+        f"{precision} artifact rejected: {why}; no {precision} file written (the fp32 ONNX and its manifest "
+        f"are kept){hint}",
+        {k: json.dumps(v) for k, v in table.items()},
     )
 
 
