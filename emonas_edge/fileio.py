@@ -106,6 +106,18 @@ def _same(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+def check_writable_location(folder: str | os.PathLike, flag: str = "output") -> None:
+    """Before any work: the folder an output goes to can be made and written (a file in the way, a
+    read-only place). The write itself can still fail (a full disk): ``atomic_outputs`` reports that."""
+    p = Path(folder)
+    while not p.exists() and p != p.parent:  # the nearest part of the path that exists decides
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag}: {p} is a file, not a folder: the output cannot go under it")
+    if p.exists() and not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"{flag}: cannot write in {p} (read-only or permission denied)")
+
+
 def check_output_paths(inputs: dict[str, object], outputs: dict[str, object]) -> None:
     """Refuse, before any work, an output that is one of the inputs, the same file as another output, or
     a folder where a file goes. ``{flag: path}``; None entries and non-paths (camera indices, URLs) are
@@ -120,6 +132,7 @@ def check_output_paths(inputs: dict[str, object], outputs: dict[str, object]) ->
     for i, (flag, out) in enumerate(outs):
         if out.is_dir():
             raise UserError(f"{flag} {out} is a folder; give a file path")
+        check_writable_location(out.parent, flag)
         for in_flag, src in ins:
             if _same(out, src):
                 raise UserError(f"{flag} {out} is the input {in_flag}: it would be overwritten")
@@ -173,17 +186,38 @@ def atomic_outputs(*targets: str | os.PathLike) -> Iterator[list[Path]]:
     with _terminate_as_interrupt():  # installed before the first temp file exists
         try:
             for final in finals:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+                with _os_fault(final):
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
                 os.close(fd)
                 temps.append(Path(tmp_name))
-            yield temps
+            try:
+                yield temps
+            except OSError as e:  # writing failed (a full disk): one line naming the output; temporaries go below
+                named = [f for t, f in zip(temps, finals, strict=True) if str(e.filename) == str(t)]
+                if e.filename is not None and not named:
+                    raise  # another file's fault (an input): not ours to rename
+                raise _fault_error(named[0] if named else Path(", ".join(map(str, finals))), e) from None
             for tmp, final in zip(temps, finals, strict=True):
-                publish(tmp, final)
+                with _os_fault(final):
+                    publish(tmp, final)
         finally:
             for tmp in temps:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
+
+
+def _fault_error(path: Path, e: OSError) -> UserError:
+    return UserError(f"{path}: cannot write ({e.strerror or e})")
+
+
+@contextlib.contextmanager
+def _os_fault(path: Path) -> Iterator[None]:
+    """An OS refusal while writing ``path`` (read-only, full, a file in the way): one line naming it."""
+    try:
+        yield
+    except OSError as e:
+        raise _fault_error(path, e) from None
 
 
 def publish(tmp: Path, final: Path) -> None:

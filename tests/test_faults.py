@@ -154,3 +154,91 @@ def test_sigterm_mid_int8_export_leaves_no_temporary_files(cli_path, shared, tmp
     # (torch's own caches such as torchinductor_<user> may appear there; ours are named emonas-*)
     assert list(tmp.glob("emonas-*")) == [], "scratch folders left in the temp dir"
     assert not out.exists() or all(not p.name.startswith(".") for p in out.iterdir()), "hidden partial files"
+
+
+def test_a_full_disk_while_writing_is_one_line_and_leaves_no_partial_file(tmp_path):
+    import errno
+
+    from emonas_edge.fileio import atomic_outputs, write_json_atomic
+
+    target = tmp_path / "out" / "m.json"
+    with pytest.raises(UserError, match=r"m\.json: cannot write \(No space left on device\)"):
+        with atomic_outputs(target) as (tmp,):
+            tmp.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")  # what a full disk raises mid-write
+    assert list((tmp_path / "out").iterdir()) == []
+    write_json_atomic(target, {"ok": 1})  # and the same place works once there is room
+
+
+def test_a_file_where_a_folder_goes_is_refused_before_any_work(cli, tiny_genotype_file, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = cli("export", "--genotype", tiny_genotype_file, "--output", tmp_path / "o", "--json", blocker / "m.json")
+    _one_line_refusal(r, "is a file, not a folder")
+    assert not (tmp_path / "o").exists()
+    r = cli("evaluate", "--model", tiny_genotype_file, "--data", tmp_path, "--json", blocker / "sub" / "r.json")
+    _one_line_refusal(r, "is a file, not a folder")
+
+
+def test_a_read_only_folder_is_refused_before_any_work(cli, tiny_genotype_file, tmp_path):
+    import os
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: permission bits do not stop this process from writing")
+        r = cli("export", "--genotype", tiny_genotype_file, "--output", tmp_path / "o", "--json", ro / "m.json")
+        _one_line_refusal(r, "permission denied")
+    finally:
+        ro.chmod(0o755)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A tiny tmpfs (64 KB, or read-only) where this machine lets the test mount one (root), else a skip."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        where = tmp_path / f"mnt{len(mounted)}"
+        where.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip() or r.returncode})")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_for_export_and_run(cli, shared, tmpfs):
+    full = tmpfs("size=64k")
+    r = cli("export", "--genotype", "emonas-macro-lite", "--output", full / "out")
+    _one_line_refusal(r, "No space left on device")
+    assert "dynamo" not in r.stderr and not [p for p in full.rglob("*") if p.is_file()]
+    r = cli(
+        "run",
+        "--source",
+        shared / "media" / "single_face.mp4",
+        "--micro",
+        "none",
+        "--save-video",
+        full / "v.mp4",
+        "--jsonl",
+        full / "r.jsonl",
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "No space left" in r.stderr, r.stderr
+    assert not [p for p in full.rglob("*") if p.is_file()], "all outputs or none, and no partial files"
+
+
+def test_a_read_only_mount_is_refused_before_any_work(cli, tiny_genotype_file, tmpfs):
+    ro = tmpfs("ro,size=64k")
+    r = cli("export", "--genotype", tiny_genotype_file, "--output", ro / "out")
+    _one_line_refusal(r, "--output", "read-only")
+    r = cli("export", "--genotype", tiny_genotype_file, "--output", ro.parent / "o", "--json", ro / "m.json")
+    _one_line_refusal(r, "--json", "read-only")
+    assert not (ro.parent / "o").exists()

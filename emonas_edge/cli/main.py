@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
                 err_console.print(f"  {k}: {_one_line(v)}", soft_wrap=True)
         err_console.print(f"[bold red]check failed:[/] {_one_line(e)}", soft_wrap=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # the machine refused (a full disk, a read-only folder, a vanished device): not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        err_console.print(f"[bold red]error:[/] {_one_line(where + (e.strerror or str(e)))}", soft_wrap=True)
+        sys.exit(2)
     except Terminated:
         err_console.print("terminated")
         sys.exit(143)

@@ -24,7 +24,7 @@ import torch
 from .. import __version__
 from ..config import ModelConfig
 from ..errors import CheckFailed, UserError
-from ..fileio import atomic_outputs, check_safe_name, sha256_file
+from ..fileio import atomic_outputs, check_safe_name, check_writable_location, sha256_file
 from ..macs import macs_torch
 from ..nn import count_params
 from .formats import DEFAULT_OPSET, EXPORTERS, FORMATS, MIN_OPSET, SIMPLIFIERS, artifact_name, manifest_name
@@ -114,6 +114,7 @@ def torch_to_onnx(
             _export(model, example, path, opset, batch, "torchscript")
             return "torchscript", notes
         except Exception as e:
+            _raise_os_fault(e, path)  # a full disk is no exporter's fault: no fallback, no blame
             if exporter == "torchscript":
                 raise ExportError(f"torch.onnx.export (TorchScript) failed: {_first_line(e)}") from None
             notes.append(f"the TorchScript exporter failed ({_first_line(e)[:120]}); used the dynamo exporter")
@@ -121,8 +122,18 @@ def torch_to_onnx(
     try:
         _export(model, example, path, opset, batch, "dynamo")
     except Exception as e:
+        _raise_os_fault(e, path)
         raise ExportError(f"torch.onnx.export (dynamo) failed: {_first_line(e)}") from None
     return "dynamo", notes
+
+
+def _raise_os_fault(e: BaseException, path: Path) -> None:
+    """An OSError anywhere in the chain (exporters wrap them) is the machine's refusal: say so, one line."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            raise UserError(f"{path.parent}: cannot write ({seen.strerror or seen})") from None
+        seen = seen.__cause__ or seen.__context__
 
 
 def simplify_onnx(model: onnx.ModelProto, method: str) -> tuple[onnx.ModelProto, str, list[str]]:
@@ -196,6 +207,7 @@ def check_export_settings(
     out_dir = Path(output)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output {out_dir} exists and is not a folder")
+    check_writable_location(out_dir, "--output")
     if parity_data is not None and not Path(parity_data).exists():
         raise UserError(f"parity data not found: {parity_data}")
 

@@ -143,6 +143,23 @@ def build_pipeline(
     return LoadedPipeline(p, notes)
 
 
+def _close_all(outputs: list, failed: bool, ok: bool) -> None:
+    """Close every output even when one fails to (all or none: a failure at close drops the rest too)."""
+    fault, published = None, []
+    for out in outputs:
+        keep = not failed and fault is None and (ok or out.frames > 0)
+        try:
+            out.close(keep=keep)
+            if keep:
+                published.append(out.path)
+        except UserError as e:
+            fault = fault or e
+    if fault is not None:
+        for path in published:  # published before the fault: withdrawn
+            path.unlink(missing_ok=True)
+        raise fault
+
+
 def run(
     source,
     built: LoadedPipeline | None = None,
@@ -198,6 +215,4 @@ def run(
         src.close()
         # outputs so far are valid even when the source failed or the run was stopped: keep them (a video with
         # no frames and files from a run that never started are dropped); when an output failed, none is kept
-        for s in [*sinks, video]:
-            if s is not None:
-                s.close(keep=not output_failed and (ok or s.frames > 0))
+        _close_all([s for s in [*sinks, video] if s is not None], output_failed, ok)

@@ -69,7 +69,11 @@ class _TextSink(_AtomicFile):
     def close(self, keep: bool = True) -> None:
         if not self.closed:
             self.closed = True
-            self._f.close()
+            try:
+                self._f.close()  # the last buffered bytes: a full disk can refuse them here
+            except OSError as e:
+                self._publish(False)
+                raise _write_fault(self.path, e) from None
             self._publish(keep)
 
 
