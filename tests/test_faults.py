@@ -242,3 +242,16 @@ def test_a_read_only_mount_is_refused_before_any_work(cli, tiny_genotype_file, t
     r = cli("export", "--genotype", tiny_genotype_file, "--output", ro.parent / "o", "--json", ro / "m.json")
     _one_line_refusal(r, "--json", "read-only")
     assert not (ro.parent / "o").exists()
+
+
+def test_evaluate_bad_numbers_and_a_binary_csv_are_one_line(cli, tiny_genotype_file, tmp_path):
+    binary = tmp_path / "data.csv"
+    binary.write_bytes(bytes(range(256)) * 8)
+    for args, fragment in (
+        (["--batch", "0"], "--batch"),
+        (["--limit-per-class", "0"], "--limit-per-class"),
+    ):
+        r = cli("evaluate", "--model", tiny_genotype_file, "--data", tmp_path, *args)
+        _one_line_refusal(r, fragment)
+    r = cli("evaluate", "--model", "emonas-macro-lite", "--data", binary)
+    _one_line_refusal(r, "not a readable text CSV")

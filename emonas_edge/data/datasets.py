@@ -172,6 +172,13 @@ def load_fer2013_csv(path: str | os.PathLike, config: ModelConfig, usage: str = 
         raise UserError(
             f"FER2013 CSV labels are the 7 FER2013 classes; model '{config.name}' has {list(config.classes)}"
         )
+    try:
+        return _read_fer2013_csv(path, config, usage)
+    except (UnicodeDecodeError, csv.Error) as e:  # a binary file or broken quoting: not a FER2013 CSV
+        raise UserError(f"{path}: not a readable text CSV ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def _read_fer2013_csv(path: Path, config: ModelConfig, usage: str) -> ArrayDataset:
     pre = Preprocessor(config)
     images, labels, skipped, total = [], [], 0, 0
     with open(path, newline="", encoding="utf-8") as f:

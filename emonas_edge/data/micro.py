@@ -117,7 +117,13 @@ def read_annotations(
     path: str | os.PathLike, convention: str = "generic", megc: bool = True
 ) -> tuple[list[ClipAnnotation], dict]:
     """Parse an annotation CSV; returns ``(clips, counts)`` where counts say what was dropped and why."""
-    path = Path(path)
+    try:
+        return _read_annotations(Path(path), convention, megc)
+    except (UnicodeDecodeError, csv.Error) as e:  # a binary file or broken quoting
+        raise UserError(f"{path}: not a readable text CSV ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def _read_annotations(path: Path, convention: str, megc: bool) -> tuple[list[ClipAnnotation], dict]:
     if not path.is_file():
         raise UserError(f"annotation file not found: {path}")
     if convention not in CONVENTIONS:

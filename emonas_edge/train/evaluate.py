@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data.datasets import ArrayDataset, load_dataset
 from ..data.preprocess import Preprocessor
-from ..errors import MissingDependency
+from ..errors import MissingDependency, check_number
 from ..fileio import atomic_outputs, check_output_paths, write_json_atomic
 from ..metrics import classification_report
 from ..runtime import load_backend
@@ -39,6 +39,9 @@ def evaluate(
     batch: int = 256,
     limit_per_class: int | None = None,
 ) -> dict:
+    check_number("--batch", batch, 1)
+    check_number("--threads", threads, 1)
+    check_number("--limit-per-class", limit_per_class, 1)
     check_output_paths({"--model": model, "--data": data}, {"--json": json_path})
     backend = load_backend(model, provider=provider, threads=threads)
     ds = load_dataset(data, backend.config, usage="PublicTest", limit_per_class=limit_per_class)
