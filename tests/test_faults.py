@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import _cli_env
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from emonas_edge.errors import UserError
 from emonas_edge.fileio import check_output_paths
@@ -255,3 +257,91 @@ def test_evaluate_bad_numbers_and_a_binary_csv_are_one_line(cli, tiny_genotype_f
         _one_line_refusal(r, fragment)
     r = cli("evaluate", "--model", "emonas-macro-lite", "--data", binary)
     _one_line_refusal(r, "not a readable text CSV")
+
+
+# ------------------------------------------------------------ property: any input gives a result or a UserError
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20,
+)
+_keys = st.sampled_from(
+    [
+        "name",
+        "task",
+        "family",
+        "normal",
+        "reduce",
+        "normal_concat",
+        "reduce_concat",
+        "network",
+        "classes",
+        "preprocess",
+        "format",
+        "meta",
+        "trained",
+    ]
+)
+_near_genotypes = st.dictionaries(_keys, _json, max_size=9)
+_ops = st.sampled_from(["conv_3x3", "skip_connect", "max_pool_3x3", "sep_conv_3x3", "none", "x", "", "conv_3x3'"])
+_darts = st.builds(
+    lambda edges, head, tail: (
+        f"{head}Genotype(normal={edges}, normal_concat=[2], reduce={edges}, reduce_concat={tail})"
+    ),
+    st.lists(st.tuples(_ops, st.integers(-2, 6)), max_size=6),
+    st.sampled_from(["", "G = ", "x = 1\n", "import os\n"]),
+    st.sampled_from(["[2]", "range(2, 4)", "[]", "[2, 3]", "None"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=_near_genotypes | _json)
+def test_any_genotype_json_is_a_config_or_a_user_error(d):
+    from emonas_edge.config import config_from_dict
+
+    try:
+        config_from_dict(d)
+    except UserError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_darts | st.text(max_size=200))
+def test_any_darts_text_is_a_genotype_or_a_user_error(text):
+    from emonas_edge.genotype import parse_darts_text
+
+    try:
+        parse_darts_text(text)
+    except UserError:
+        pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**9), 10**9)),
+    field=st.sampled_from(
+        [
+            "lr",
+            "ema",
+            "label_smoothing",
+            "weight_decay",
+            "warmup_epochs",
+            "epochs",
+            "batch",
+            "distill_temperature",
+            "mix_p",
+        ]
+    ),
+)
+def test_any_number_in_a_training_setting_is_accepted_or_a_user_error(value, field):
+    from emonas_edge.train.settings import TrainSettings
+
+    try:
+        resolved = TrainSettings(**{field: value}).resolved()
+    except UserError:
+        return
+    import math
+
+    assert all(math.isfinite(float(v)) for v in (resolved.lr, resolved.ema, resolved.label_smoothing))
