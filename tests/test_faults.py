@@ -345,3 +345,50 @@ def test_any_number_in_a_training_setting_is_accepted_or_a_user_error(value, fie
     import math
 
     assert all(math.isfinite(float(v)) for v in (resolved.lr, resolved.ema, resolved.label_smoothing))
+
+
+def _writers(shared: Path, tiny: Path, target: Path) -> dict[str, list]:
+    """Every command that writes, with its output pointed under ``target`` ({T}); {F} FER2013, {M} media."""
+    lut = tiny.parent / "lut.json"
+    lut.write_text("{}")
+    commands = {
+        "export": "export --genotype emonas-macro-lite --output {T}",
+        "evaluate": "evaluate --model emonas-macro-lite --data {F}/publictest --json {T}/r.json --limit-per-class 2",
+        "train": "train --model emonas-macro-lite --data {F}/train --out {T} --epochs 1 --limit-per-class 5",
+        "slim": "slim --model emonas-macro-lite --channels 16 --data {F}/train --out {T}/s.pt",
+        "compare": "compare emonas-macro-lite emonas-macro-fast --data {F}/publictest --json {T}/c.json",
+        "run": "run --source {M}/single_face.jpg --micro none --jsonl {T}/r.jsonl",
+        "sample-video": "sample-video {T}/v.mp4",
+        "crop-faces": "crop-faces --data {M} --out {T}",
+        "profile": "profile emonas-macro-lite --iters 5 --warmup 1 --json {T}/p.json",
+        "profile-pipeline": "profile-pipeline --source {M}/single_face.mp4 --frames 5 --json {T}/p.json",
+        "search lut": "search lut --out {T}/lut.json",
+        "search": f"search --data {{F}}/train --lut {lut} --out {{T}}/best.json",
+    }
+    where = {"{T}": str(target), "{F}": str(shared / "datasets" / "fer2013"), "{M}": str(shared / "media")}
+    out = {}
+    for name, line in commands.items():
+        for k, v in where.items():
+            line = line.replace(k, v)
+        out[name] = line.split()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["file in the way", "read-only"])
+def test_every_writing_command_refuses_an_unwritable_output_in_one_line(
+    cli, shared, tiny_genotype_file, tmp_path, tmpfs, fault
+):
+    if fault == "file in the way":
+        blocker = tmp_path / "blocker"
+        blocker.write_text("x")
+        target = blocker / "out"
+    else:
+        target = tmpfs("ro,size=64k") / "out"
+    for name, args in _writers(shared, tiny_genotype_file, target).items():
+        r = cli(*args, timeout=300)
+        assert r.returncode == 2, f"{name}: exit {r.returncode}\n{r.stderr[-2000:]}"
+        lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith("warning:")]
+        assert "Traceback" not in r.stderr and len(lines) == 1, f"{name}:\n{r.stderr[-2000:]}"
+    if fault == "file in the way":
+        assert blocker.read_text() == "x"

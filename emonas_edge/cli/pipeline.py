@@ -369,9 +369,13 @@ def register(app: typer.Typer) -> None:
         """Crop and align the largest face of every image the way `run` does, for training on whole photos."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from ..fileio import check_writable_location
         from ..pipeline.crops import crop_faces
         from ..resolve import load_genotype
 
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; give a new folder")
+        check_writable_location(out.parent, "--out")
         config = load_genotype(model)
         with Progress(
             TextColumn("cropping"),

@@ -90,6 +90,12 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"unknown precision {p!r} (choose from: fp32, fp16, int8)")
         if warmup < 0 or iters < 1 or (duration is not None and duration <= 0):
             raise UserError("--warmup must be >= 0, --iters >= 1 and --duration > 0")
+        from ..fileio import check_output_paths
+
+        check_output_paths(
+            {"TARGETS": targets[0] if len(targets) == 1 else None},
+            {"--json": json_out, "--markdown": markdown, "--csv": csv, "--plot": plot},
+        )
         report, latencies = run_profile(
             targets,
             backends=backends,
@@ -133,9 +139,10 @@ def register(app: typer.Typer) -> None:
         csv: Annotated[Path | None, typer.Option(help="CSV stage table.", rich_help_panel=P_OUT)] = None,
     ):
         """Per-stage latency percentiles (decode, detect, align, track, macro, micro, render) and end-to-end FPS."""
-        from ..fileio import atomic_outputs, write_json_atomic
+        from ..fileio import atomic_outputs, check_output_paths, write_json_atomic
         from ..profile.pipeline import profile_pipeline
 
+        check_output_paths({"--source": source}, {"--json": json_out, "--markdown": markdown, "--csv": csv})
         r = profile_pipeline(
             source, macro=macro, micro=micro, frames=frames, detect_every=detect_every, render=render, detector=detector
         )

@@ -203,6 +203,9 @@ def register(app: typer.Typer) -> None:
             calibration_networks=calibration_networks,
         )
         settings.check()
+        from ..fileio import check_output_paths
+
+        check_output_paths({}, {"--out": out})  # before minutes of timing
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),

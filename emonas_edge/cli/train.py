@@ -182,9 +182,11 @@ def register(app: typer.Typer) -> None:
 
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 talks
             console.quiet = True
+        from ..fileio import check_writable_location
         from ..train.resume import model_to_train
         from ..train.settings import TrainSettings
 
+        check_writable_location(out, "--out")  # before the data loads
         config, net, note = model_to_train(model, out, resume, scratch)
         if note:
             console.print(note)
@@ -309,9 +311,11 @@ def register(app: typer.Typer) -> None:
 
         from ..checkpoint import save_checkpoint
         from ..data.datasets import load_dataset
+        from ..fileio import check_output_paths
         from ..resolve import load_model
         from ..train.slim import slim_cell_network
 
+        check_output_paths({"--model": model, "--data": data}, {"--out": out})  # before minutes of work
         if threads:
             torch.set_num_threads(threads)
         config, net, weights = load_model(model)
@@ -353,8 +357,10 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[Path | None, typer.Option("--json", help="Write the comparison JSON here.")] = None,
     ):
         """Run two artifacts on the same real samples: max/mean abs diff of logits and top-1 agreement."""
+        from ..fileio import check_output_paths
         from ..runtime.compare import compare as run_compare
 
+        check_output_paths({"A": a, "B": b, "--data": data}, {"--json": json_out})
         r = run_compare(a, b, data, limit_per_class, provider)
         t = Table(show_header=False, box=None)
         t.add_row("samples", f"{r['samples']:,} from {r['data']}")

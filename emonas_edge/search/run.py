@@ -20,7 +20,13 @@ import torch
 from ..config import ModelConfig
 from ..data.preprocess import Preprocessor
 from ..errors import UserError
-from ..fileio import read_text_limited, sha256_file, write_json_atomic
+from ..fileio import (
+    check_output_paths,
+    check_writable_location,
+    read_text_limited,
+    sha256_file,
+    write_json_atomic,
+)
 from ..genotype import OP_NAMES, Genotype
 from .arch import ArchParams, ExpectedLatency
 from .engine import CHECKPOINT, HISTORY, Searcher, SearchSettings, epochs_within_budget, probe_seconds
@@ -140,6 +146,9 @@ def run_search(
     job: SearchJob, settings: SearchSettings, log: Callable[[str], None] = print, progress: Callable | None = None
 ) -> dict:
     """Search, checkpointing every epoch; returns the ``best.json`` dict (also written to ``job.out``)."""
+    check_output_paths({"--data": job.data, "--lut": job.lut}, {"--out": job.out})
+    if job.run_dir:
+        check_writable_location(job.run_dir, "--run-dir")
     resume_dir = Path(job.resume) if job.resume else None
     previous = _read_resume(resume_dir, job.lut) if resume_dir else None
     if previous is not None:
