@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:  # outside typer's own handling
         err_console.print("interrupted")
         sys.exit(130)
+    except ImportError as e:  # a signal that lands inside a library's import can surface as its ImportError
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, KeyboardInterrupt | Terminated):
+            err_console.print("terminated" if isinstance(cause, Terminated) else "interrupted")
+            sys.exit(143 if isinstance(cause, Terminated) else 130)
+        raise
     except SystemExit as e:
         if e.code == 130:  # typer's exit for a KeyboardInterrupt inside a command says nothing
             err_console.print("interrupted")
