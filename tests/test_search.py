@@ -119,7 +119,15 @@ def test_expected_latency_of_a_certain_distribution_is_the_network_prediction(lu
         with torch.no_grad():
             for p in arch.parameters():
                 p.copy_(torch.from_numpy(rng.normal(size=p.shape) * 1000))
-        genotype, w, d = arch.argmax()
+        # the network the (certain) distribution samples, slot by slot (derivation may pick differently: it keeps
+        # two different edges per node)
+        ops, inputs = arch.alpha.argmax(-1), arch.input_logits().argmax(-1)
+        cells = [
+            [(sp.ops[int(ops[k, i, s])], int(inputs[k, i, s])) for i in range(sp.nodes) for s in range(2)]
+            for k in range(2)
+        ]
+        genotype = genotype_of(cells[0], cells[1], sp.nodes)
+        w, d = sp.widths[int(arch.beta_width.argmax())], sp.depths[int(arch.beta_depth.argmax())]
         expected = float(ExpectedLatency(sp, table)(arch).detach())
         assert expected == pytest.approx(table.predict_ms(sp.config(genotype, w, d), drop_dead=False), rel=1e-9)
 
