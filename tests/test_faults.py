@@ -392,3 +392,15 @@ def test_every_writing_command_refuses_an_unwritable_output_in_one_line(
         assert "Traceback" not in r.stderr and len(lines) == 1, f"{name}:\n{r.stderr[-2000:]}"
     if fault == "file in the way":
         assert blocker.read_text() == "x"
+
+
+@pytest.mark.slow
+def test_sigint_mid_export_leaves_nothing_and_says_so(tmp_path, cli_path, darts_v2_file):
+    from test_artifacts import _start_export_and_wait_for_temp, all_names
+
+    out = tmp_path / "out"
+    proc = _start_export_and_wait_for_temp(cli_path, darts_v2_file, out, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert all_names(out) == [], "an interrupted export left files behind"
