@@ -8,6 +8,7 @@ keeps per-stage timings, which the benchmark and the summary report.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -328,6 +329,38 @@ class RunSummary:
         }
 
 
+class StopAtFrameEnd:
+    """Ctrl-C and SIGTERM during a run finish the frame in hand, then stop (a second one stops at once), so
+    the outputs end on a whole frame and the summary counts exactly what they hold. Main thread only;
+    elsewhere signals are left alone."""
+
+    def __init__(self):
+        self.requested: int | None = None
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):  # noqa: ARG002
+        if self.requested is not None:  # the second signal: do not wait for the frame
+            self.requested = None
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.requested = signum
+
+    def __enter__(self):
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        except ValueError:  # not the main thread
+            self._old = {}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def raise_if_requested(self) -> None:
+        if self.requested is not None:
+            raise Terminated if self.requested == signal.SIGTERM else KeyboardInterrupt
+
+
 def run_pipeline(
     pipeline: Pipeline,
     source: Source,
@@ -362,40 +395,43 @@ def run_pipeline(
     pool = ThreadPoolExecutor(1, thread_name_prefix="emonas-detect")
     pending: Future | None = pool.submit(fetch, 0)
     n = 0
+    stop = StopAtFrameEnd()
     try:
-        while pending is not None:
-            item = pending.result()
-            pending = None
-            if item is None:
-                break
-            n += 1
-            if max_frames is None or n < max_frames:
-                pending = pool.submit(fetch, n)
-            frame, dec_ns, found, det_ns = item
-            pipeline.times.add("decode", dec_ns)
-            result = pipeline.process(frame, found, det_ns)
-            for s in sinks:
-                s.write(result)
-            image = None
-            if renderer is not None and (video is not None or on_frame is not None):
-                with pipeline.times.stage("render"):
-                    elapsed = time.perf_counter() - start
-                    image = renderer.draw(
-                        frame.image, result, fps=(summary.frames + 1) / elapsed if elapsed > 0 else 0.0
-                    )
-                    if video is not None:
-                        video.write(image)
-            summary.frames += 1
-            if result.faces:
-                summary.frames_with_faces += 1
-                summary.faces += len(result.faces)
-                for f in result.faces:
-                    if f.macro is not None and "macro" not in f.untrained:
-                        summary.labels[result.class_name("macro", int(np.argmax(f.macro)))] += 1
-                    if f.micro_fresh and f.micro is not None and "micro" not in f.untrained:
-                        summary.micro_labels[result.class_name("micro", int(np.argmax(f.micro)))] += 1
-            if on_frame is not None and on_frame(result, image) is False:
-                break
+        with stop:
+            while pending is not None and not stop.requested:
+                item = pending.result()
+                pending = None
+                if item is None:
+                    break
+                n += 1
+                if max_frames is None or n < max_frames:
+                    pending = pool.submit(fetch, n)
+                frame, dec_ns, found, det_ns = item
+                pipeline.times.add("decode", dec_ns)
+                result = pipeline.process(frame, found, det_ns)
+                for s in sinks:
+                    s.write(result)
+                image = None
+                if renderer is not None and (video is not None or on_frame is not None):
+                    with pipeline.times.stage("render"):
+                        elapsed = time.perf_counter() - start
+                        image = renderer.draw(
+                            frame.image, result, fps=(summary.frames + 1) / elapsed if elapsed > 0 else 0.0
+                        )
+                        if video is not None:
+                            video.write(image)
+                summary.frames += 1
+                if result.faces:
+                    summary.frames_with_faces += 1
+                    summary.faces += len(result.faces)
+                    for f in result.faces:
+                        if f.macro is not None and "macro" not in f.untrained:
+                            summary.labels[result.class_name("macro", int(np.argmax(f.macro)))] += 1
+                        if f.micro_fresh and f.micro is not None and "micro" not in f.untrained:
+                            summary.micro_labels[result.class_name("micro", int(np.argmax(f.micro)))] += 1
+                if on_frame is not None and on_frame(result, image) is False:
+                    break
+        stop.raise_if_requested()  # after the last whole frame: outputs and summary agree frame for frame
     except (UserError, KeyboardInterrupt, Terminated) as e:  # a lost source, Ctrl-C, SIGTERM
         if not isinstance(e, UserError):
             summary.error = "terminated" if isinstance(e, Terminated) else "interrupted"
