@@ -313,6 +313,29 @@ class RunSummary:
     def fps(self) -> float:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
+    def count(self, result: FrameResult) -> None:
+        """One processed frame: its faces and their (trained) labels."""
+        self.frames += 1
+        if not result.faces:
+            return
+        self.frames_with_faces += 1
+        self.faces += len(result.faces)
+        for f in result.faces:
+            if f.macro is not None and "macro" not in f.untrained:
+                self.labels[result.class_name("macro", int(np.argmax(f.macro)))] += 1
+            if f.micro_fresh and f.micro is not None and "micro" not in f.untrained:
+                self.micro_labels[result.class_name("micro", int(np.argmax(f.micro)))] += 1
+
+    def close(self, pipeline: Pipeline, source: Source, wall_s: float) -> None:
+        """What is known once the run has stopped, however it stopped."""
+        self.wall_s = wall_s
+        self.tracks = pipeline.tracker.created
+        self.stages_ms = pipeline.times.median_ms()
+        self.skipped_files = [str(f) for f in getattr(source, "unreadable", [])]
+        early = getattr(source, "stopped_early", lambda: None)()
+        if early:
+            self.warnings.append(early)
+
     def to_json(self) -> dict:
         return {
             "frames": self.frames,
@@ -420,15 +443,7 @@ def run_pipeline(
                         )
                         if video is not None:
                             video.write(image)
-                summary.frames += 1
-                if result.faces:
-                    summary.frames_with_faces += 1
-                    summary.faces += len(result.faces)
-                    for f in result.faces:
-                        if f.macro is not None and "macro" not in f.untrained:
-                            summary.labels[result.class_name("macro", int(np.argmax(f.macro)))] += 1
-                        if f.micro_fresh and f.micro is not None and "micro" not in f.untrained:
-                            summary.micro_labels[result.class_name("micro", int(np.argmax(f.micro)))] += 1
+                summary.count(result)
                 if on_frame is not None and on_frame(result, image) is False:
                     break
         stop.raise_if_requested()  # after the last whole frame: outputs and summary agree frame for frame
@@ -439,11 +454,5 @@ def run_pipeline(
         raise
     finally:
         pool.shutdown(wait=True)  # a read in flight finishes before the caller closes the source
-        summary.wall_s = time.perf_counter() - start
-        summary.tracks = pipeline.tracker.created
-        summary.stages_ms = pipeline.times.median_ms()
-        summary.skipped_files = [str(f) for f in getattr(source, "unreadable", [])]
-        early = getattr(source, "stopped_early", lambda: None)()
-        if early:
-            summary.warnings.append(early)
+        summary.close(pipeline, source, time.perf_counter() - start)
     return summary

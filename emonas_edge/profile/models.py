@@ -143,6 +143,19 @@ def _latency_ns(backend, x: np.ndarray, iters: int | None, duration: float | Non
     return np.asarray(ns)
 
 
+def _check_run(backend: str, batch: int, threads: int, warmup: int, iters: int | None, duration: float | None) -> None:
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r} (choose from: {', '.join(BACKENDS)})")
+    if (
+        batch < 1
+        or threads < 1
+        or warmup < 0
+        or (iters is not None and iters < 1)
+        or (duration is not None and duration <= 0)
+    ):
+        raise UserError("--batch, --threads and --iters must be >= 1, --warmup >= 0, --duration > 0")
+
+
 def profile_one(
     target: str,
     *,
@@ -159,16 +172,7 @@ def profile_one(
     """One profiled run: ``(its record, its latencies in ms)``."""
     from ..resolve import model_info
 
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r} (choose from: {', '.join(BACKENDS)})")
-    if (
-        batch < 1
-        or threads < 1
-        or warmup < 0
-        or (iters is not None and iters < 1)
-        or (duration is not None and duration <= 0)
-    ):
-        raise UserError("--batch, --threads and --iters must be >= 1, --warmup >= 0, --duration > 0")
+    _check_run(backend, batch, threads, warmup, iters, duration)
     spec, artifact = _artifact(target, backend, precision, calib)
     if artifact is not None and artifact.suffix == ".onnx":
         from ..export.metadata import graph_precision, load_onnx
