@@ -41,6 +41,42 @@ def runs_table(report: dict) -> Table:
 # register() is long only because it holds this group's commands, each its own nested function (typer reads
 # their signatures for the options); it attaches them to the app and does nothing else.
 def register(app: typer.Typer) -> None:
+    @app.command()
+    def doctor(
+        for_: Annotated[
+            str, typer.Option("--for", help="The workflow to judge readiness for: run | export | train | tensorrt.")
+        ] = "run",
+        camera: Annotated[int | None, typer.Option(help="Also open camera N and read a frame.")] = None,
+        json_: Annotated[bool, typer.Option("--json", help="Print JSON (for bug reports) instead of a table.")] = False,
+    ):
+        """What this machine has for each workflow, and one line of advice per problem (exit 1: not ready)."""
+        import json
+
+        from ..profile.doctor import WORKFLOWS, diagnose
+
+        if for_ not in WORKFLOWS:
+            raise UserError(f"--for must be one of {', '.join(WORKFLOWS)}, got {for_!r}")
+        d = diagnose(camera)
+        if json_:
+            console.print_json(json.dumps({**d.to_dict(), "for": for_}))
+        else:
+            t = Table(show_header=True, box=None, pad_edge=False)
+            for col in ("check", "", "detail"):
+                t.add_column(col)
+            for c in d.checks:
+                t.add_row(
+                    c.name, "ok" if c.ok else ("[red]missing[/]" if c.needed_for else "[yellow]note[/]"), c.detail
+                )
+            console.print(t)
+            for c in d.checks:
+                if not c.ok and c.advice:
+                    console.print(f"- {c.name}: {c.advice}", highlight=False, markup=False)
+            ready = d.to_dict()["ready"]
+            console.print("ready for: " + ", ".join(f"{w} {'yes' if ok else 'no'}" for w, ok in ready.items()))
+        missing = d.missing_for(for_)
+        if missing:
+            raise typer.Exit(1)
+
     @app.command(
         help="Parameters, MACs, cold start, latency percentiles, throughput and memory "
         "per backend, precision, batch, threads."
