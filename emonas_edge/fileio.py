@@ -162,9 +162,8 @@ def terminate_as_interrupt() -> None:
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, CI timeouts) unwinds like Ctrl-C so temporary files get removed."""
 
-    handler = _raise_terminated
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not in the main thread: leave signals alone
         yield
         return
@@ -186,7 +185,7 @@ def atomic_outputs(*targets: str | os.PathLike) -> Iterator[list[Path]]:
     with _terminate_as_interrupt():  # installed before the first temp file exists
         try:
             for final in finals:
-                with _os_fault(final):
+                with os_faults(final):
                     final.parent.mkdir(parents=True, exist_ok=True)
                     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
                 os.close(fd)
@@ -197,9 +196,9 @@ def atomic_outputs(*targets: str | os.PathLike) -> Iterator[list[Path]]:
                 named = [f for t, f in zip(temps, finals, strict=True) if str(e.filename) == str(t)]
                 if e.filename is not None and not named:
                     raise  # another file's fault (an input): not ours to rename
-                raise _fault_error(named[0] if named else Path(", ".join(map(str, finals))), e) from None
+                raise write_fault(named[0] if named else Path(", ".join(map(str, finals))), e) from None
             for tmp, final in zip(temps, finals, strict=True):
-                with _os_fault(final):
+                with os_faults(final):
                     publish(tmp, final)
         finally:
             for tmp in temps:
@@ -207,17 +206,18 @@ def atomic_outputs(*targets: str | os.PathLike) -> Iterator[list[Path]]:
                     tmp.unlink()
 
 
-def _fault_error(path: Path, e: OSError) -> UserError:
-    return UserError(f"{path}: cannot write ({e.strerror or e})")
+def write_fault(path: str | os.PathLike, e: OSError, error: type[UserError] = UserError) -> UserError:
+    """The one message for an OS refusal while writing ``path`` (read-only, full, a file in the way)."""
+    return error(f"{path}: cannot write ({e.strerror or e})")
 
 
 @contextlib.contextmanager
-def _os_fault(path: Path) -> Iterator[None]:
-    """An OS refusal while writing ``path`` (read-only, full, a file in the way): one line naming it."""
+def os_faults(path: str | os.PathLike, error: type[UserError] = UserError) -> Iterator[None]:
+    """An OS refusal while writing ``path``: one line naming it (``error``, a :class:`UserError`)."""
     try:
         yield
     except OSError as e:
-        raise _fault_error(path, e) from None
+        raise write_fault(path, e, error) from None
 
 
 def publish(tmp: Path, final: Path) -> None:

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import CheckFailed, UserError
+from ..fileio import Terminated, terminate_as_interrupt
 from .common import console, err_console
 
 app = typer.Typer(
@@ -48,8 +49,6 @@ def _one_line(msg: object) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..fileio import Terminated, terminate_as_interrupt
-
     terminate_as_interrupt()
     try:
         # Standalone mode: typer reports its own usage errors (exit 2) and Ctrl-C; ours pass through.
@@ -67,22 +66,24 @@ def main(argv: list[str] | None = None) -> None:
         where = f"{e.filename}: " if e.filename else ""
         err_console.print(f"[bold red]error:[/] {_one_line(where + (e.strerror or str(e)))}", soft_wrap=True)
         sys.exit(2)
-    except Terminated:
-        err_console.print("terminated")
-        sys.exit(143)
-    except KeyboardInterrupt:  # outside typer's own handling
-        err_console.print("interrupted")
-        sys.exit(130)
+    except (Terminated, KeyboardInterrupt) as e:  # KeyboardInterrupt: outside typer's own handling
+        _stopped(e)
     except ImportError as e:  # a signal that lands inside a library's import can surface as its ImportError
         cause = e.__cause__ or e.__context__
         if isinstance(cause, KeyboardInterrupt | Terminated):
-            err_console.print("terminated" if isinstance(cause, Terminated) else "interrupted")
-            sys.exit(143 if isinstance(cause, Terminated) else 130)
+            _stopped(cause)
         raise
     except SystemExit as e:
         if e.code == 130:  # typer's exit for a KeyboardInterrupt inside a command says nothing
             err_console.print("interrupted")
         raise
+
+
+def _stopped(signal_exc: BaseException) -> None:
+    """SIGTERM: "terminated", exit 143; Ctrl-C: "interrupted", exit 130 (the shells' 128 + signal number)."""
+    terminated = isinstance(signal_exc, Terminated)
+    err_console.print("terminated" if terminated else "interrupted")
+    sys.exit(143 if terminated else 130)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
         from ..fileio import check_output_paths
 
         check_output_paths(
-            {"TARGETS": targets[0] if len(targets) == 1 else None},
+            {f"TARGET {t}": t for t in targets},
             {"--json": json_out, "--markdown": markdown, "--csv": csv, "--plot": plot},
         )
         report, latencies = run_profile(

@@ -8,10 +8,12 @@ order always comes from the model's ``classes``, never from folder sort order.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,12 @@ class ArrayDataset:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def fingerprint(self) -> str:
+        """What a resumed run must see again: the images and labels, not the path they were read from."""
+        h = hashlib.sha256(self.labels.tobytes())
+        h.update(self.images.tobytes())
+        return h.hexdigest()
 
     def counts(self) -> dict[str, int]:
         bc = np.bincount(self.labels, minlength=len(self.classes))
@@ -162,6 +170,15 @@ FER2013_USAGE = {
 }
 
 
+@contextlib.contextmanager
+def text_csv(path: str | os.PathLike) -> Iterator[None]:
+    """Reading a CSV that turns out binary or badly quoted: one line naming it, not a decoder's traceback."""
+    try:
+        yield
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a readable text CSV ({type(e).__name__}: {str(e)[:80]})") from None
+
+
 def load_fer2013_csv(path: str | os.PathLike, config: ModelConfig, usage: str = "Training") -> ArrayDataset:
     """The original ``fer2013.csv`` (``emotion,pixels,Usage``); ``usage`` selects Training/PublicTest/PrivateTest."""
     path = Path(path)
@@ -172,10 +189,8 @@ def load_fer2013_csv(path: str | os.PathLike, config: ModelConfig, usage: str = 
         raise UserError(
             f"FER2013 CSV labels are the 7 FER2013 classes; model '{config.name}' has {list(config.classes)}"
         )
-    try:
+    with text_csv(path):
         return _read_fer2013_csv(path, config, usage)
-    except (UnicodeDecodeError, csv.Error) as e:  # a binary file or broken quoting: not a FER2013 CSV
-        raise UserError(f"{path}: not a readable text CSV ({type(e).__name__}: {str(e)[:80]})") from None
 
 
 def _read_fer2013_csv(path: Path, config: ModelConfig, usage: str) -> ArrayDataset:

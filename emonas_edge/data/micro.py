@@ -21,7 +21,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import UserError
 from ..fileio import cache_dir
-from .datasets import ArrayDataset
+from .datasets import ArrayDataset, text_csv
 from .dynamic_image import dynamic_image, select_span
 from .preprocess import IMAGE_SUFFIXES, Preprocessor, read_image
 
@@ -117,10 +117,8 @@ def read_annotations(
     path: str | os.PathLike, convention: str = "generic", megc: bool = True
 ) -> tuple[list[ClipAnnotation], dict]:
     """Parse an annotation CSV; returns ``(clips, counts)`` where counts say what was dropped and why."""
-    try:
+    with text_csv(path):
         return _read_annotations(Path(path), convention, megc)
-    except (UnicodeDecodeError, csv.Error) as e:  # a binary file or broken quoting
-        raise UserError(f"{path}: not a readable text CSV ({type(e).__name__}: {str(e)[:80]})") from None
 
 
 def _read_annotations(path: Path, convention: str, megc: bool) -> tuple[list[ClipAnnotation], dict]:

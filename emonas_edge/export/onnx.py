@@ -24,7 +24,7 @@ import torch
 from .. import __version__
 from ..config import ModelConfig
 from ..errors import CheckFailed, UserError
-from ..fileio import atomic_outputs, check_safe_name, check_writable_location, sha256_file
+from ..fileio import atomic_outputs, check_safe_name, check_writable_location, sha256_file, write_fault
 from ..macs import macs_torch
 from ..nn import count_params
 from .formats import DEFAULT_OPSET, EXPORTERS, FORMATS, MIN_OPSET, SIMPLIFIERS, artifact_name, manifest_name
@@ -132,7 +132,7 @@ def _raise_os_fault(e: BaseException, path: Path) -> None:
     seen: BaseException | None = e
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno is not None:
-            raise UserError(f"{path.parent}: cannot write ({seen.strerror or seen})") from None
+            raise write_fault(path.parent, seen) from None
         seen = seen.__cause__ or seen.__context__
 
 

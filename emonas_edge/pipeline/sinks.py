@@ -18,15 +18,11 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import publish
+from ..fileio import os_faults, publish, write_fault
 
 
 class OutputError(UserError):
     """An output could not be written: the run's other outputs are not published either (all or none)."""
-
-
-def _write_fault(path: Path, e: OSError) -> OutputError:
-    return OutputError(f"{path}: cannot write ({e.strerror or e})")
 
 
 class _AtomicFile:
@@ -73,17 +69,15 @@ class _TextSink(_AtomicFile):
                 self._f.close()  # the last buffered bytes: a full disk can refuse them here
             except OSError as e:
                 self._publish(False)
-                raise _write_fault(self.path, e) from None
+                raise write_fault(self.path, e, OutputError) from None
             self._publish(keep)
 
 
 class JsonlSink(_TextSink):
     def write(self, result) -> None:
-        try:
+        with os_faults(self.path, OutputError):  # a full disk, a vanished folder
             self._f.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
             self._f.flush()
-        except OSError as e:  # a full disk, a vanished folder
-            raise _write_fault(self.path, e) from None
         self.frames += 1
 
 
@@ -133,14 +127,10 @@ class CsvSink(_TextSink):
             row.append(";".join(f.untrained))
             row += [f"{v:.4f}" for v in macro] if macro is not None else [""] * len(self.macro_classes)
             row += [f"{v:.4f}" for v in micro] if micro is not None else [""] * len(self.micro_classes)
-            try:
+            with os_faults(self.path, OutputError):
                 self._w.writerow(row)
-            except OSError as e:
-                raise _write_fault(self.path, e) from None
-        try:
+        with os_faults(self.path, OutputError):
             self._f.flush()
-        except OSError as e:
-            raise _write_fault(self.path, e) from None
         self.frames += 1
 
 

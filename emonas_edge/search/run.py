@@ -160,7 +160,7 @@ def run_search(
     table = load_lut(job.lut, backend="ort", warn=log)
     space = _space(table, job)
     data, pre = load_search_data(job, space)
-    if previous is not None and previous["data_sha"] != _data_sha(data):
+    if previous is not None and previous["data_sha"] != data.fingerprint():
         raise UserError(f"--resume: the data given is not the data this search started on ({previous['job']['data']})")
     searcher_epochs = previous["epochs"] if previous else settings.epochs
     searcher = Searcher(space, table, data, pre, settings, searcher_epochs)
@@ -186,7 +186,7 @@ def run_search(
             "settings": dataclasses.asdict(settings),
             "space": space.to_dict(),
             "epochs": searcher.epochs,
-            "data_sha": _data_sha(data),
+            "data_sha": data.fingerprint(),
             "lut_sha256": sha256_file(job.lut),
             "probe_epoch_seconds": round(epoch_s, 1),
         }
@@ -306,14 +306,6 @@ def _agree(epochs: int, world: int) -> int:
     t = torch.tensor([epochs])
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
     return int(t)
-
-
-def _data_sha(data) -> str:
-    import hashlib
-
-    h = hashlib.sha256(data.images.tobytes())
-    h.update(data.labels.tobytes())
-    return h.hexdigest()
 
 
 def _read_resume(run_dir: Path, lut: str) -> dict:

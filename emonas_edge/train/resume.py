@@ -80,15 +80,6 @@ def check_fresh_run_dir(out_dir: Path) -> None:
         )
 
 
-def data_fingerprint(images, labels) -> str:
-    """What a resumed run must train on again (the images and labels, not the path they were read from)."""
-    import hashlib
-
-    h = hashlib.sha256(labels.tobytes())
-    h.update(images.tobytes())
-    return h.hexdigest()
-
-
 def model_to_train(
     model: str, out_dir: Path, resume: bool, scratch: bool
 ) -> tuple[ModelConfig, torch.nn.Module, str | None]:

@@ -36,7 +36,6 @@ from .resume import (
     check_fresh_run_dir,
     check_resumed_data,
     check_resumed_teachers,
-    data_fingerprint,
     restore_from_last,
 )
 from .settings import EpochRecord, TrainSettings
@@ -102,10 +101,10 @@ class Trainer:
             if self.state.epochs_done >= settings.epochs:
                 log(f"already trained {self.state.epochs_done} of {settings.epochs} epochs")
         self.teachers, self.fingerprints = load_teachers(settings.teachers, config, self.device, settings.channels_last)
-        self.data_fingerprint = data_fingerprint(train_data.images, train_data.labels)
+        self.data_fingerprint = train_data.fingerprint()
         if resume:
             check_resumed_teachers(self.state, self.fingerprints, settings.teachers)
-            check_resumed_data(self.state, self.data_fingerprint, getattr(train_data, "source", "the data given"))
+            check_resumed_data(self.state, self.data_fingerprint, train_data.source)
         elif self.rank == 0:
             check_fresh_run_dir(self.out)
         self.net = self.model
