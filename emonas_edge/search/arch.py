@@ -9,12 +9,13 @@ tensor, so their accuracy signal is a score-function (REINFORCE) estimate agains
 baseline, and their latency signal is exact.
 
 Latency is differentiable in closed form: the table's prediction is a sum of block costs, so its
-expectation under the distribution is a polynomial in the probabilities (:class:`ExpectedLatency`).
+expectation under the distribution is a rational function of the probabilities (:class:`ExpectedLatency`).
 That is what lets a penalty or a target steer every choice, not only the sampled one.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -113,6 +114,18 @@ class ArchParams(nn.Module):
             cells.append(CellChoice(slots))
         return Sample(self.space.widths[wi], self.space.depths[di], cells[0], cells[1], wi, di, log_prob)
 
+    def edge_log_probs(self) -> torch.Tensor:
+        """log P(an edge) [kind, node, input, op], in float64: P is the mean over a node's two slots of
+        P(input) P(op). The slots share their edges' modules, so what a node learns is this distribution
+        over edges; the derived cell keeps its two most likely edges and the latency objective prices
+        that pair. Logs, because a strong penalty drives the runner-up edges below float underflow while
+        their *order* still decides the derived second edge. Inputs a node may not read get -1e30
+        (not -inf, whose gradients are NaN)."""
+        log_op = F.log_softmax(self.alpha.double(), -1)
+        log_in = F.log_softmax(self.gamma.double().masked_fill(~self.valid, -1e30), -1)
+        joint = log_in[..., :, None] + log_op[..., None, :]  # [kind, node, slot, input, op]
+        return torch.logsumexp(joint, 2) - math.log(2)
+
     def argmax(self) -> tuple[Genotype, int, int]:
         """The most likely genotype, width and depth.
 
@@ -122,14 +135,12 @@ class ArchParams(nn.Module):
         slots learn alike, would return it as two separately weighted copies. Input and op may repeat
         on their own: conv_3x3 and skip_connect on one input is a residual block."""
         with torch.no_grad():
-            p = self.probs()
+            q = self.edge_log_probs()
             n_ops = len(self.space.ops)
             cells: list[list[tuple[str, int]]] = [[], []]
             for k in range(2):
                 for i in range(self.space.nodes):
-                    # P(edge) summed over the two slots, over the node's valid inputs only
-                    joint = torch.einsum("sj,so->jo", p["inputs"][k, i, :, : i + 2], p["ops"][k, i])
-                    top = torch.topk(joint.flatten(), 2).indices
+                    top = torch.topk(q[k, i, : i + 2].flatten(), 2).indices  # the node's valid inputs only
                     cells[k] += [(self.space.ops[int(t) % n_ops], int(t) // n_ops) for t in top]
             return (
                 genotype_of(cells[0], cells[1], self.space.nodes),
@@ -159,6 +170,28 @@ class ArchParams(nn.Module):
         return out
 
 
+def _then(log_q: torch.Tensor) -> torch.Tensor:
+    """P(second edge f | first edge e) [.., e, f] = q_f / sum over g != e of q_g, 0 on the diagonal, from
+    log probabilities (1 - q_e cancels to 0 once one edge holds nearly all the mass)."""
+    n = log_q.shape[-1]
+    others = log_q[..., None, :].expand(*log_q.shape, n).masked_fill(torch.eye(n, dtype=torch.bool), -math.inf)
+    return (others - torch.logsumexp(others, -1, keepdim=True)).exp()
+
+
+def _pair_sum(q: torch.Tensor, then: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+    """E[cost(e) + cost(f)] for e drawn from q, then f != e from q renormalised (sampling without
+    replacement), over the last axis; ``cost`` [..., edge] broadcasts against ``q``."""
+    first = (q * cost).sum(-1)
+    second = (q * (then * cost[..., None, :]).sum(-1)).sum(-1)
+    return first + second
+
+
+def _pair_within(q: torch.Tensor, then: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """P(both edges of the pair drawn as in :func:`_pair_sum` are ``allowed``)."""
+    a = allowed.to(q.dtype)
+    return (q * a * (then * a).sum(-1)).sum(-1)
+
+
 def _r(t: torch.Tensor) -> list[float]:
     return [round(float(v), 4) for v in t.detach()]
 
@@ -167,8 +200,11 @@ class ExpectedLatency:
     """E[predicted latency] of the distribution, differentiable in every logit.
 
     For each (width, depth) the table's block costs are summed into per-cell-kind tensors
-    ``edges[node, input, op]`` and preprocessing costs; a cell reads input 0 (or 1) with
-    probability 1 - prod over slots of (1 - p(slot reads it)). Everything else is constant.
+    ``edges[node, input, op]`` and preprocessing costs. A node's cost is that of two *different* edges
+    drawn in turn from its edge distribution (:meth:`ArchParams.edge_probs`), the pair the derivation
+    keeps: pricing two independent slots instead let a strong penalty pile both slots on the cheapest
+    edge and left the derived second edge to chance (a test caught networks 10% above the cheapest).
+    A cell reads input 0 (or 1) unless no node's pair reads it. Everything else is constant.
     """
 
     def __init__(self, space: SearchSpace, table: LatencyTable):
@@ -211,11 +247,12 @@ class ExpectedLatency:
 
     def per_width_depth(self, arch: ArchParams) -> torch.Tensor:
         """Predicted ms for each (width, depth) given the cell distributions."""
-        p = arch.probs()
-        p_ops, p_in = p["ops"].double(), p["inputs"].double()
-        # sum over node i, slot s, input j, op o of p_in[k,i,s,j] p_op[k,i,s,o] edges[w,d,k,i,j,o]
-        edge = torch.einsum("kisj,kiso,wdkijo->wd", p_in, p_ops, self.edges)
-        uses = 1 - (1 - p_in[..., :2]).flatten(1, 2).prod(1)  # [kind, input]
+        log_q = arch.edge_log_probs().flatten(-2)  # [kind, node, edge]; edge = input * n_ops + op
+        q, then = log_q.exp(), _then(log_q)
+        edge = _pair_sum(q, then, self.edges.flatten(-2)).sum((-1, -2))
+        reads = torch.arange(q.shape[-1]) // len(self.space.ops)
+        avoid = torch.stack([_pair_within(q, then, reads != u) for u in (0, 1)], -1)  # [kind, node, u]
+        uses = 1 - avoid.prod(1)  # [kind, input]: a cell reads input u unless every node's pair avoids it
         pre = torch.einsum("ku,wdku->wd", uses, self.pre)
         raw = self.table.overhead_ms + self.const + edge + pre
         return self.table.a + self.table.b * raw
