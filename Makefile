@@ -9,7 +9,7 @@ CLI    := $(VENV)/bin/emonas-edge
 export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 
-.PHONY: install demo test test-fast lint lint-py lint-docker clean bench
+.PHONY: install demo test test-fast lint lint-py lint-docker clean bench zoo-onnx
 
 install: $(VENV)/.installed
 
@@ -53,6 +53,17 @@ lint-docker: install
 	$(VENV)/bin/hadolint docker/Dockerfile*
 
 lint: lint-py lint-docker
+
+# The verified ONNX exports that ship beside each trained built-in's checkpoint (models/<name>.onnx, and
+# <name>.int8.onnx: calibrated on FER2013 train, gated on PublicTest), so a runtime-only install runs the
+# built-ins by name. Rerun after retraining a built-in; tests/test_shipped_onnx.py holds them to a fresh export.
+FER ?= ../shared/datasets/fer2013
+zoo-onnx: install
+	rm -rf export/zoo-onnx
+	for m in $$($(CLI) models --json | $(PY) -c 'import json,sys; print(*(r["name"] for r in json.load(sys.stdin) if r["trained"]))'); do \
+	  $(CLI) export --genotype $$m --precision int8 --calib $(FER)/train --eval $(FER)/publictest --output export/zoo-onnx || exit 1; \
+	done
+	cp export/zoo-onnx/*.onnx models/
 
 clean:
 	rm -rf $(VENV) export/demo .pytest_cache

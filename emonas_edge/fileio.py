@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -270,3 +271,10 @@ def write_json_atomic(path: str | os.PathLike, obj: object) -> Path:
     with atomic_outputs(path) as (tmp,):
         tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     return Path(path)
+
+
+def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """``dst`` holds all of ``src`` or is left as it was (a reader in another process never sees half a file)."""
+    with atomic_outputs(dst) as (tmp,):
+        shutil.copyfile(src, tmp)
+    return Path(dst)

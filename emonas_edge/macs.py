@@ -2,19 +2,26 @@
 
 Both count the same things (convolutions, matrix products, linear layers; not elementwise
 ops, pooling or normalisation), so a genotype, its checkpoint and its exported ONNX report the
-same figure; the test suite holds them to that.
+same figure; the test suite holds them to that. PyTorch loads only for the first (the ONNX count
+serves runtime-only installs).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx
-import torch
-from torch.utils.flop_counter import FlopCounterMode
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
-def macs_torch(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
+def macs_torch(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """MACs of one batch-1 forward pass (eval mode, so training-only heads are skipped)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     was_training = model.training
     model.eval()
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import ModelConfig, load_genotype_file
+from .deps import has_torch, require_torch
 from .errors import UserError
 from .export.formats import FORMATS
 from .zoo import BuiltinModel, builtin, builtin_models
@@ -89,10 +90,11 @@ def load_model(
     network). With ``weights``, the checkpoint must hold this same architecture; its config
     (classes, preprocessing, trained flag) is the one that travels on.
     """
+    kind = source_kind(spec)
+    require_torch(f"building a PyTorch model from {spec}")
     from .checkpoint import load_checkpoint
     from .nn import create_model
 
-    kind = source_kind(spec)
     if kind == "onnx":
         raise UserError(
             f"{spec} is an ONNX file; give a genotype, built-in name or checkpoint to build a PyTorch model"
@@ -126,9 +128,8 @@ def load_model(
 
 def list_models() -> list[dict]:
     """The built-in names with what a user chooses between: size, speed class, trained or not, and the
-    PublicTest accuracy their committed evaluation report records (None where none ships)."""
-    from .nn import count_params, create_model
-
+    PublicTest accuracy their committed evaluation report records (None where none ships). Without
+    PyTorch, parameters come from the shipped ONNX (None for an untrained built-in, which ships none)."""
     rows = []
     for name, entry in builtin_models().items():
         config = load_genotype(name)
@@ -140,62 +141,43 @@ def list_models() -> list[dict]:
                 "family": config.family,
                 "input": f"{c}x{h}x{w} {'gray' if c == 1 else 'RGB'}",
                 "classes": list(config.classes),
-                "params": count_params(create_model(config)),
+                "params": _params(config, entry),
                 "test_time_flip": config.network["test_time_flip"],
                 "trained": entry.weights is not None,
                 "publictest_top1": entry.accuracy(),
                 "weights": str(entry.weights) if entry.weights else None,
+                "onnx": str(entry.onnx) if entry.onnx else None,
                 "card": str(entry.card) if entry.card else None,
             }
         )
     return rows
 
 
+def _params(config: ModelConfig, entry: BuiltinModel) -> int | None:
+    if has_torch():
+        from .nn import count_params, create_model
+
+        return count_params(create_model(config))
+    if entry.onnx is None:
+        return None
+    from .export.metadata import load_onnx, read_metadata
+
+    return int(read_metadata(load_onnx(entry.onnx))["params"])
+
+
 def model_info(target: str | os.PathLike, select: str | None = None, **overrides) -> dict:
-    """Params, MACs, input spec, classes, op histogram and trained flag, for any target kind."""
-    from .macs import macs_onnx, macs_torch, params_onnx
+    """Params, MACs, input spec, classes, op histogram and trained flag, for any target kind. Without
+    PyTorch a trained built-in is described from the ONNX export it ships with."""
+    kind = source_kind(target)
+    shipped = _builtin(target).onnx if kind == "builtin" else None
+    plain = not select and all(v is None for v in overrides.values())
+    if kind == "builtin" and shipped and plain and not has_torch():
+        return {**_onnx_info(shipped), "target": str(target), "kind": "builtin", "onnx_file": str(shipped)}
+    if kind == "onnx":
+        return _onnx_info(target)
+    from .macs import macs_torch
     from .nn import count_params
 
-    kind = source_kind(target)
-    if kind == "onnx":
-        from collections import Counter
-
-        from .export.metadata import config_from_metadata, graph_precision, load_onnx, read_metadata
-        from .fileio import sha256_file
-
-        proto = load_onnx(target)
-        meta = read_metadata(proto)
-        config = config_from_metadata(meta, str(target))
-        graph_params = params_onnx(proto)
-        info = {
-            "target": str(target),
-            "kind": "onnx",
-            "name": config.name if config else Path(target).stem,
-            "task": config.task if config else None,
-            "family": config.family if config else None,
-            "params": int(meta["params"]) if "params" in meta else graph_params,
-            "macs": macs_onnx(proto),
-            "input_spec": config.input_spec() if config else None,
-            "classes": list(config.classes) if config else None,
-            "trained": config.trained if config else None,
-            "precision": graph_precision(proto),
-            "op_histogram": config.genotype.op_histogram() if config and config.genotype else None,
-            "genotype": config.genotype.to_dict() if config and config.genotype else None,
-            "network": config.network if config else None,
-            "onnx": {
-                "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None),
-                "nodes": len(proto.graph.node),
-                "node_types": dict(Counter(n.op_type for n in proto.graph.node).most_common()),
-                "graph_params": graph_params,
-                "inputs": [_io(v) for v in proto.graph.input],
-                "outputs": [_io(v) for v in proto.graph.output],
-                "producer": meta.get("producer", f"{proto.producer_name} {proto.producer_version}".strip()),
-                "bytes": Path(target).stat().st_size,
-                "sha256": sha256_file(target),
-                "emonas_metadata": config is not None,
-            },
-        }
-        return info
     config, model, weights = load_model(target, select=select, **overrides)
     return {
         "target": str(target),
@@ -213,6 +195,47 @@ def model_info(target: str | os.PathLike, select: str | None = None, **overrides
         "genotype": config.genotype.to_dict() if config.genotype else None,
         "network": config.network,
         "weights": str(weights) if weights else None,
+    }
+
+
+def _onnx_info(target: str | os.PathLike) -> dict:
+    from collections import Counter
+
+    from .export.metadata import config_from_metadata, graph_precision, load_onnx, read_metadata
+    from .fileio import sha256_file
+    from .macs import macs_onnx, params_onnx
+
+    proto = load_onnx(target)
+    meta = read_metadata(proto)
+    config = config_from_metadata(meta, str(target))
+    graph_params = params_onnx(proto)
+    return {
+        "target": str(target),
+        "kind": "onnx",
+        "name": config.name if config else Path(target).stem,
+        "task": config.task if config else None,
+        "family": config.family if config else None,
+        "params": int(meta["params"]) if "params" in meta else graph_params,
+        "macs": macs_onnx(proto),
+        "input_spec": config.input_spec() if config else None,
+        "classes": list(config.classes) if config else None,
+        "trained": config.trained if config else None,
+        "precision": graph_precision(proto),
+        "op_histogram": config.genotype.op_histogram() if config and config.genotype else None,
+        "genotype": config.genotype.to_dict() if config and config.genotype else None,
+        "network": config.network if config else None,
+        "onnx": {
+            "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None),
+            "nodes": len(proto.graph.node),
+            "node_types": dict(Counter(n.op_type for n in proto.graph.node).most_common()),
+            "graph_params": graph_params,
+            "inputs": [_io(v) for v in proto.graph.input],
+            "outputs": [_io(v) for v in proto.graph.output],
+            "producer": meta.get("producer", f"{proto.producer_name} {proto.producer_version}".strip()),
+            "bytes": Path(target).stat().st_size,
+            "sha256": sha256_file(target),
+            "emonas_metadata": config is not None,
+        },
     }
 
 

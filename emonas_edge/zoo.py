@@ -2,7 +2,10 @@
 
 ``models/`` is installed as ``emonas_edge/zoo_files/`` (see pyproject.toml), so ``--genotype emonas-macro``
 works from a source checkout and after a plain ``pip install`` alike. A name resolves to its
-genotype JSON and, when trained weights ship, to its checkpoint.
+genotype JSON and, when trained weights ship, to its checkpoint and to its verified ONNX export
+(``<name>.onnx``; ``<name>.int8.onnx`` where INT8 passed its accuracy gate), so a runtime-only
+install (no PyTorch) runs built-ins by name. ``make zoo-onnx`` writes those files; a test holds them
+equal to a fresh export of the checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ class BuiltinModel:
     weights: Path | None
     card: Path | None
     report: Path | None  # `emonas-edge evaluate --json` of the shipped weights on FER2013 PublicTest
+    onnx: Path | None = None  # the checkpoint's verified fp32 export
+    onnx_int8: Path | None = None  # its INT8 export, where it passed the accuracy gate
 
     def accuracy(self) -> float | None:
         """The top-1 the committed report records, None where none ships."""
@@ -43,12 +48,8 @@ def builtin_models() -> dict[str, BuiltinModel]:
         name = g.stem
         if "." in name:  # <name>.<what>.json beside a model (its evaluation report) is not a model
             continue
-        w = root / f"{name}.pt"
-        c = root / f"{name}.md"
-        r = root / f"{name}.publictest.json"
-        out[name] = BuiltinModel(
-            name, g, w if w.is_file() else None, c if c.is_file() else None, r if r.is_file() else None
-        )
+        files = [root / f"{name}{suffix}" for suffix in (".pt", ".md", ".publictest.json", ".onnx", ".int8.onnx")]
+        out[name] = BuiltinModel(name, g, *(f if f.is_file() else None for f in files))
     return out
 
 

@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from .. import __version__
+from ..deps import missing_extra
 from ..errors import CheckFailed, UserError
 from ..fileio import Terminated, terminate_as_interrupt
 from .common import console, err_console
@@ -72,7 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         cause = e.__cause__ or e.__context__
         if isinstance(cause, KeyboardInterrupt | Terminated):
             _stopped(cause)
-        raise
+        missing = missing_extra(e)  # a runtime-only install reaching for PyTorch
+        if missing is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {_one_line(missing)}", soft_wrap=True)
+        sys.exit(missing.exit_code)
     except SystemExit as e:
         if e.code == 130:  # typer's exit for a KeyboardInterrupt inside a command says nothing
             err_console.print("interrupted")

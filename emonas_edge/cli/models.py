@@ -343,7 +343,7 @@ def register(app: typer.Typer) -> None:
                 r["name"],
                 r["task"],
                 r["input"].split("x", 1)[1],
-                f"{r['params']:,}",
+                f"{r['params']:,}" if r["params"] is not None else "–",  # untrained, without PyTorch
                 "yes" if r["test_time_flip"] else "no",
                 "yes" if r["trained"] else "no",
                 acc,

@@ -82,10 +82,23 @@ class RunSettings:
 
 def _load_head(role: str, spec, allow_untrained: bool, notes: list[str], **backend_options):
     """The backend of one head, or None when it is turned off or untrained (and not allowed)."""
+    from ..deps import has_torch
     from ..runtime import load_backend
 
     if spec is None or str(spec).lower() in ("", "none", "off"):
         return None
+    if _untrained_builtin(spec):  # known without building it (which needs PyTorch: no ONNX ships for it)
+        if not allow_untrained:
+            notes.append(
+                f"{role} head off: {spec} has no trained weights (--allow-untrained runs it, marked untrained)"
+            )
+            return None
+        if not has_torch():
+            notes.append(
+                f"{role} head off: {spec} has no trained weights, and building it untrained needs PyTorch "
+                "(pip install 'emonas-edge[train]')"
+            )
+            return None
     b = load_backend(spec, **backend_options)
     if b.config.task != role:
         notes.append(f"{role} model {spec} was built for the {b.config.task} task")
@@ -95,6 +108,14 @@ def _load_head(role: str, spec, allow_untrained: bool, notes: list[str], **backe
     if not b.trained:
         notes.append(f"{role} head runs UNTRAINED ({spec}): its output is marked untrained and is not a prediction")
     return b
+
+
+def _untrained_builtin(spec) -> bool:
+    from ..resolve import source_kind
+    from ..zoo import builtin
+
+    entry = builtin(str(spec)) if source_kind(spec) == "builtin" else None
+    return entry is not None and entry.weights is None
 
 
 def build_pipeline(

@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..deps import has_torch
 from ..environment import cpu_model, package_version
 
 WORKFLOWS = ("run", "export", "train", "tensorrt")
@@ -119,12 +120,12 @@ def _mediapipe() -> Check:
 
 def _torch() -> Check:
     version = package_version("torch")
-    if version is None:
+    if version is None or not has_torch():
         return Check(
             "torch",
             False,
             "not installed: runtime-only install (ONNX models run; no export or training)",
-            "pip install 'emonas-edge[torch]' (or the JetPack torch wheel on a Jetson)",
+            "pip install 'emonas-edge[train]' (or the JetPack torch wheel on a Jetson)",
             ("export", "train"),
         )
     cuda = ""
@@ -170,7 +171,7 @@ def _models() -> list[Check]:
             checks.append(Check(f"model {name}", False, f"unreadable genotype ({e})", "reinstall emonas-edge"))
             continue
         default = name == "emonas-macro"  # what `run` and `demo` use without flags
-        detail, trained = _weights(entry.weights)
+        detail, trained = _weights(entry)
         advice = (
             f"reinstall emonas-edge ({name}'s weights are missing or unreadable)" if default and not trained else ""
         )
@@ -182,17 +183,29 @@ def _models() -> list[Check]:
     return checks
 
 
-def _weights(path: Path | None) -> tuple[str, bool]:
-    """``(what the weights are, whether they are trained)``: read when torch is here, else only found."""
-    if path is None:
+def _weights(entry) -> tuple[str, bool]:
+    """``(what the weights are, whether they are trained)``: the checkpoint where PyTorch is here, else the
+    ONNX export that ships beside it (what a runtime-only install runs)."""
+    if entry.weights is None:
         return "no trained weights (ships untrained)", False
-    if package_version("torch") is None:
-        return f"trained weights present ({path.stat().st_size // 1024} KB; not loaded: no torch)", True
-    from ..checkpoint import read_checkpoint
     from ..errors import UserError
 
+    if not has_torch():
+        if entry.onnx is None:
+            return "trained weights, but no shipped ONNX to run them without torch", False
+        from ..export.metadata import load_onnx, read_metadata
+
+        try:
+            trained = read_metadata(load_onnx(entry.onnx)).get("trained") == "true"
+        except UserError as e:
+            return f"shipped ONNX unreadable ({e})", False
+        return (
+            "shipped ONNX, loadable (no torch: the checkpoint is not read)" if trained else "ONNX marked untrained"
+        ), trained
+    from ..checkpoint import read_checkpoint
+
     try:
-        trained = bool(read_checkpoint(path)["config"].get("trained"))
+        trained = bool(read_checkpoint(entry.weights)["config"].get("trained"))
     except (UserError, KeyError) as e:
         return f"weights unreadable ({e})", False
     return ("trained weights, loadable" if trained else "weights marked untrained"), trained
@@ -246,7 +259,7 @@ def diagnose(camera: int | None = None) -> Diagnosis:
         _torch(),
     ]
     export_note = "the exporter needs it"
-    d.checks += [_package("onnxscript", ("export",), "pip install 'emonas-edge[torch]'", export_note)]
+    d.checks += [_package("onnxscript", ("export",), "pip install 'emonas-edge[train]'", export_note)]
     simplifier = package_version("onnxsim") or package_version("onnxslim")
     d.checks.append(
         Check(

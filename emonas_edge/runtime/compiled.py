@@ -6,7 +6,8 @@ normal verified path (checker, simplifier, parity against PyTorch) into
 ``$EMONAS_EDGE_CACHE/onnx/<key>/``. The key hashes the files that define the model (genotype,
 weights or checkpoint) and the versions that shape the graph, so a retrained checkpoint never
 reuses a stale artifact, and a cache hit needs neither PyTorch nor a model build (the pipeline
-then stays a few hundred MB lighter).
+then stays a few hundred MB lighter). A trained built-in's first use copies the exports that ship with
+it (``make zoo-onnx``), which is what lets a runtime-only install run built-ins by name.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .. import __version__
-from ..fileio import cache_dir, sha256_file
+from ..fileio import cache_dir, copy_atomic, sha256_file
 
 
 def cache_root() -> Path:
@@ -53,9 +54,26 @@ def cached_onnx(spec: str | os.PathLike) -> Path:
     found = sorted(p for p in out.glob("*.onnx") if p.name.count(".") == 1) if out.is_dir() else []
     if found:
         return found[0]
+    shipped = _shipped(spec)
+    if shipped:  # a trained built-in's verified exports ship with it: no PyTorch, no export
+        for f in shipped:
+            copy_atomic(f, out / f.name)
+        return out / shipped[0].name
     from ..export.onnx import export_onnx
     from ..resolve import load_model
 
     config, model, weights = load_model(spec)
     # an untrained model's random weights are as good as any others: the first export is kept
     return export_onnx(config, model, out, weights=weights).path
+
+
+def _shipped(spec: str | os.PathLike) -> list[Path]:
+    """The fp32 export a trained built-in ships with, then its gated INT8 one where there is one. Copied
+    into the cache rather than used in place, so precisions derived later land there, not in the package."""
+    from ..resolve import source_kind
+    from ..zoo import builtin
+
+    entry = builtin(str(spec)) if source_kind(spec) == "builtin" else None
+    if entry is None or entry.onnx is None:
+        return []
+    return [entry.onnx] + ([entry.onnx_int8] if entry.onnx_int8 else [])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
+from ..deps import has_torch, require_torch
 from ..errors import UserError
 from ..export.formats import format_of
 from ..resolve import load_model, source_kind
+from ..zoo import builtin
 from .backend import Backend
 
 ENGINES = ("auto", "torch", "onnxruntime")
@@ -18,7 +20,9 @@ def load_backend(
     """An ``.onnx`` file runs in ONNX Runtime, a TensorRT engine in TensorRT. A built-in name,
     checkpoint or genotype runs in PyTorch with ``engine="torch"`` and no ``provider``; with
     ``"onnxruntime"``/``"auto"`` or a provider it is exported once (parity checked) into the cache and
-    run in ONNX Runtime (several times faster per face on a CPU), on that provider or not at all."""
+    run in ONNX Runtime (several times faster per face on a CPU), on that provider or not at all. A
+    trained built-in needs no export: its verified ONNX ships with it, and a runtime-only install
+    (no PyTorch) runs it there whatever the engine."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r} (choose from: {', '.join(ENGINES)})")
     # each backend's libraries load only when a model needs them (importing the runtime stays cheap)
@@ -26,14 +30,23 @@ def load_backend(
         from .tensorrt import TrtBackend
 
         return TrtBackend(spec)
-    onnx_file = source_kind(spec) == "onnx"
-    # a provider is an ONNX Runtime one: asking for it must not quietly run PyTorch on the CPU instead
-    if onnx_file or engine in ("auto", "onnxruntime") or provider:
-        from .compiled import cached_onnx  # a cache miss exports, which loads PyTorch
+    kind = source_kind(spec)
+    shipped = _shipped_onnx(spec) if kind == "builtin" else None
+    # a provider is an ONNX Runtime one: asking for it must not quietly run PyTorch on the CPU instead;
+    # a runtime-only install (no PyTorch) runs a built-in from the export that ships with it
+    if kind == "onnx" or engine in ("auto", "onnxruntime") or provider or (shipped and not has_torch()):
+        from .compiled import cached_onnx  # a cache miss exports (loading PyTorch) unless the built-in ships ONNX
         from .ort_backend import OrtBackend
 
-        return OrtBackend(spec if onnx_file else cached_onnx(spec), provider, threads)
+        return OrtBackend(spec if kind == "onnx" else cached_onnx(spec), provider, threads)
+    require_torch(f"running {spec} in PyTorch (or anything but a trained built-in or an .onnx file)")
     from .torch_backend import TorchBackend
 
     config, model, weights = load_model(spec)
     return TorchBackend(config, model, str(weights or spec), threads)
+
+
+def _shipped_onnx(name: str | os.PathLike):
+    """The verified fp32 export a trained built-in ships with (held equal to a fresh export by a test)."""
+    entry = builtin(str(name))
+    return entry.onnx if entry is not None else None
