@@ -108,6 +108,20 @@ class Window:
             pass
 
 
+def _frame_hooks(window, live):
+    """The window (which may ask to stop) and the live view, as one ``on_frame``; None when neither."""
+    if live is None:
+        return window
+    if window is None:
+        return live.on_frame
+
+    def both(result, image):
+        live.on_frame(result, image)
+        return window(result, image)
+
+    return both
+
+
 def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
     """``run`` and ``demo``.
 
@@ -115,17 +129,30 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
     """
     from ..fileio import Terminated, write_json_atomic
     from ..pipeline import RunSummary, open_source, run
+    from ..pipeline.serve import LiveServer, parse_serve
+    from ..pipeline.sources import loop_source
 
     if settings.show:
         why = _display_available()
         if why:
             raise UserError(why)
     settings.check(source)
-    src = open_source(source)  # a bad source fails before any model loads
+    # a taken port, like a bad source, fails before any model loads
+    live = LiveServer(parse_serve(settings.serve, settings.serve_token)) if settings.serve is not None else None
+    try:
+        src = open_source(source)
+        if settings.loop:
+            src = loop_source(src)
+    except BaseException:
+        if live is not None:
+            live.close()
+        raise
     try:
         built = settings.build(photos=src.kind == "image")
     except BaseException:
         src.close()
+        if live is not None:
+            live.close()
         raise
     for n in built.notes:
         err_console.print(f"[yellow]note:[/] {n}", soft_wrap=True, markup=True, highlight=False)
@@ -139,6 +166,9 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
     window = Window(title, Path("snapshots")) if settings.show else None
     outputs = {"jsonl": settings.jsonl, "csv": settings.csv, "video": settings.save_video}
     try:
+        if live is not None:
+            live.start()
+            console.print(f"live view: {live.url}", highlight=False, markup=False)
         summary = run(
             src,
             built,
@@ -146,7 +176,7 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
             csv=settings.csv,
             save_video=settings.save_video,
             max_frames=settings.max_frames,
-            on_frame=window,
+            on_frame=_frame_hooks(window, live),
         )
     except (UserError, KeyboardInterrupt, Terminated) as e:  # a lost source, Ctrl-C or SIGTERM: report what was done
         partial = getattr(e, "summary", None)
@@ -158,6 +188,8 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
     finally:
         if window:
             window.close()
+        if live is not None:
+            live.close()
         p.detector.close()
     console.print(summary_table(summary, outputs))
     for w in summary.warnings:
@@ -266,6 +298,21 @@ def register(app: typer.Typer) -> None:
         max_frames: Annotated[
             int | None, typer.Option(help="Stop after this many frames.", rich_help_panel=P_OUT)
         ] = None,
+        serve: Annotated[
+            str | None,
+            typer.Option(
+                help="Live view in a browser at [HOST:]PORT (PORT alone: 127.0.0.1 only): the annotated video, "
+                "class bars and the per-frame results; a host beyond loopback gets a token.",
+                rich_help_panel=P_OUT,
+            ),
+        ] = None,
+        serve_token: Annotated[
+            str | None,
+            typer.Option(help="The live view's token (default off loopback: a random one).", rich_help_panel=P_OUT),
+        ] = None,
+        loop: Annotated[
+            bool, typer.Option(help="Replay a video file until interrupted (kiosks, demos).", rich_help_panel=P_OUT)
+        ] = False,
         track: Annotated[
             bool | None,
             typer.Option(
@@ -302,6 +349,9 @@ def register(app: typer.Typer) -> None:
                 summary_json=summary_json,
                 max_frames=max_frames,
                 show=show,
+                serve=serve,
+                serve_token=serve_token,
+                loop=loop,
             ),
         )
 
@@ -311,13 +361,25 @@ def register(app: typer.Typer) -> None:
         macro: Annotated[str, typer.Option(help="Macro model.")] = "emonas-macro",
         micro: Annotated[str, typer.Option(help="Micro model.")] = "emonas-micro",
         allow_untrained: Annotated[bool, typer.Option(help="Run untrained heads (marked untrained).")] = False,
+        serve: Annotated[
+            str | None,
+            typer.Option(help="Show it in a browser at [HOST:]PORT instead of a window (no display needed)."),
+        ] = None,
+        serve_token: Annotated[str | None, typer.Option(help="The live view's token (off loopback).")] = None,
+        loop: Annotated[bool, typer.Option(help="Replay a video file source until interrupted.")] = False,
     ):
-        """Webcam demo with a window: q quit, space pause, s snapshot (into ./snapshots)."""
+        """Webcam demo with a window: q quit, space pause, s snapshot (into ./snapshots); or --serve for a browser."""
         from ..pipeline import RunSettings
 
-        settings = RunSettings(
-            macro=macro, micro=micro, allow_untrained=allow_untrained, show=True
-        )  # otherwise `run`'s defaults
+        settings = RunSettings(  # otherwise `run`'s defaults
+            macro=macro,
+            micro=micro,
+            allow_untrained=allow_untrained,
+            show=serve is None,
+            serve=serve,
+            serve_token=serve_token,
+            loop=loop,
+        )
         _run(source, settings, title="emonas-edge demo (q quit, space pause, s snapshot)")
 
     @app.command("sample-video")

@@ -48,10 +48,15 @@ class RunSettings:
     summary_json: str | os.PathLike | None = None
     max_frames: int | None = None
     show: bool = False  # a window (the CLI's); needs a display
+    serve: str | None = None  # [HOST:]PORT of a live view in the browser (serve.LiveServer)
+    serve_token: str | None = None  # required off loopback (a random one is made when not given)
+    loop: bool = False  # replay a video file until the run is stopped
 
     def check(self, source=None) -> None:
         if self.max_frames is not None and self.max_frames < 1:
             raise UserError(f"--max-frames must be at least 1, got {self.max_frames}")
+        if self.serve_token is not None and self.serve is None:
+            raise UserError("--serve-token guards a live view: give --serve [HOST:]PORT too")
         self.frames.check()
         check_output_paths(
             {"--source": source, "--macro": self.macro, "--micro": self.micro},

@@ -242,3 +242,40 @@ def open_source(spec: str | int | os.PathLike) -> Source:
     if p.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource([p], str(p))
     return VideoFileSource(p)
+
+
+class LoopingSource(Source):
+    """A video file replayed from the start each time it ends, until the run stops (``--loop``): kiosks,
+    demos, a live view left running. Frame numbers and times keep counting across replays, so tracks,
+    smoothing and the outputs see one continuous stream."""
+
+    def __init__(self, first: VideoFileSource):
+        self._src: VideoFileSource = first
+        self.path, self.fps, self.description = first.path, first.fps, f"{first.description} (looped)"
+        self.kind = first.kind
+        self.replays = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        i, offset = 0, 0.0
+        while True:
+            last, n = 0.0, 0
+            for f in self._src:
+                yield Frame(i, offset + f.time, f.image, f.file)
+                i, n, last = i + 1, n + 1, f.time
+            if n == 0:
+                return
+            self._src.close()
+            offset += last + (1.0 / self.fps if self.fps else 1.0)
+            self._src = VideoFileSource(self.path)
+            self.replays += 1
+
+    def close(self) -> None:
+        self._src.close()
+
+
+def loop_source(source: Source) -> Source:
+    """``source`` replayed endlessly, or one line saying why it cannot be (only video files loop)."""
+    if not isinstance(source, VideoFileSource):
+        source.close()
+        raise UserError(f"--loop replays video files; {source.description} is a {source.kind} source")
+    return LoopingSource(source)
