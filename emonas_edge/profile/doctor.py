@@ -208,7 +208,10 @@ def _weights(entry) -> tuple[str, bool]:
         trained = bool(read_checkpoint(entry.weights)["config"].get("trained"))
     except (UserError, KeyError) as e:
         return f"weights unreadable ({e})", False
-    return ("trained weights, loadable" if trained else "weights marked untrained"), trained
+    shipped = (
+        ", ONNX fp32 + INT8 shipped" if entry.onnx and entry.onnx_int8 else ", ONNX fp32 shipped" if entry.onnx else ""
+    )
+    return ("trained weights, loadable" + shipped if trained else "weights marked untrained"), trained
 
 
 def _jetson() -> Check:
