@@ -3,6 +3,7 @@
 The public API mirrors the CLI, one function per command::
 
     import emonas_edge as ee
+    faces = ee.analyze("photo.jpg")                   # boxes, class probabilities, top label per face
     config = ee.load_genotype("emonas-macro")        # built-in name, JSON, DARTS text or checkpoint
     model = ee.create_model(config)
     result = ee.export_onnx(config, model, "export/")
@@ -27,6 +28,8 @@ _LAZY = {
     "export_artifact": ".export.artifact",
     "ArtifactSettings": ".export.artifact",
     "create_model": ".nn",
+    "analyze": ".pipeline.analyze",
+    "Analyzer": ".pipeline.analyze",
 }
 
 
@@ -40,6 +43,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "__version__",
+    "analyze",
+    "Analyzer",
     "ModelConfig",
     "load_genotype",
     "load_model",
