@@ -18,7 +18,20 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # Lowest first. A unit is a top-level module or subpackage of emonas_edge ("__init__" is the package's own
 # module, which only names the version and re-exports the public API lazily, by string).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "errors", "deps", "fileio", "environment", "genotype", "config", "zoo", "macs", "metrics", "viz"),
+    (
+        "__init__",
+        "errors",
+        "deps",
+        "fileio",
+        "cache",
+        "environment",
+        "genotype",
+        "config",
+        "zoo",
+        "macs",
+        "metrics",
+        "viz",
+    ),
     ("nn", "checkpoint"),  # networks from configs; the one checkpoint format (weights + config)
     ("data",),  # preprocessing, datasets, dynamic images
     ("faces",),  # detection and alignment, shared by export (calibration), pipeline and crop-faces

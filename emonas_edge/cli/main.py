@@ -35,13 +35,14 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
         raise typer.Exit(0)
 
 
-from . import models, pipeline, profile, search, train  # noqa: E402
+from . import cache, models, pipeline, profile, search, train  # noqa: E402
 
 models.register(app)
 train.register(app)
 pipeline.register(app)
 profile.register(app)
 search.register(app)
+cache.register(app)
 
 
 def _one_line(msg: object) -> str:
