@@ -34,6 +34,11 @@ def _builtin(spec: str | os.PathLike) -> BuiltinModel:
     return entry
 
 
+def builtin_entry(spec: str | os.PathLike) -> BuiltinModel | None:
+    """The built-in ``spec`` names, or None when it names a file or something else (a file wins over a name)."""
+    return _builtin(spec) if source_kind(spec) == "builtin" else None
+
+
 def source_kind(spec: str | os.PathLike) -> str:
     """'builtin', 'checkpoint', 'onnx' or 'genotype' (a JSON/text file)."""
     p = Path(spec)

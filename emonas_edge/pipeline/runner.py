@@ -116,10 +116,9 @@ def _load_head(role: str, spec, allow_untrained: bool, notes: list[str], **backe
 
 
 def _untrained_builtin(spec) -> bool:
-    from ..resolve import source_kind
-    from ..zoo import builtin
+    from ..resolve import builtin_entry
 
-    entry = builtin(str(spec)) if source_kind(spec) == "builtin" else None
+    entry = builtin_entry(spec)
     return entry is not None and entry.weights is None
 
 

@@ -70,10 +70,9 @@ def cached_onnx(spec: str | os.PathLike) -> Path:
 def _shipped(spec: str | os.PathLike) -> list[Path]:
     """The fp32 export a trained built-in ships with, then its gated INT8 one where there is one. Copied
     into the cache rather than used in place, so precisions derived later land there, not in the package."""
-    from ..resolve import source_kind
-    from ..zoo import builtin
+    from ..resolve import builtin_entry
 
-    entry = builtin(str(spec)) if source_kind(spec) == "builtin" else None
+    entry = builtin_entry(spec)
     if entry is None or entry.onnx is None:
         return []
     return [entry.onnx] + ([entry.onnx_int8] if entry.onnx_int8 else [])

@@ -7,8 +7,7 @@ import os
 from ..deps import has_torch, require_torch
 from ..errors import UserError
 from ..export.formats import format_of
-from ..resolve import load_model, source_kind
-from ..zoo import builtin
+from ..resolve import builtin_entry, load_model, source_kind
 from .backend import Backend
 
 ENGINES = ("auto", "torch", "onnxruntime")
@@ -31,7 +30,8 @@ def load_backend(
 
         return TrtBackend(spec)
     kind = source_kind(spec)
-    shipped = _shipped_onnx(spec) if kind == "builtin" else None
+    entry = builtin_entry(spec)
+    shipped = entry is not None and entry.onnx is not None
     # a provider is an ONNX Runtime one: asking for it must not quietly run PyTorch on the CPU instead;
     # a runtime-only install (no PyTorch) runs a built-in from the export that ships with it
     if kind == "onnx" or engine in ("auto", "onnxruntime") or provider or (shipped and not has_torch()):
@@ -44,9 +44,3 @@ def load_backend(
 
     config, model, weights = load_model(spec)
     return TorchBackend(config, model, str(weights or spec), threads)
-
-
-def _shipped_onnx(name: str | os.PathLike):
-    """The verified fp32 export a trained built-in ships with (held equal to a fresh export by a test)."""
-    entry = builtin(str(name))
-    return entry.onnx if entry is not None else None
