@@ -25,7 +25,7 @@ from browser import Browser, chromium
 from conftest import REPO, _cli_env
 
 from emonas_edge.errors import UserError
-from emonas_edge.pipeline.serve import parse_serve
+from emonas_edge.pipeline.serve import LiveHub, parse_serve
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +85,30 @@ def live(cli_path, shared, tmp_path):
             r.proc.wait()
 
 
+def test_the_pipeline_keeps_a_picture_only_while_watched_and_at_most_max_fps():
+    """The pipeline's thread pays per frame only for what viewers can take: no copy when nobody watches,
+    one per period when someone does, and the kept copy is the pipeline's picture of that moment."""
+    hub = LiveHub(max_fps=5)
+    frame = np.zeros((4, 4, 3), np.uint8)
+    for i in range(10):
+        frame[:] = i
+        hub.publish(frame, {"frame": i})
+    assert hub.seq == 10 and hub.frame_seq == 0 and hub.jpeg(0) is None  # unwatched: nothing kept
+    hub.watching(+1)
+    for i in range(10, 40):
+        frame[:] = i
+        hub.publish(frame, {"frame": i})
+    assert hub.frame_seq == 11  # the first watched frame, then nothing until a period has passed
+    seq, jpeg = hub.jpeg(0)
+    pixels = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert seq == 11 and abs(int(pixels.mean()) - 10) <= 1  # frame 10's picture, not the reused buffer's now
+    assert hub.jpeg(seq) is None  # nothing newer than what this viewer has
+    time.sleep(0.21)
+    hub.publish(frame, {"frame": 40})
+    assert hub.frame_seq == 41 and hub.wait_frame(11, timeout=0) == 41 and hub.jpeg(11)[0] == 41
+    assert hub.event()[0] == 41 and b'"frame":40' in hub.event()[1]
+
+
 def _get(url: str, timeout: float = 15) -> tuple[int, dict, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -116,6 +140,19 @@ def test_the_live_view_serves_frames_results_and_nothing_else(live):
     seq = int(headers["X-Seq"])
     status, headers, _ = _get(f"{run.base}/frame.jpg?after={seq}")
     assert status == 200 and int(headers["X-Seq"]) > seq  # the long poll waits for a newer frame
+    with urllib.request.urlopen(run.base + "/stream.mjpg", timeout=15) as r:  # motion JPEG, part by part
+        assert r.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=emonas-frame"
+        seqs = []
+        for _ in range(3):
+            head = dict(line.decode().strip().split(": ", 1) for line in iter(r.readline, b"\r\n") if b": " in line)
+            part = r.read(int(head["Content-Length"]) + 2)
+            assert head["Content-Type"] == "image/jpeg" and part[:2] == b"\xff\xd8" and part[-2:] == b"\r\n"
+            seqs.append(int(head["X-Seq"]))
+    assert seqs == sorted(set(seqs))  # each part a newer picture
+    camera = cv2.VideoCapture(run.base + "/stream.mjpg")  # what a robot's code would open
+    ok, picture = camera.read()
+    camera.release()
+    assert ok and picture.shape == (360, 640, 3)
     rows = _events(run.base + "/events", 5)
     assert [r["seq"] for r in rows] == sorted({r["seq"] for r in rows})  # newest first, never repeated
     assert all(len(r["faces"]) == 1 and max(r["faces"][0]["macro"], key=r["faces"][0]["macro"].get) for r in rows)

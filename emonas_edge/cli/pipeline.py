@@ -113,7 +113,12 @@ def _frame_hooks(window, live):
     if live is None:
         return window
     if window is None:
-        return live.on_frame
+
+        def live_only(result, image):
+            live.on_frame(result, image)
+
+        live_only.wants_image = live.wants_image  # type: ignore[attr-defined]  # the loop draws only when due
+        return live_only
 
     def both(result, image):
         live.on_frame(result, image)

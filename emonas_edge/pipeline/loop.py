@@ -395,7 +395,8 @@ def run_pipeline(
 ) -> RunSummary:
     """Drive ``pipeline`` over ``source``. Sinks get every result; the renderer draws for ``video``/``on_frame``.
 
-    ``on_frame(result, image)`` may return False to stop (the window's quit key).
+    ``on_frame(result, image)`` may return False to stop (the window's quit key); its optional attribute
+    ``wants_image()`` says whether this frame's picture is wanted (``image`` is None when not).
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -415,6 +416,8 @@ def run_pipeline(
         return frame, dec, found, det_ns
 
     # two stages on two cores: [decode + detect] of frame n+1 overlaps [align ... sinks] of frame n
+    # an on_frame hook may say when it takes no picture (a live view nobody watches): no drawing then
+    wants_image = getattr(on_frame, "wants_image", None) or (lambda: on_frame is not None)
     pool = ThreadPoolExecutor(1, thread_name_prefix="emonas-detect")
     pending: Future | None = pool.submit(fetch, 0)
     n = 0
@@ -435,7 +438,7 @@ def run_pipeline(
                 for s in sinks:
                     s.write(result)
                 image = None
-                if renderer is not None and (video is not None or on_frame is not None):
+                if renderer is not None and (video is not None or wants_image()):
                     with pipeline.times.stage("render"):
                         elapsed = time.perf_counter() - start
                         image = renderer.draw(
