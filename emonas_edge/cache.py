@@ -1,10 +1,11 @@
 """What ``$EMONAS_EDGE_CACHE`` holds, and clearing it (``emonas-edge cache list|clear``).
 
-Three kinds of entries, each rebuilt on demand when missing: ONNX exports of models named by built-in
+Four kinds of entries, each rebuilt on demand when missing: ONNX exports of models named by built-in
 name, checkpoint or genotype (``onnx/<key>/``, made on first use by ``run``, ``profile`` and the like),
-decoded datasets (``<key>.npz``: FER2013 folders read once into arrays), and micro-expression clips turned
-into dynamic images (``micro-<key>.npz``). Only those are ever deleted: a cache folder pointed somewhere
-shared loses nothing else.
+decoded datasets (``<key>.npz``: FER2013 folders read once into arrays), micro-expression clips turned
+into dynamic images (``micro-<key>.npz``) and teachers' offline distillation targets
+(``distill-<key>.npz``). Only those are ever deleted: a cache folder pointed somewhere shared loses
+nothing else.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from pathlib import Path
 
 from .fileio import cache_dir
 
-KINDS = ("onnx", "data", "micro")
+KINDS = ("onnx", "data", "micro", "distill")
 
 
 def _kind(path: Path) -> str | None:
     if path.is_dir() and path.parent.name == "onnx":
         return "onnx"
     if path.is_file() and path.suffix == ".npz":
-        return "micro" if path.name.startswith("micro-") else "data"
+        return next((k for k in ("micro", "distill") if path.name.startswith(f"{k}-")), "data")
     return None
 
 

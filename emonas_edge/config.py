@@ -78,6 +78,11 @@ NETWORK_KEYS: dict[str, dict[str, Setting]] = {
             lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096),
             "an integer from 8 to 4096 (fusion width)",
         ),
+        # Key/value shrink per stage; unset: SegFormer's (8, 4, 2, 1), each lowered until the shrunk grid
+        # keeps at least 4x4 positions (at 48x48 input an 8x shrink would leave stage 1 one key).
+        "sr_ratios": (None, lambda v: v is None or _ints(v, 4, 1, 32), "4 integers from 1 to 32 (key/value shrink)"),
+        # The paper's multiscale fusion block; false classifies from the last stage alone (its ablation).
+        "fusion": (True, lambda v: isinstance(v, bool), "true or false"),
     },
 }
 TOP_KEYS = {
@@ -199,6 +204,24 @@ def supported_sizes_message(family: str, network: dict) -> str | None:
     return None
 
 
+def mit_grids(input_size: int) -> list[int]:
+    """Each MiT stage's token grid side: a stride-4 patch embedding (7x7, padding 3), then stride 2 (3x3, padding 1)."""
+    sides, side = [], (input_size + 2 * 3 - 7) // 4 + 1
+    for _ in range(4):
+        sides.append(side)
+        side = (side + 2 - 3) // 2 + 1
+    return sides
+
+
+def auto_sr_ratios(input_size: int) -> list[int]:
+    ratios = []
+    for r, side in zip((8, 4, 2, 1), mit_grids(input_size), strict=True):
+        while r > 1 and side // r < 4:
+            r //= 2
+        ratios.append(r)
+    return ratios
+
+
 def _resolve_mit(network: dict, source: str) -> None:
     """Unset widths/depths/heads/decoder come from the variant, so a config always says what it builds."""
     base = MIT_VARIANTS[network["variant"]]
@@ -206,6 +229,9 @@ def _resolve_mit(network: dict, source: str) -> None:
         network[key] = list(network[key] if network[key] is not None else base[key])
     if network["decoder"] is None:
         network["decoder"] = base["decoder"]
+    if network["sr_ratios"] is None:
+        network["sr_ratios"] = auto_sr_ratios(network["input_size"])
+    network["sr_ratios"] = list(network["sr_ratios"])
     bad = [f"{d}/{h}" for d, h in zip(network["dims"], network["heads"], strict=True) if d % h]
     if bad:
         raise UserError(
@@ -230,7 +256,7 @@ def _network_settings(d: dict, family: str, task: str, classes_in: list | None, 
         value = net_in.get(key, default)
         if key == "num_classes" and value is None:
             value = len(classes_in) if classes_in else (7 if task == "macro" else 3)
-        if isinstance(value, bool) and key not in ("auxiliary", "test_time_flip"):
+        if isinstance(value, bool) and key not in ("auxiliary", "test_time_flip", "fusion"):
             raise UserError(f"{source}: network '{key}' must be {what}, got {value!r}")
         if not check(value):
             raise UserError(f"{source}: network '{key}' must be {what}, got {value!r}")

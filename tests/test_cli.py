@@ -346,17 +346,18 @@ def test_cache_lists_and_clears_only_its_own_entries(cli, tmp_path):
     (cache / "onnx" / "k1" / "emonas-macro-lite.onnx").write_bytes(b"x" * 1000)
     (cache / "abc.npz").write_bytes(b"y" * 500)
     (cache / "micro-def.npz").write_bytes(b"z" * 200)
+    (cache / "distill-0a1.npz").write_bytes(b"t" * 300)
     (cache / "notes.txt").write_text("not ours")  # a cache folder pointed somewhere shared loses nothing else
     env = {"EMONAS_EDGE_CACHE": str(cache)}
     r = cli("cache", "list", "--json", env=env)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["entries"]
-    assert {(e["kind"], e["bytes"]) for e in rows} == {("onnx", 1000), ("data", 500), ("micro", 200)}
+    assert {(e["kind"], e["bytes"]) for e in rows} == {("onnx", 1000), ("data", 500), ("micro", 200), ("distill", 300)}
     assert next(e for e in rows if e["kind"] == "onnx")["files"] == ["emonas-macro-lite.onnx"]
     r = cli("cache", "clear", "--kind", "data", env=env)
     assert r.returncode == 0 and "removed 1 entries" in r.stdout and not (cache / "abc.npz").exists()
     r = cli("cache", "clear", env=env)
-    assert r.returncode == 0 and "removed 2 entries" in r.stdout
+    assert r.returncode == 0 and "removed 3 entries" in r.stdout
     assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == ["notes.txt"]
     r = cli("cache", "clear", "--kind", "everything", env=env)
     assert r.returncode == 2 and "unknown cache kind" in r.stderr

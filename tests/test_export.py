@@ -146,6 +146,8 @@ CASES = {
     "cell-rgb112-stem2": ("cell", dict(in_channels=3, input_size=112, init_channels=4, stem_stride=2)),
     "mit-b0-gray48": ("mit", dict(in_channels=1, input_size=48)),
     "mit-small-rgb112": ("mit", dict(in_channels=3, input_size=112)),  # custom widths/depths, see below
+    # the paper's ablation: the same small MiT classifying from its last stage, without the fusion block
+    "mit-small-nofusion-gray48": ("mit", dict(in_channels=1, input_size=48)),
 }
 
 
@@ -167,6 +169,7 @@ def exported(tmp_path_factory):
                 raw = {"name": case, "family": "mit", "network": {"variant": "b0"}}
                 if "small" in case:
                     raw["network"].update(dims=[16, 32, 64, 128], depths=[1, 1, 2, 1], heads=[1, 2, 2, 4], decoder=64)
+                raw["network"]["fusion"] = "nofusion" not in case
             gfile = write_json(root / f"{case}.json", raw)
             config = load_genotype(gfile, **net)
             assert config.input_size == net["input_size"] and config.in_channels == net["in_channels"]
@@ -190,6 +193,9 @@ def test_export_matches_onnx_runtime(exported, case):
     assert isinstance(dims[0], str), f"batch axis should be dynamic, got {dims}"
     assert dims[1:] == list(config.input_shape)
     assert_matches_torch(model, result.path, config.input_shape, batches=(1, 3))
+    if config.family == "mit":  # sizes are fixed by the config: no run-time shape arithmetic in the graph
+        ops = {n.op_type for n in onnx.load(str(result.path)).graph.node}
+        assert not ops & {"Shape", "Gather", "Slice"}, ops
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -131,6 +131,9 @@ def test_rgb_defaults_follow_in_channels():
         ({"heads": [1, 2, 5, True]}, "network 'heads' must be 4 integers from 1 to 64"),
         ({"decoder": 4}, "network 'decoder' must be an integer from 8 to 4096"),
         ({"dims": [32, 64, 161, 256]}, "widths must divide by their head counts; not so for 161/5"),
+        ({"decoder": 0}, "network 'decoder' must be an integer from 8 to 4096"),
+        ({"fusion": "no"}, "network 'fusion' must be true or false"),
+        ({"sr_ratios": [8, 4, 2]}, "network 'sr_ratios' must be 4 integers from 1 to 32"),
     ],
 )
 def test_bad_mit_settings_are_named(net, message):
@@ -150,6 +153,28 @@ def test_mit_family_takes_a_variant_and_no_cells():
     assert config_from_dict(cfg.to_dict()).network == cfg.network
     msg = user_error({**cells_only(TINY_GENOTYPE), "family": "mit"})
     assert "mit" in msg and "normal" in msg
+
+
+def test_mit_fusion_switch_and_key_value_shrink():
+    """The fusion block can be switched off (the paper's ablation: the classifier sees the last stage only),
+    and the key/value shrink follows the input: SegFormer's (8, 4, 2, 1) at 224, lowered at 48x48 where an
+    8x shrink of the 12x12 first stage would leave attention one key."""
+    from emonas_edge.config import auto_sr_ratios, mit_grids
+    from emonas_edge.nn.factory import create_model
+
+    small = {"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "heads": [1, 1, 2, 4], "decoder": 32}
+    on = config_from_dict({"family": "mit", "name": "m", "network": small})
+    off = config_from_dict({"family": "mit", "name": "m", "network": {**small, "fusion": False}})
+    assert on.network["fusion"] is True and off.network["fusion"] is False
+    assert mit_grids(48) == [12, 6, 3, 2] and mit_grids(224) == [56, 28, 14, 7]
+    assert on.network["sr_ratios"] == auto_sr_ratios(48) == [2, 1, 1, 1] and auto_sr_ratios(224) == [8, 4, 2, 1]
+    fixed = config_from_dict({"family": "mit", "name": "m", "network": {**small, "sr_ratios": [4, 2, 1, 1]}})
+    assert fixed.network["sr_ratios"] == [4, 2, 1, 1] and config_from_dict(fixed.to_dict()) == fixed
+    with_fusion, without = create_model(on), create_model(off)
+    assert with_fusion.fusion is not None and without.fusion is None
+    assert without.classifier.in_features == 128 and with_fusion.classifier.in_features == 32
+    x = torch.randn(2, 1, 48, 48)
+    assert with_fusion(x).shape == without(x).shape == (2, 7)
 
 
 def test_test_time_flip_must_be_a_boolean():

@@ -97,6 +97,46 @@ def test_fp16_keeps_layernorm_in_fp32(tmp_path):
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in g.initializer)  # the rest is half precision
 
 
+def test_int8_keeps_a_transformers_sensitive_ops_in_fp32(fer, tmp_path):
+    """Only layers with learned weights are quantized in a MiT: LayerNorm, Softmax, GELU's Erf, the attention
+    products of two activations and the residual sums read fp32 tensors, and the manifest says what stayed."""
+    from emonas_edge.config import config_from_dict
+    from emonas_edge.nn import create_model
+
+    net = {"input_size": 48, "dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "heads": [1, 2, 2, 4], "decoder": 32}
+    cfg = config_from_dict({"name": "mitint8", "family": "mit", "network": net})
+    torch.manual_seed(0)
+    model = create_model(cfg)
+    with torch.no_grad():
+        for q in model.parameters():
+            q.add_(torch.randn_like(q) * 0.01)
+    r = export_onnx(cfg, model, tmp_path)
+    calib = crops(fer / "train", tmp_path / "crops", 40)
+    judge = subset(
+        fer / "publictest", tmp_path / "eval", 3
+    )  # random weights: any drop is allowed, only the graph is checked
+    d = derive_precision(r.path, cfg, "int8", calib=calib, calib_samples=40, eval_data=judge, max_drop=100.0)
+    g = load_onnx(d.path).graph
+    dequantized = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    weights = {t.name for t in g.initializer} | dequantized & {
+        o
+        for n in g.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in {t.name for t in g.initializer}
+        for o in n.output
+    }
+    fed = {n.op_type for n in g.node if any(i in dequantized for i in n.input)}
+    assert {"Conv", "Gemm"} <= fed  # the learned layers run in int8
+    assert not fed & {"LayerNormalization", "Softmax", "Erf", "Add", "Mul", "Div"}, fed
+    products = [n for n in g.node if n.op_type == "MatMul" and not any(i in weights for i in n.input)]
+    assert len(products) == 2 * sum(net["depths"])  # queries x keys and weights x values, per block
+    assert not any(i in dequantized for n in products for i in n.input)
+    kept = d.manifest["quantization"]["kept_fp32"]
+    shrunk = sum(d for d, r in zip(net["depths"], cfg.network["sr_ratios"], strict=True) if r > 1)
+    assert kept["LayerNormalization"] == 2 * sum(net["depths"]) + 4 + 4 + shrunk  # blocks, embeddings, stage ends, sr
+    assert kept["Softmax"] == sum(net["depths"]) and kept["MatMul"] == len(products)
+    assert json.loads(read_metadata(load_onnx(d.path))["int8_kept_fp32"]) == kept
+
+
 def _zero_points(proto):
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
     zps = [

@@ -7,6 +7,7 @@ so the whole file runs in well under a minute on two CPU cores.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -439,6 +440,34 @@ def test_distilled_run_resumes_exactly(trained_run, fer_subsets, tmp_path):
     ha, hb = _history(a), _history(b)
     assert hb[1]["train_loss"] == pytest.approx(ha[1]["train_loss"], abs=1e-6, rel=0)
     _same_weights(a / "last.pt", b / "last.pt")
+
+
+def test_offline_targets_are_computed_once_for_the_same_teachers_and_images(
+    trained_run, fer_subsets, tmp_path, monkeypatch
+):
+    """A second run (an ablation twin, a resumed session) takes the targets from the cache and trains exactly
+    as the first; a damaged cache file is recomputed, and other images are never served stale targets."""
+    monkeypatch.setenv("EMONAS_EDGE_CACHE", str(tmp_path / "cache"))
+    out, _ = trained_run
+    tr, _ = fer_subsets
+    config = tiny_config()
+    kw = dict(teachers=(str(out / "best.pt"),), distill_alpha=0.7)
+
+    def run(name, data=tr):
+        logs: list[str] = []
+        train(config, fresh_model(config), data, None, tmp_path / name, _resume_settings(1, **kw), log=logs.append)
+        return next(m for m in logs if m.startswith("teacher targets"))
+
+    assert "with mirrors" in run("A")
+    (cached,) = (tmp_path / "cache").glob("distill-*.npz")
+    assert "from the cache" in run("B")
+    _same_weights(tmp_path / "A" / "last.pt", tmp_path / "B" / "last.pt")
+    cached.write_bytes(b"not an npz")
+    assert "with mirrors" in run("C")
+    _same_weights(tmp_path / "A" / "last.pt", tmp_path / "C" / "last.pt")
+    flipped = dataclasses.replace(tr, images=np.ascontiguousarray(tr.images[:, :, ::-1]))
+    assert "with mirrors" in run("D", flipped)  # other images: computed, not served from the first entry
+    assert len(list((tmp_path / "cache").glob("distill-*.npz"))) == 2
 
 
 def test_mixed_distilled_run_resumes_exactly_and_differs_from_an_unmixed_one(trained_run, fer_subsets, tmp_path):

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
     @group.command("list")
     def list_(json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False):
-        """Exports of models given by name, decoded datasets, micro clips: path and size of each."""
+        """Model exports, decoded datasets, micro clips, distillation targets: path and size of each."""
         from ..cache import cache_entries
         from ..fileio import cache_dir
 
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     @group.command("clear")
     def clear(
         kind: Annotated[
-            str, typer.Option(help="onnx | data | micro | all: which entries to delete (all are rebuilt on use).")
+            str, typer.Option(help="onnx | data | micro | distill | all: what to delete (rebuilt on use).")
         ] = "all",
     ):
         """Delete cache entries; each is rebuilt the next time it is needed."""

@@ -92,7 +92,37 @@ INT8_SCHEMES = {
 }
 
 
-def quantize_qdq(src: Path, dst: Path, reader, method: str = "minmax", scheme: str = "ort") -> None:
+# Where a transformer loses accuracy in INT8 (per-tensor 8-bit activations): LayerNorm's statistics,
+# Softmax's exponent, GELU's Erf chain, the attention products of two activations (queries x keys,
+# weights x values) and the residual sums that carry the stream. In a graph with LayerNormalization only
+# the layers with learned weights are quantized (Conv, Gemm, MatMul by a weight); the rest stays fp32.
+# Cell networks hold none of these ops, so their INT8 graphs are unchanged by this rule.
+TRANSFORMER_QUANTIZED = ["Conv", "Gemm", "MatMul"]
+
+
+def keep_fp32_plan(model: onnx.ModelProto) -> dict | None:
+    """``quantize_static`` keyword arguments that keep a transformer's sensitive ops in fp32, with what
+    they keep (``None`` for graphs without LayerNormalization: everything quantizable is quantized)."""
+    nodes = list(model.graph.node)
+    if not any(n.op_type == "LayerNormalization" for n in nodes):
+        return None
+    weights = {t.name for t in model.graph.initializer}
+    weights |= {o for n in nodes if n.op_type == "Constant" for o in n.output}
+    products = [n.name for n in nodes if n.op_type == "MatMul" and not any(i in weights for i in n.input)]
+    if any(not name for name in products):
+        raise UserError("INT8: the graph has unnamed activation x activation MatMuls, which cannot be kept in fp32")
+    kept: dict[str, int] = {}
+    for n in nodes:
+        if n.op_type not in TRANSFORMER_QUANTIZED or n.name in products:
+            kept[n.op_type] = kept.get(n.op_type, 0) + 1
+    return {
+        "op_types_to_quantize": TRANSFORMER_QUANTIZED,
+        "nodes_to_exclude": products,
+        "kept_fp32": {k: kept[k] for k in sorted(kept)},
+    }
+
+
+def quantize_qdq(src: Path, dst: Path, reader, method: str = "minmax", scheme: str = "ort") -> dict | None:
     """The one set of ONNX Runtime INT8 settings (see :func:`quantize_int8` for why these), for any
     graph and calibration reader: the search's latency table quantizes its blocks with it too, so
     the blocks it times are quantized as the shipped models are."""
@@ -110,6 +140,8 @@ def quantize_qdq(src: Path, dst: Path, reader, method: str = "minmax", scheme: s
     with tempfile.TemporaryDirectory(prefix="emonas-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        plan = keep_fp32_plan(onnx.load(str(pre)))
+        which = {k: v for k, v in (plan or {}).items() if k != "kept_fp32"}
         extra = {"ActivationSymmetric": spec["symmetric"], "WeightSymmetric": True}
         if method == "percentile":
             extra["CalibPercentile"] = 99.99
@@ -126,7 +158,9 @@ def quantize_qdq(src: Path, dst: Path, reader, method: str = "minmax", scheme: s
                 calibrate_method=methods[method],
                 extra_options=extra,
                 reduce_range=True,
+                **which,
             )
+    return plan
 
 
 def quantize_int8(
@@ -163,9 +197,10 @@ def quantize_int8(
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
             return {input_name: np.ascontiguousarray(chunk, np.float32)}
 
-    quantize_qdq(src, dst, Reader(), method, scheme)
+    plan = quantize_qdq(src, dst, Reader(), method, scheme)
     out = onnx.load(str(dst))
-    write_metadata(out, {**meta, "precision": "int8", "int8_scheme": scheme})
+    extra = {"int8_kept_fp32": json.dumps(plan["kept_fp32"])} if plan else {}
+    write_metadata(out, {**meta, "precision": "int8", "int8_scheme": scheme, **extra})
     onnx.save(out, str(dst))
 
 
@@ -404,6 +439,8 @@ def write_precision_artifact(
             "activations": INT8_SCHEMES[int8_scheme]["activations"],
             "weights": "int8 symmetric per-channel (7-bit range)",
             "tool": "onnxruntime.quantization quant_pre_process + quantize_static",
+            # a transformer's LayerNorm/Softmax/GELU/attention products/residual sums (keep_fp32_plan)
+            "kept_fp32": json.loads(read_metadata(load_onnx(chosen_file)).get("int8_kept_fp32", "null")),
         }
         if chosen == "int8"
         else None

@@ -16,23 +16,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MIT_VARIANTS as VARIANTS  # noqa: F401  (re-exported: the table lives with the settings)
-from ..config import ModelConfig
+from ..config import ModelConfig, mit_grids
 from .flip import FlipAveraged
 
-SR_RATIOS = (8, 4, 2, 1)
 MLP_RATIO = 4
 
 
 class OverlapPatchEmbed(nn.Module):
-    def __init__(self, c_in: int, dim: int, patch: int, stride: int):
+    def __init__(self, c_in: int, dim: int, patch: int, stride: int, grid: int):
         super().__init__()
         self.proj = nn.Conv2d(c_in, dim, patch, stride=stride, padding=patch // 2)
         self.norm = nn.LayerNorm(dim)
+        self.shape = (-1, dim, grid * grid)  # reshape, not flatten: flatten exports as a Shape/Slice/Concat chain
 
     def forward(self, x):
-        x = self.proj(x)
-        h, w = x.shape[2], x.shape[3]
-        return self.norm(x.flatten(2).transpose(1, 2)), h, w
+        return self.norm(self.proj(x).reshape(self.shape).transpose(1, 2))
 
 
 class EfficientSelfAttention(nn.Module):
@@ -51,19 +49,24 @@ class EfficientSelfAttention(nn.Module):
             self.norm = nn.LayerNorm(dim)
 
     def forward(self, x, h: int, w: int):
-        b, n, c = x.shape
-        d = c // self.heads
-        q = self.q(x).reshape(b, n, self.heads, d).transpose(1, 2)
+        # h, w and the width are Python ints fixed by the config, the batch is -1: the export then holds
+        # no Shape/Gather/Concat chains computing sizes at run time (about half the graph's nodes before)
+        c, d = self.q.in_features, self.q.in_features // self.heads
+        q = self.q(x).reshape(-1, h * w, self.heads, d).transpose(1, 2)
         if self.sr_ratio > 1:
-            y = x.transpose(1, 2).reshape(b, c, h, w)
-            y = self.norm(self.sr(y).flatten(2).transpose(1, 2))
+            y = x.transpose(1, 2).reshape(-1, c, h, w)
+            y = self.norm(self.sr(y).reshape(-1, c, self._kv_len(h, w)).transpose(1, 2))
         else:
             y = x
-        kv = self.kv(y).reshape(b, -1, 2, self.heads, d).permute(2, 0, 3, 1, 4)
-        k, v = kv[0], kv[1]
+        k, v = self.kv(y).reshape(-1, self._kv_len(h, w), 2, self.heads, d).unbind(2)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
         attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        out = (attn @ v).transpose(1, 2).reshape(-1, h * w, c)
         return self.proj(out)
+
+    def _kv_len(self, h: int, w: int) -> int:
+        r = self.sr_ratio
+        return h * w if r == 1 else ((h - r) // r + 1) * ((w - r) // r + 1)
 
 
 class MixFFN(nn.Module):
@@ -76,8 +79,8 @@ class MixFFN(nn.Module):
 
     def forward(self, x, h: int, w: int):
         x = self.fc1(x)
-        b, n, c = x.shape
-        x = self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
+        hidden = self.fc1.out_features
+        x = self.dwconv(x.transpose(1, 2).reshape(-1, hidden, h, w)).reshape(-1, hidden, h * w).transpose(1, 2)
         return self.fc2(self.act(x))
 
 
@@ -103,34 +106,43 @@ class Block(nn.Module):
 
 
 class MiTStage(nn.Module):
-    def __init__(self, c_in, dim, depth, heads, sr, patch, stride, dpr):
+    def __init__(self, c_in, dim, depth, heads, sr, patch, stride, dpr, grid: int):
         super().__init__()
-        self.embed = OverlapPatchEmbed(c_in, dim, patch, stride)
+        self.embed = OverlapPatchEmbed(c_in, dim, patch, stride, grid)
         self.blocks = nn.ModuleList(Block(dim, heads, sr, p) for p in dpr)
         self.norm = nn.LayerNorm(dim)
+        self.dim, self.grid = dim, grid  # the token grid's side at the config's input size
 
     def forward(self, x):
-        x, h, w = self.embed(x)
+        h = w = self.grid
+        x = self.embed(x)
         for blk in self.blocks:
             x = blk(x, h, w)
         x = self.norm(x)
-        return x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+        return x.transpose(1, 2).reshape(-1, self.dim, h, w)
 
 
 class MultiscaleFusion(nn.Module):
-    def __init__(self, dims, width: int):
+    def __init__(self, dims, width: int, grids: list[int]):
         super().__init__()
+        # every stage is upsampled to the first stage's grid: by a whole factor where the grids allow
+        # (the export's Resize then takes constant scales, not sizes computed from Shape at run time)
+        self.size = (grids[0], grids[0])
+        self.factors = [grids[0] // g if grids[0] % g == 0 else None for g in grids]
         self.proj = nn.ModuleList(nn.Conv2d(d, width, 1) for d in dims)
         self.fuse = nn.Sequential(
             nn.Conv2d(width * len(dims), width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
         )
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        size = feats[0].shape[2:]
-        ups = [
-            p(f) if i == 0 else F.interpolate(p(f), size=size, mode="bilinear", align_corners=False)
-            for i, (p, f) in enumerate(zip(self.proj, feats, strict=True))
-        ]
+        ups = []
+        for i, (p, f) in enumerate(zip(self.proj, feats, strict=True)):
+            y, k = p(f), self.factors[i]
+            if i > 0 and k is not None:
+                y = F.interpolate(y, scale_factor=float(k), mode="bilinear", align_corners=False)
+            elif i > 0:
+                y = F.interpolate(y, size=self.size, mode="bilinear", align_corners=False)
+            ups.append(y)
         return self.fuse(torch.cat(ups, dim=1))
 
 
@@ -142,15 +154,19 @@ class MiTClassifier(FlipAveraged, nn.Module):
         total = sum(net["depths"])  # dims/depths/heads/decoder: the variant's unless the config overrides them
         dpr = [net["drop_path"] * i / max(total - 1, 1) for i in range(total)]
         self.stages = nn.ModuleList()
+        grids = mit_grids(net["input_size"])  # sizes are fixed by the config, so the graph computes none
         c_in, k = net["in_channels"], 0
         for s, (dim, depth, heads) in enumerate(zip(net["dims"], net["depths"], net["heads"], strict=True)):
             patch, stride = (7, 4) if s == 0 else (3, 2)
-            self.stages.append(MiTStage(c_in, dim, depth, heads, SR_RATIOS[s], patch, stride, dpr[k : k + depth]))
+            sr, grid = net["sr_ratios"][s], grids[s]
+            self.stages.append(MiTStage(c_in, dim, depth, heads, sr, patch, stride, dpr[k : k + depth], grid))
             c_in, k = dim, k + depth
-        self.fusion = MultiscaleFusion(net["dims"], net["decoder"])
+        # Without fusion (the ablation) the classifier sees the last stage only.
+        self.fusion = MultiscaleFusion(net["dims"], net["decoder"], grids) if net["fusion"] else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(net["dropout"]) if net["dropout"] > 0 else nn.Identity()
-        self.classifier = nn.Linear(net["decoder"], net["num_classes"])
+        width = net["decoder"] if net["fusion"] else net["dims"][-1]
+        self.classifier = nn.Linear(width, net["num_classes"])
         self.apply(self._init)
 
     @staticmethod
@@ -170,5 +186,5 @@ class MiTClassifier(FlipAveraged, nn.Module):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        y = self.pool(self.fusion(feats)).flatten(1)
+        y = self.pool(self.fusion(feats) if self.fusion is not None else x).flatten(1)
         return self.classifier(self.dropout(y))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..errors import UserError
+from ..fileio import atomic_outputs, cache_dir
 from .common import training_batch
 
 
@@ -94,3 +96,39 @@ def distillation_loss(logits: torch.Tensor, target: torch.Tensor, temperature: f
         * temperature
         * temperature
     )
+
+
+def targets_key(fingerprints: list[str], images: torch.Tensor, shift: torch.Tensor, temperature: float) -> str:
+    """What offline targets depend on: the teachers' weights, the exact images, their normalisation, T.
+
+    (``shift`` with the images' dtype fixes the preprocessing: the mean/std pair sets both scale and shift.)"""
+    h = hashlib.sha256()
+    for f in fingerprints:
+        h.update(f.encode())
+    h.update(f"|{tuple(images.shape)}|{temperature!r}|".encode())
+    h.update(shift.detach().cpu().numpy().tobytes())
+    h.update(images.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def cached_targets(key: str, n: int) -> torch.Tensor | None:
+    """Offline targets computed before for exactly these teachers and images (``None`` if not cached).
+
+    Why: one pass of a large teacher over FER2013 and its mirrors takes minutes on two cores, and every
+    run, ablation twin and resumed session of the same student data would otherwise pay it again."""
+    path = cache_dir() / f"distill-{key}.npz"
+    try:
+        with np.load(path) as z:
+            targets = torch.from_numpy(z["targets"])
+    except Exception:  # absent or damaged: recomputed, never trusted
+        return None
+    return targets if targets.ndim == 2 and len(targets) == n else None
+
+
+def store_targets(key: str, targets: torch.Tensor) -> None:
+    try:
+        with atomic_outputs(cache_dir() / f"distill-{key}.npz") as (tmp,):
+            with open(tmp, "wb") as f:
+                np.savez(f, targets=targets.detach().cpu().numpy())
+    except OSError:
+        pass  # caching is an optimisation; a read-only home must not stop training

@@ -29,7 +29,15 @@ from ..data.datasets import ArrayDataset
 from ..data.preprocess import Preprocessor
 from ..errors import CheckFailed, UserError
 from .common import dataset_images, evaluate_arrays, init_distributed, training_batch, training_device, warmup_cosine_lr
-from .distill import distillation_loss, load_teachers, online_targets, teacher_targets
+from .distill import (
+    cached_targets,
+    distillation_loss,
+    load_teachers,
+    online_targets,
+    store_targets,
+    targets_key,
+    teacher_targets,
+)
 from .optim import WeightEMA, make_optimizer
 from .resume import (
     RunProgress,
@@ -135,22 +143,32 @@ class Trainer:
             self.class_weights = (1.0 / counts.clamp(min=1))[self.labels.cpu()]
         self.soft_targets = None
         if self.teachers and settings.distill == "offline":
-            t0 = time.perf_counter()
-            self.soft_targets = teacher_targets(
-                self.teachers,
-                self.images,
-                self.unit_scale,
-                self.shift,
-                settings.distill_temperature,
-                settings.eval_batch,
-                settings.channels_last,
-            )
-            self.log(
-                f"teacher targets for {n:,} images from {len(self.teachers)} teacher(s) (with mirrors) "
-                f"in {time.perf_counter() - t0:.0f} s"
-            )
+            self._offline_targets(n)
         self.augment = AugmentSettings()
         self.drop_path_max = float(self.config.network.get("drop_path", 0.0))
+
+    def _offline_targets(self, n: int) -> None:
+        settings, t0 = self.settings, time.perf_counter()
+        key = targets_key(self.fingerprints, self.images, self.shift, settings.distill_temperature)
+        self.soft_targets = cached_targets(key, n)
+        if self.soft_targets is not None:
+            self.soft_targets = self.soft_targets.to(self.device)
+            self.log(f"teacher targets for {n:,} images from the cache (the same teachers and images as before)")
+            return
+        self.soft_targets = teacher_targets(
+            self.teachers,
+            self.images,
+            self.unit_scale,
+            self.shift,
+            settings.distill_temperature,
+            settings.eval_batch,
+            settings.channels_last,
+        )
+        store_targets(key, self.soft_targets)
+        self.log(
+            f"teacher targets for {n:,} images from {len(self.teachers)} teacher(s) (with mirrors) "
+            f"in {time.perf_counter() - t0:.0f} s"
+        )
 
     def fit(self) -> dict:
         """Train the remaining epochs; return the run's summary (also written to ``summary.json`` by rank 0)."""
