@@ -10,7 +10,9 @@ pipeline_fps / decode_fps is comparable across machines. The pipeline runs exact
 dynamic image every 8 frames per face), with the untrained micro head switched on for timing
 only. Rendering is off unless ``--render`` (``run`` renders only for --show/--save-video).
 Prints a per-stage breakdown (median ms), peak RSS, RSS over time for long runs, and last:
-``pipeline_fps=<x> decode_fps=<y> ratio=<x/y>``.
+``pipeline_fps=<x> decode_fps=<y> detect_fps=<z> ratio=<x/y> detect_ratio=<x/z>``, where detect_fps is
+decoding plus detecting every frame alone (the part no classifier can remove). Each stage is also timed
+alone over the clip, so the table shows what the stages cost each other inside the pipeline.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 from emonas_edge.profile.pipeline import profile_pipeline
+from emonas_edge.threads import ThreadPlan
 
 
 def main() -> None:
@@ -36,6 +39,7 @@ def main() -> None:
     ap.add_argument("--detect-every", type=int, default=1)
     ap.add_argument("--detector", default="auto", help="auto | mediapipe | mediapipe-full | haar")
     ap.add_argument("--render", action="store_true", help="draw the overlay too (as --show/--save-video do)")
+    ap.add_argument("--threads", type=int, default=None, help="per library (default: as run decides)")
     args = ap.parse_args()
     if not args.source.is_file():
         sys.exit(f"error: {args.source}: no such clip")
@@ -48,6 +52,7 @@ def main() -> None:
         render=args.render,
         engine=args.engine,
         detector=args.detector,
+        threads=args.threads,
     )
     w, h = r["frame_size"]
     st = r["settings"]
@@ -61,9 +66,12 @@ def main() -> None:
         f"({100 * r['frames_with_faces'] / max(1, r['frames']):.1f}%), "
         f"{r['tracks']} track(s), {r['fps']:.1f} frames/s; decode alone {r['decode_fps']:.0f} frames/s"
     )
-    print("stage     median ms   p90 ms   share of wall time")
+    print(f"threads: {ThreadPlan(**st['threads']).describe()}")
+    print("stage     median ms   alone ms   in/alone   p90 ms   share of wall time")
     for k, v in r["stages"].items():
-        print(f"  {k:<8} {v['p50_ms']:9.3f} {v['p90_ms']:8.3f}   {100 * v['share']:5.1f}%")
+        alone = v.get("alone_p50_ms")
+        a, x = (f"{alone:8.3f}", f"{v['p50_ms'] / alone:8.2f}x") if alone else (f"{'':8}", f"{'':9}")
+        print(f"  {k:<8} {v['p50_ms']:9.3f}   {a}  {x} {v['p90_ms']:8.3f}   {100 * v['share']:5.1f}%")
     if r["rss_mb"]["by_frame"]:
         print("RSS MB by frame: " + ", ".join(f"{i}: {m:.0f}" for i, m in r["rss_mb"]["by_frame"]))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -71,7 +79,10 @@ def main() -> None:
         f"rss_before_mb={r['rss_mb']['before']:.0f} rss_after_mb={r['rss_mb']['after']:.0f} peak_rss_mb={peak:.0f} "
         f"tracks_evicted={r['tracks_evicted']}"
     )
-    print(f"pipeline_fps={r['fps']:.1f} decode_fps={r['decode_fps']:.1f} ratio={r['ratio']:.3f}")
+    print(
+        f"pipeline_fps={r['fps']:.1f} decode_fps={r['decode_fps']:.1f} detect_fps={r['detect_fps']:.1f} "
+        f"ratio={r['ratio']:.3f} detect_ratio={r['detect_ratio']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -135,6 +135,12 @@ def test_profile_pipeline_stage_table(cli, tmp_path, cache, shared):
     assert p["frames"] == 60 and p["frames_with_faces"] >= 57 and p["fps"] > 0 and p["decode_fps"] > p["fps"]
     for k, v in p["stages"].items():
         assert v["p50_ms"] <= v["p90_ms"] <= v["p99_ms"] <= v["max_ms"], k
+    # the ceiling with detection on every frame, and each stage timed alone beside its in-pipeline figure
+    assert p["decode_fps"] > p["detect_fps"] > 0 and p["detect_ratio"] == pytest.approx(
+        p["fps"] / p["detect_fps"], 1e-3
+    )
+    assert all(p["stages"][k]["alone_p50_ms"] > 0 for k in ("detect", "align", "macro"))
+    assert p["settings"]["threads"]["onnxruntime"] >= 1 and "alone p50" in r.stdout and "threads: OpenCV" in r.stdout
 
 
 def test_export_cache_returns_the_fp32_export_beside_derived_precisions(tiny_genotype_file, monkeypatch, tmp_path):

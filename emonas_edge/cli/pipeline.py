@@ -41,6 +41,8 @@ def summary_table(summary, outputs: dict) -> Table:
     stages = ", ".join(f"{k} {v:.2f}" for k, v in summary.stages_ms.items() if v > 0)
     if stages:
         t.add_row("median ms", stages)
+    if summary.threads is not None:
+        t.add_row("threads", summary.threads.describe())
     for k, v in outputs.items():
         if v:
             t.add_row(k, str(v))
@@ -241,7 +243,13 @@ def register(app: typer.Typer) -> None:
                 rich_help_panel=P_MODELS,
             ),
         ] = "auto",
-        threads: Annotated[int, typer.Option(help="Inference threads per model.", rich_help_panel=P_MODELS)] = 1,
+        threads: Annotated[
+            int | None,
+            typer.Option(
+                help="Threads per library (OpenCV, ONNX Runtime, PyTorch). Default: cores / 2 pipeline stages.",
+                rich_help_panel=P_MODELS,
+            ),
+        ] = None,
         detector: Annotated[
             str,
             typer.Option(

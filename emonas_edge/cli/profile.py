@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UserError
+from ..threads import ThreadPlan
 from .common import console
 
 P_OUT = "Reports"
@@ -170,6 +171,9 @@ def register(app: typer.Typer) -> None:
         detect_every: Annotated[int, typer.Option(help="Detect every k-th frame.")] = 1,
         detector: Annotated[str, typer.Option(help="auto, mediapipe, mediapipe-full, haar (as for run).")] = "auto",
         render: Annotated[bool, typer.Option(help="Include drawing the overlay.")] = False,
+        threads: Annotated[
+            int | None, typer.Option(help="Threads per library (default: cores / 2 pipeline stages, as run).")
+        ] = None,
         json_out: Annotated[Path | None, typer.Option("--json", help="Report JSON.", rich_help_panel=P_OUT)] = None,
         markdown: Annotated[Path | None, typer.Option(help="Markdown stage table.", rich_help_panel=P_OUT)] = None,
         csv: Annotated[Path | None, typer.Option(help="CSV stage table.", rich_help_panel=P_OUT)] = None,
@@ -180,20 +184,32 @@ def register(app: typer.Typer) -> None:
 
         check_output_paths({"--source": source}, {"--json": json_out, "--markdown": markdown, "--csv": csv})
         r = profile_pipeline(
-            source, macro=macro, micro=micro, frames=frames, detect_every=detect_every, render=render, detector=detector
+            source,
+            macro=macro,
+            micro=micro,
+            frames=frames,
+            detect_every=detect_every,
+            render=render,
+            detector=detector,
+            threads=threads,
         )
         t = Table(
-            title=f"pipeline on {source.name}: {r['fps']:.1f} frames/s, decode alone {r['decode_fps']:.0f}, "
-            f"ratio {r['ratio']:.3f}"
+            title=f"pipeline on {source.name}: {r['fps']:.1f} frames/s; decode alone {r['decode_fps']:.0f} "
+            f"(ratio {r['ratio']:.3f}), decode + detect alone {r['detect_fps']:.0f} (ratio {r['detect_ratio']:.3f})"
         )
-        for c in ("stage", "calls", "p50 ms", "p90 ms", "p99 ms", "max ms", "share"):
+        for c in ("stage", "calls", "p50 ms", "alone p50", "p90 ms", "p99 ms", "max ms", "share"):
             t.add_column(c, justify="left" if c == "stage" else "right")
-        lines = ["| stage | calls | p50 ms | p90 ms | p99 ms | max ms | share |", "|---|---|---|---|---|---|---|"]
-        csv_lines = ["stage,calls,p50_ms,p90_ms,p99_ms,max_ms,share"]
+        lines = [
+            "| stage | calls | p50 ms | alone p50 ms | p90 ms | p99 ms | max ms | share |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        csv_lines = ["stage,calls,p50_ms,alone_p50_ms,p90_ms,p99_ms,max_ms,share"]
         for k, v in r["stages"].items():
+            alone = v.get("alone_p50_ms")
             vals = [
                 str(v["calls"]),
                 f"{v['p50_ms']:.3f}",
+                "" if alone is None else f"{alone:.3f}",
                 f"{v['p90_ms']:.3f}",
                 f"{v['p99_ms']:.3f}",
                 f"{v['max_ms']:.3f}",
@@ -207,6 +223,7 @@ def register(app: typer.Typer) -> None:
                         k,
                         str(v["calls"]),
                         str(v["p50_ms"]),
+                        "" if alone is None else str(alone),
                         str(v["p90_ms"]),
                         str(v["p99_ms"]),
                         str(v["max_ms"]),
@@ -220,6 +237,8 @@ def register(app: typer.Typer) -> None:
             f"detector {r['settings']['detector']}; RSS {r['rss_mb']['after']:.0f} MB",
             highlight=False,
         )
+        if r["settings"]["threads"]:
+            console.print(f"threads: {ThreadPlan(**r['settings']['threads']).describe()}", highlight=False)
         if json_out:
             write_json_atomic(json_out, r)
         for path, text in ((markdown, "\n".join(lines) + "\n"), (csv, "\n".join(csv_lines) + "\n")):

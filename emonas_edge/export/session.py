@@ -32,8 +32,11 @@ def choose_providers(provider: str | None, available: list[str]) -> list[str]:
     return [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
 
 
-def open_session(model: bytes | str, provider: str | None = None, threads: int | None = None):
-    """An ``InferenceSession`` for serialized ONNX (or a file path); ``threads`` pins intra-op threads."""
+def open_session(model: bytes | str, provider: str | None = None, threads: int | None = None, spinning: bool = True):
+    """An ``InferenceSession`` for serialized ONNX (or a file path); ``threads`` pins intra-op threads.
+
+    ``spinning=False``: the intra-op pool sleeps between kernels instead of spin-waiting, which a model
+    timed alone gains a little from and a pipeline stage beside it pays for (threads.py)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -41,6 +44,9 @@ def open_session(model: bytes | str, provider: str | None = None, threads: int |
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(model, opts, providers=choose_providers(provider, ort.get_available_providers()))
 
 

@@ -23,6 +23,7 @@ from ..faces.align import Aligner
 from ..faces.detect import Detection, FaceDetector
 from ..fileio import Terminated
 from ..runtime.backend import Backend
+from ..threads import ThreadPlan
 from .buffers import FrameRing, check_window
 from .sources import Frame, Source
 from .track import Tracker
@@ -168,6 +169,7 @@ class Pipeline:
         self.tracker = Tracker(self.settings.iou_threshold, self.settings.max_age)
         self.times = StageTimes()
         self.frames = 0
+        self.thread_plan: ThreadPlan | None = None  # set by build_pipeline, which applied it
         if macro is not None:
             self._check_model(macro, "macro")
             self.macro_pre = Preprocessor(macro.config)
@@ -248,6 +250,13 @@ class Pipeline:
             self.tracker.forget()
         return self.tracker.update(dets), dets, len(found)
 
+    def _align_all(self, frame: Frame, dets: list[Detection]) -> None:
+        """The align stage's crops without the frame rings (profiling times it alone against the pipeline)."""
+        if self.macro is not None:
+            self._macro_input(frame, dets)
+        if self.micro is not None:
+            self.micro_align.align(frame.image, dets)
+
     def _macro_input(self, frame: Frame, dets: list[Detection]) -> np.ndarray:
         crops = self.macro_align.align(frame.image, dets)
         return self.macro_pre.normalize(crops, out=self._macro_in[: len(dets)])
@@ -308,6 +317,7 @@ class RunSummary:
     stages_ms: dict = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)  # image files that could not be read
     warnings: list[str] = field(default_factory=list)  # e.g. a video that ended before its announced length
+    threads: ThreadPlan | None = None  # what each library was allowed
 
     @property
     def fps(self) -> float:
@@ -331,6 +341,7 @@ class RunSummary:
         self.wall_s = wall_s
         self.tracks = pipeline.tracker.created
         self.stages_ms = pipeline.times.median_ms()
+        self.threads = pipeline.thread_plan
         self.skipped_files = [str(f) for f in getattr(source, "unreadable", [])]
         early = getattr(source, "stopped_early", lambda: None)()
         if early:
@@ -348,6 +359,7 @@ class RunSummary:
             "stages_median_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
             "skipped_files": {"count": len(self.skipped_files), "files": self.skipped_files},
             "warnings": self.warnings,
+            "threads": self.threads.to_dict() if self.threads else None,
             "error": self.error,
         }
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..errors import UserError
 from ..faces.detect import create_detector
 from ..fileio import check_output_paths
+from ..threads import ThreadPlan, plan_threads
 from .loop import Pipeline, PipelineSettings, RunSummary, run_pipeline
 from .sources import open_source
 
@@ -25,6 +26,7 @@ class LoadedPipeline:
 
     pipeline: Pipeline
     notes: list[str] = field(default_factory=list)
+    threads: ThreadPlan | None = None  # what each library was allowed (reported by run and profile-pipeline)
 
 
 @dataclass
@@ -35,7 +37,7 @@ class RunSettings:
     micro: str | os.PathLike | None = "emonas-micro"
     allow_untrained: bool = False
     engine: str = "auto"
-    threads: int | None = 1
+    threads: int | None = None  # per library; None: decided from the cores (threads.plan_threads)
     provider: str | None = None
     detector: str = "auto"
     min_confidence: float = 0.4
@@ -130,7 +132,7 @@ def build_pipeline(
     min_confidence: float = 0.4,
     min_face: int = 24,
     allow_untrained: bool = False,
-    threads: int | None = 1,
+    threads: int | None = None,
     provider: str | None = None,
     engine: str = "auto",
     landmark_check: bool = True,
@@ -145,7 +147,9 @@ def build_pipeline(
     settings say ``track=True``, every photo is on its own (no shared ids, smoothing or windows).
     """
     notes: list[str] = []
-    options = dict(provider=provider, threads=threads, engine=engine)
+    plan = plan_threads(threads)
+    plan.apply()
+    options = dict(provider=provider, threads=plan.onnxruntime, engine=engine, spinning=plan.spinning)
     macro_backend = _load_head("macro", macro, allow_untrained, notes, **options)
     micro_backend = _load_head("micro", micro, allow_untrained, notes, **options)
     if macro_backend is None and micro_backend is None:
@@ -165,7 +169,8 @@ def build_pipeline(
         raise
     if det.name == "haar" and detector == "auto":
         notes.append("mediapipe not installed: using the OpenCV Haar cascade (no eye landmarks, fewer faces found)")
-    return LoadedPipeline(p, notes)
+    p.thread_plan = plan
+    return LoadedPipeline(p, notes, plan)
 
 
 def _close_all(outputs: list, failed: bool, ok: bool) -> None:

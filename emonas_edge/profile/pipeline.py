@@ -30,16 +30,52 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def decode_fps(path: Path, min_seconds: float = 2.0) -> tuple[float, int]:
+def decode_fps(path: Path, min_seconds: float = 2.0, detector=None) -> tuple[float, int]:
+    """Frames/s of decoding the clip alone, or of decoding and detecting every frame with ``detector``
+    (the part of the pipeline no classifier can remove: its ceiling with detection on every frame)."""
     frames, t0 = 0, time.perf_counter()
     while True:
         cap = cv2.VideoCapture(str(path))
-        while cap.read()[0]:
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            if detector is not None:
+                detector.detect(image)
             frames += 1
         cap.release()
         if time.perf_counter() - t0 >= min_seconds or frames == 0:
             break
     return frames / (time.perf_counter() - t0), frames
+
+
+def stages_alone(pipeline, path: Path, frames: int = 120) -> dict[str, float]:
+    """Median ms of detect, align and macro each run alone over the clip's first ``frames`` frames (one
+    stage at a time, no other thread busy), to set against the same stage inside the pipeline: the
+    difference is what the stages cost each other (thread pools, caches, the GIL)."""
+    images = []
+    with VideoFileSource(path) as src:
+        for f in src:
+            images.append(f)
+            if len(images) >= frames:
+                break
+
+    def median_ms(fn, items) -> float:
+        ns = []
+        for item in items:
+            t0 = time.perf_counter_ns()
+            fn(item)
+            ns.append(time.perf_counter_ns() - t0)
+        return float(np.median(ns)) / 1e6 if ns else 0.0
+
+    found = [(f, pipeline._select(pipeline.detector.detect(f.image))) for f in images]
+    with_faces = [(f, d) for f, d in found if d]
+    out = {"detect": median_ms(lambda f: pipeline.detector.detect(f.image), images)}
+    if pipeline.macro is not None and with_faces:
+        out["align"] = median_ms(lambda fd: pipeline._align_all(*fd), with_faces)
+        crops = [pipeline._macro_input(f, d).copy() for f, d in with_faces]
+        out["macro"] = median_ms(lambda x: pipeline.macro.run_all(x), crops)
+    return out
 
 
 class LoopedVideo(Source):
@@ -93,6 +129,7 @@ def profile_pipeline(
     render: bool = False,
     engine: str = "auto",
     detector: str = "auto",
+    threads: int | None = None,
 ) -> dict:
     from ..environment import environment
     from ..pipeline import PipelineSettings, build_pipeline
@@ -115,6 +152,7 @@ def profile_pipeline(
         allow_untrained=True,
         engine=engine,
         detector=detector,
+        threads=threads,
         settings=PipelineSettings(detect_every=detect_every),
     )
     p = built.pipeline
@@ -123,12 +161,17 @@ def profile_pipeline(
         p.times.ns.clear()
         p.frames = 0
         dfps, dframes = decode_fps(path)
+        detfps, _ = decode_fps(path, detector=p.detector)
+        alone = stages_alone(p, path)
         rss0 = rss_mb()
         src = LoopedVideo(path, total, rss_every=1000 if total >= 2000 else 0)
         summary = run_pipeline(
             p, src, renderer=Renderer() if render else None, on_frame=(lambda r, i: True) if render else None
         )
         stages = _stage_percentiles(p.times.ns, summary.wall_s)
+        for k, ms in alone.items():
+            if k in stages:
+                stages[k]["alone_p50_ms"] = round(ms, 4)
         fps = summary.frames / summary.wall_s
         return {
             "source": str(source),
@@ -138,12 +181,15 @@ def profile_pipeline(
             "tracks": summary.tracks,
             "fps": round(fps, 2),
             "decode_fps": round(dfps, 2),
+            "detect_fps": round(detfps, 2),
             "ratio": round(fps / dfps, 4),
+            "detect_ratio": round(fps / detfps, 4),
             "stages": stages,
             "settings": {
                 "detect_every": detect_every,
                 "render": render,
                 "detector": p.detector.name,
+                "threads": built.threads.to_dict() if built.threads else None,
                 "macro": p.macro.path if p.macro else None,
                 "micro": p.micro.path if p.micro else None,
             },

@@ -14,7 +14,11 @@ ENGINES = ("auto", "torch", "onnxruntime")
 
 
 def load_backend(
-    spec: str | os.PathLike, provider: str | None = None, threads: int | None = None, engine: str = "torch"
+    spec: str | os.PathLike,
+    provider: str | None = None,
+    threads: int | None = None,
+    engine: str = "torch",
+    spinning: bool = True,
 ) -> Backend:
     """An ``.onnx`` file runs in ONNX Runtime, a TensorRT engine in TensorRT. A built-in name,
     checkpoint or genotype runs in PyTorch with ``engine="torch"`` and no ``provider``; with
@@ -38,7 +42,7 @@ def load_backend(
         from .compiled import cached_onnx  # a cache miss exports (loading PyTorch) unless the built-in ships ONNX
         from .ort_backend import OrtBackend
 
-        return OrtBackend(spec if kind == "onnx" else cached_onnx(spec), provider, threads)
+        return OrtBackend(spec if kind == "onnx" else cached_onnx(spec), provider, threads, spinning)
     require_torch(f"running {spec} in PyTorch (or anything but a trained built-in or an .onnx file)")
     from .torch_backend import TorchBackend
 

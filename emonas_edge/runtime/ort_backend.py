@@ -15,12 +15,14 @@ from .backend import Backend
 class OrtBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike, provider: str | None = None, threads: int | None = None):
+    def __init__(
+        self, path: str | os.PathLike, provider: str | None = None, threads: int | None = None, spinning: bool = True
+    ):
         proto = load_onnx(path)
         config = config_from_metadata(read_metadata(proto), str(path))
         if config is None:
             raise UserError(f"{path} carries no emonas-edge metadata (classes, input spec); export it with emonas-edge")
-        self.session = open_session(proto.SerializeToString(), provider, threads)
+        self.session = open_session(proto.SerializeToString(), provider, threads, spinning)
         check_graph_against_metadata(self.session, config, str(path))
         self.input_name = self.session.get_inputs()[0].name
         self.static_batch = static_batch(self.session)
