@@ -6,8 +6,8 @@
 
 Decoding alone is the ceiling any pipeline on this machine can reach, so the ratio
 pipeline_fps / decode_fps is comparable across machines. The pipeline runs exactly what
-``emonas-edge run`` runs by default (detect every frame, align, track, macro per frame, micro
-dynamic image every 8 frames per face), with the untrained micro head switched on for timing
+``emonas-edge run`` runs by default (detect every 5th frame with optical flow between, align, track,
+macro per frame, micro dynamic image every 8 frames per face), with the untrained micro head switched on for timing
 only. Rendering is off unless ``--render`` (``run`` renders only for --show/--save-video).
 Prints a per-stage breakdown (median ms), peak RSS, RSS over time for long runs, and last:
 ``pipeline_fps=<x> decode_fps=<y> detect_fps=<z> ratio=<x/y> detect_ratio=<x/z>``, where detect_fps is
@@ -23,6 +23,7 @@ import resource
 import sys
 from pathlib import Path
 
+from emonas_edge.pipeline.loop import parse_detect_every
 from emonas_edge.profile.pipeline import profile_pipeline
 from emonas_edge.threads import ThreadPlan
 
@@ -36,7 +37,7 @@ def main() -> None:
     ap.add_argument("--macro", default="emonas-macro")
     ap.add_argument("--micro", default="emonas-micro")
     ap.add_argument("--engine", default="auto")
-    ap.add_argument("--detect-every", type=int, default=1)
+    ap.add_argument("--detect-every", default="auto", help="k or auto (run's default; optical flow in between)")
     ap.add_argument("--detector", default="auto", help="auto | mediapipe | mediapipe-full | haar")
     ap.add_argument("--render", action="store_true", help="draw the overlay too (as --show/--save-video do)")
     ap.add_argument("--threads", type=int, default=None, help="per library (default: as run decides)")
@@ -48,7 +49,7 @@ def main() -> None:
         macro=args.macro,
         micro=args.micro,
         frames=args.frames,
-        detect_every=args.detect_every,
+        detect_every=parse_detect_every(args.detect_every),
         render=args.render,
         engine=args.engine,
         detector=args.detector,

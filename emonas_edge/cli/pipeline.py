@@ -270,9 +270,13 @@ def register(app: typer.Typer) -> None:
             ),
         ] = True,
         detect_every: Annotated[
-            int,
-            typer.Option(help="Detect every k-th frame; tracks keep their boxes in between.", rich_help_panel=P_DETECT),
-        ] = 1,
+            str,
+            typer.Option(
+                help="Detect every k-th frame, or auto (every 5th; every photo); faces move by optical flow in "
+                "between and a lost face brings the next detection forward.",
+                rich_help_panel=P_DETECT,
+            ),
+        ] = "auto",
         max_faces: Annotated[
             int, typer.Option(help="At most this many faces per frame, largest first.", rich_help_panel=P_DETECT)
         ] = 8,
@@ -339,9 +343,17 @@ def register(app: typer.Typer) -> None:
     ):
         """Real-time pipeline: detect, align, track, classify macro (per frame) and micro (per window) expressions."""
         from ..pipeline import PipelineSettings, RunSettings
+        from ..pipeline.loop import parse_detect_every
 
         frames = PipelineSettings(
-            detect_every, max_faces, smoothing, micro_window, micro_stride, margin, max_age, track=track
+            parse_detect_every(detect_every),
+            max_faces,
+            smoothing,
+            micro_window,
+            micro_stride,
+            margin,
+            max_age,
+            track=track,
         )
         _run(
             source,

@@ -168,7 +168,9 @@ def register(app: typer.Typer) -> None:
         frames: Annotated[
             int | None, typer.Option(help="Frames to process (the clip loops; default 5 passes).")
         ] = None,
-        detect_every: Annotated[int, typer.Option(help="Detect every k-th frame.")] = 1,
+        detect_every: Annotated[
+            str, typer.Option(help="Detect every k-th frame (optical flow in between) or auto, as for run.")
+        ] = "auto",
         detector: Annotated[str, typer.Option(help="auto, mediapipe, mediapipe-full, haar (as for run).")] = "auto",
         render: Annotated[bool, typer.Option(help="Include drawing the overlay.")] = False,
         threads: Annotated[
@@ -180,6 +182,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Per-stage latency percentiles (decode, detect, align, track, macro, micro, render) and end-to-end FPS."""
         from ..fileio import atomic_outputs, check_output_paths, write_json_atomic
+        from ..pipeline.loop import parse_detect_every
         from ..profile.pipeline import profile_pipeline
 
         check_output_paths({"--source": source}, {"--json": json_out, "--markdown": markdown, "--csv": csv})
@@ -188,7 +191,7 @@ def register(app: typer.Typer) -> None:
             macro=macro,
             micro=micro,
             frames=frames,
-            detect_every=detect_every,
+            detect_every=parse_detect_every(detect_every),
             render=render,
             detector=detector,
             threads=threads,

@@ -21,6 +21,7 @@ from ..data.preprocess import Preprocessor
 from ..errors import UserError
 from ..faces.align import Aligner
 from ..faces.detect import Detection, FaceDetector
+from ..faces.flow import FaceFlow
 from ..fileio import Terminated
 from ..runtime.backend import Backend
 from ..threads import ThreadPlan
@@ -95,9 +96,29 @@ class FrameResult:
         return out
 
 
+AUTO_DETECT_EVERY = 5  # "auto": detect every 5th frame (1/6 s at 30 fps), sooner when the flow loses a face
+
+
+def parse_detect_every(value) -> int | str:
+    """``--detect-every``: a whole number >= 1 or ``auto``."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        raise UserError(f"--detect-every must be a whole number >= 1 or 'auto', got {value!r}") from None
+    if k < 1:
+        raise UserError(f"--detect-every must be at least 1, got {k}")
+    return k
+
+
 @dataclass
 class PipelineSettings:
-    detect_every: int = 1
+    # 1: detect every frame; k > 1 or "auto": detect every k-th (auto: AUTO_DETECT_EVERY) frame and move
+    # the faces with optical flow in between (faces/flow.py), detecting sooner when the flow loses one.
+    # "auto" (the default) is 1 where frames are unrelated photos (track False): there is nothing to follow
+    detect_every: int | str = "auto"
     max_faces: int = 8
     smoothing: float = 0.6  # EMA weight of the past: 0 = no smoothing
     micro_window: int = 16
@@ -110,9 +131,14 @@ class PipelineSettings:
     # not share one track and its smoothing; numbered names do not make a sequence, phone photos are numbered too)
     track: bool | None = None
 
+    @property
+    def detect_interval(self) -> int:
+        if self.detect_every == "auto":
+            return 1 if self.track is False else AUTO_DETECT_EVERY
+        return int(self.detect_every)
+
     def check(self) -> None:
-        if self.detect_every < 1:
-            raise UserError(f"--detect-every must be at least 1, got {self.detect_every}")
+        parse_detect_every(self.detect_every)
         if self.max_faces < 1:
             raise UserError(f"--max-faces must be at least 1, got {self.max_faces}")
         if not 0.0 <= self.smoothing < 1.0:
@@ -120,7 +146,7 @@ class PipelineSettings:
         if self.max_age < 0:
             raise UserError(f"--max-age must be >= 0, got {self.max_age}")
         check_window(self.micro_window, self.micro_stride)
-        if self.track is False and self.detect_every > 1:
+        if self.track is False and self.detect_interval > 1:
             raise UserError(
                 "--no-track needs detection on every frame (--detect-every 1): there are no tracks to carry boxes"
             )
@@ -167,6 +193,8 @@ class Pipeline:
             raise UserError("no classifier to run: give a macro and/or a micro model")
         self.detector, self.macro, self.micro = detector, macro, micro
         self.tracker = Tracker(self.settings.iou_threshold, self.settings.max_age)
+        self.flow = FaceFlow() if self.settings.detect_interval > 1 else None
+        self._since_detection = 0
         self.times = StageTimes()
         self.frames = 0
         self.thread_plan: ThreadPlan | None = None  # set by build_pipeline, which applied it
@@ -199,15 +227,24 @@ class Pipeline:
         return dets[: self.settings.max_faces]
 
     def detect(self, frame: Frame, n: int) -> tuple[list[Detection] | None, int]:
-        """Detections for the ``n``-th frame of the run (None on frames between detections) and ns taken.
+        """The faces of the ``n``-th frame of the run and ns taken: detected, or between detections moved
+        there by optical flow from the last frame (a detection comes early when the flow loses a face).
 
         Separate from :meth:`process` so the driver can detect frame n+1 on another thread while
-        frame n is classified: detection, ONNX Runtime and OpenCV all release the GIL.
+        frame n is classified: detection, ONNX Runtime and OpenCV all release the GIL. It keeps its own
+        state (the flow's last frame and faces), so the other thread's tracks are never read here.
         """
-        if n % self.settings.detect_every:
-            return None, 0
         t0 = time.perf_counter_ns()
-        found = self.detector.detect(frame.image)
+        flow = self.flow
+        due = flow is None or self._since_detection + 1 >= self.settings.detect_interval or not flow.confident
+        if n == 0 or due:
+            found = self.detector.detect(frame.image)
+            if flow is not None:
+                flow.reset(frame.image, self._select(found))
+            self._since_detection = 0
+        else:
+            found = flow.step(frame.image)
+            self._since_detection += 1
         return found, time.perf_counter_ns() - t0
 
     _NOT_GIVEN = object()
@@ -239,12 +276,8 @@ class Pipeline:
             frame.file,
         )
 
-    def _track(self, found: list[Detection] | None) -> tuple[list, list[Detection], int]:
-        """``(tracks, their detections, faces found before --max-faces)``; tracks coast on frames without detection."""
-        if found is None:
-            tracks = self.tracker.coast()
-            dets = [tr.det for tr in tracks]
-            return tracks, dets, len(dets)
+    def _track(self, found: list[Detection]) -> tuple[list, list[Detection], int]:
+        """``(tracks, their detections, faces found before --max-faces)``."""
         dets = self._select(found)
         if not self.settings.track:
             self.tracker.forget()

@@ -159,7 +159,7 @@ def build_pipeline(
     settings = settings or PipelineSettings()
     if settings.track is None:  # still images are unrelated photos unless the user says they are a sequence
         settings = dataclasses.replace(settings, track=not photos)
-        if photos and settings.detect_every > 1:
+        if photos and settings.detect_interval > 1:
             raise UserError("--detect-every > 1 carries boxes along tracks: for photos give --track too")
     det = create_detector(detector, min_confidence, min_face, landmark_check, auto_full_range=photos)
     try:

@@ -100,7 +100,3 @@ class Tracker:
         """Drop every live track (unrelated photos): the next faces get new ids and fresh state."""
         self.evicted += len(self.tracks)
         self.tracks = []
-
-    def coast(self) -> list[Track]:
-        """Frames without detection (detect every k-th frame): recently seen tracks keep their last box."""
-        return [t for t in self.tracks if t.missed == 0]

@@ -125,11 +125,12 @@ def profile_pipeline(
     macro="emonas-macro",
     micro="emonas-micro",
     frames: int | None = None,
-    detect_every: int = 1,
+    detect_every: int | str = "auto",
     render: bool = False,
     engine: str = "auto",
     detector: str = "auto",
     threads: int | None = None,
+    max_faces: int = 8,
 ) -> dict:
     from ..environment import environment
     from ..pipeline import PipelineSettings, build_pipeline
@@ -153,7 +154,7 @@ def profile_pipeline(
         engine=engine,
         detector=detector,
         threads=threads,
-        settings=PipelineSettings(detect_every=detect_every),
+        settings=PipelineSettings(detect_every=detect_every, max_faces=max_faces),
     )
     p = built.pipeline
     try:
