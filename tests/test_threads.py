@@ -9,6 +9,7 @@ import cv2
 import pytest
 
 from emonas_edge.errors import UserError
+from emonas_edge.export.session import choose_providers
 from emonas_edge.pipeline import build_pipeline
 from emonas_edge.threads import plan_threads, usable_cores
 
@@ -55,5 +56,18 @@ def test_run_reports_its_threads(cli, shared, tmp_path):
     threads = json.loads(summary.read_text())["threads"]
     assert threads["opencv"] == threads["onnxruntime"] == threads["torch"] == 1
     assert threads["chosen_by"] == "--threads 1" and "OpenCV 1, ONNX Runtime 1" in " ".join(r.stdout.split())
+    providers = json.loads(summary.read_text())["providers"]  # this machine has no GPU provider
+    assert providers["macro"] == ["CPUExecutionProvider"] and providers["detect"] == ["mediapipe (CPU)"]
     r = cli("run", "--source", clip, "--max-frames", "5", "--threads", "0")
     assert r.returncode == 2 and "--threads must be" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_gpu_providers_are_taken_first_where_onnx_runtime_has_them():
+    """What a Jetson's onnxruntime-gpu lists (not runnable here: the choice is checked on the lists)."""
+    jetson = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(None, jetson) == jetson
+    assert choose_providers(None, ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
+    assert choose_providers(None, ["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers("cuda", jetson) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(UserError, match="not available here"):
+        choose_providers("tensorrt", ["CPUExecutionProvider"])

@@ -43,6 +43,8 @@ def summary_table(summary, outputs: dict) -> Table:
         t.add_row("median ms", stages)
     if summary.threads is not None:
         t.add_row("threads", summary.threads.describe())
+    if summary.providers:
+        t.add_row("runs on", "; ".join(f"{k} {', '.join(v)}" for k, v in summary.providers.items()))
     for k, v in outputs.items():
         if v:
             t.add_row(k, str(v))

@@ -283,12 +283,22 @@ class Pipeline:
             self.tracker.forget()
         return self.tracker.update(dets), dets, len(found)
 
-    def _align_all(self, frame: Frame, dets: list[Detection]) -> None:
-        """The align stage's crops without the frame rings (profiling times it alone against the pipeline)."""
+    def providers(self) -> dict[str, list[str]]:
+        """Where each stage runs: the heads' ONNX Runtime providers in preference order (TensorRT and CUDA
+        first where this ONNX Runtime has them, e.g. on a Jetson), or their backend; detection is on the CPU."""
+        out = {"detect": [f"{self.detector.name} (CPU)"]}
+        for role, b in (("macro", self.macro), ("micro", self.micro)):
+            if b is not None:
+                out[role] = list(getattr(b, "providers", None) or [b.name])
+        return out
+
+    def _align_all(self, frame: Frame, dets: list[Detection], scratch: list) -> None:
+        """The align stage's work, its micro crops pushed into ``scratch`` tracks' rings (profiling times the
+        stage alone with it, against the pipeline's own)."""
         if self.macro is not None:
             self._macro_input(frame, dets)
         if self.micro is not None:
-            self.micro_align.align(frame.image, dets)
+            self._push_micro_crops(frame, dets, scratch)
 
     def _macro_input(self, frame: Frame, dets: list[Detection]) -> np.ndarray:
         crops = self.macro_align.align(frame.image, dets)
@@ -351,6 +361,7 @@ class RunSummary:
     skipped_files: list[str] = field(default_factory=list)  # image files that could not be read
     warnings: list[str] = field(default_factory=list)  # e.g. a video that ended before its announced length
     threads: ThreadPlan | None = None  # what each library was allowed
+    providers: dict = field(default_factory=dict)  # where each stage ran (ONNX Runtime providers, in order)
 
     @property
     def fps(self) -> float:
@@ -375,6 +386,7 @@ class RunSummary:
         self.tracks = pipeline.tracker.created
         self.stages_ms = pipeline.times.median_ms()
         self.threads = pipeline.thread_plan
+        self.providers = pipeline.providers()
         self.skipped_files = [str(f) for f in getattr(source, "unreadable", [])]
         early = getattr(source, "stopped_early", lambda: None)()
         if early:
@@ -393,6 +405,7 @@ class RunSummary:
             "skipped_files": {"count": len(self.skipped_files), "files": self.skipped_files},
             "warnings": self.warnings,
             "threads": self.threads.to_dict() if self.threads else None,
+            "providers": self.providers,
             "error": self.error,
         }
 

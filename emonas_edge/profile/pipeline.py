@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import UserError
 from ..pipeline.loop import STAGES
 from ..pipeline.sources import Frame, Source, VideoFileSource
+from ..pipeline.track import Track
 
 
 def rss_mb() -> float:
@@ -72,7 +73,8 @@ def stages_alone(pipeline, path: Path, frames: int = 120) -> dict[str, float]:
     with_faces = [(f, d) for f, d in found if d]
     out = {"detect": median_ms(lambda f: pipeline.detector.detect(f.image), images)}
     if pipeline.macro is not None and with_faces:
-        out["align"] = median_ms(lambda fd: pipeline._align_all(*fd), with_faces)
+        scratch = [Track(i, with_faces[0][1][0]) for i in range(pipeline.settings.max_faces)]
+        out["align"] = median_ms(lambda fd: pipeline._align_all(fd[0], fd[1], scratch[: len(fd[1])]), with_faces)
         crops = [pipeline._macro_input(f, d).copy() for f, d in with_faces]
         out["macro"] = median_ms(lambda x: pipeline.macro.run_all(x), crops)
     return out
@@ -191,6 +193,7 @@ def profile_pipeline(
                 "render": render,
                 "detector": p.detector.name,
                 "threads": built.threads.to_dict() if built.threads else None,
+                "providers": p.providers(),
                 "macro": p.macro.path if p.macro else None,
                 "micro": p.micro.path if p.micro else None,
             },
