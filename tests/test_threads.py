@@ -4,6 +4,7 @@ to the real libraries (OpenCV, ONNX Runtime) and reported by `run` and `profile-
 from __future__ import annotations
 
 import json
+import sys
 
 import cv2
 import pytest
@@ -16,9 +17,10 @@ from emonas_edge.threads import plan_threads, usable_cores
 
 @pytest.fixture
 def restore_opencv_threads():
-    before = cv2.getNumThreads()
+    before, switch = cv2.getNumThreads(), sys.getswitchinterval()
     yield
     cv2.setNumThreads(before)
+    sys.setswitchinterval(switch)
 
 
 def test_the_plan_splits_the_cores_between_the_stages():
@@ -44,6 +46,7 @@ def test_the_plan_is_applied_to_opencv_and_onnx_runtime(threads, restore_opencv_
         assert opts.intra_op_num_threads == threads and opts.inter_op_num_threads == 1
         assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         assert built.threads.onnxruntime == threads and built.pipeline.thread_plan is built.threads
+        assert sys.getswitchinterval() == pytest.approx(built.threads.switch_interval_ms / 1000)
     finally:
         built.pipeline.detector.close()
 
