@@ -47,7 +47,8 @@ def summary_table(summary, outputs: dict) -> Table:
         t.add_row("runs on", "; ".join(f"{k} {', '.join(v)}" for k, v in summary.providers.items()))
     for k, v in outputs.items():
         if v:
-            t.add_row(k, str(v))
+            codec = f" ({summary.video_codec})" if k == "video" and summary.video_codec else ""
+            t.add_row(k, f"{v}{codec}")
     return t
 
 
@@ -299,7 +300,12 @@ def register(app: typer.Typer) -> None:
         micro_window: Annotated[int, typer.Option(help="Frames per dynamic image.", rich_help_panel=P_MODELS)] = 16,
         micro_stride: Annotated[int, typer.Option(help="Frames between dynamic images.", rich_help_panel=P_MODELS)] = 8,
         save_video: Annotated[
-            Path | None, typer.Option(help="Write the annotated video here (.mp4/.avi).", rich_help_panel=P_OUT)
+            Path | None,
+            typer.Option(
+                help="Write the annotated video here: .mp4 (H.264 with the video extra, else mp4v), .webm (VP9), "
+                ".avi (MJPEG).",
+                rich_help_panel=P_OUT,
+            ),
         ] = None,
         jsonl: Annotated[
             Path | None, typer.Option(help="One JSON object per processed frame.", rich_help_panel=P_OUT)

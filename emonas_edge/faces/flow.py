@@ -21,7 +21,8 @@ import numpy as np
 
 from .detect import Detection
 
-LK = dict(winSize=(11, 11), maxLevel=2, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03))
+LK_WINDOW, LK_LEVELS = (11, 11), 2
+LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,13 @@ class FaceFlow:
             return None
         origin = np.array([a, b], np.float32)
         p0 = pts - origin
-        nxt, st, _ = cv2.calcOpticalFlowPyrLK(prev[b:d, a:c], cur[b:d, a:c], p0, None, **LK)
-        back, st2, _ = cv2.calcOpticalFlowPyrLK(cur[b:d, a:c], prev[b:d, a:c], nxt, None, **LK)
+        was, now = prev[b:d, a:c], cur[b:d, a:c]
+        nxt, st, _ = cv2.calcOpticalFlowPyrLK(
+            was, now, p0, np.empty_like(p0), winSize=LK_WINDOW, maxLevel=LK_LEVELS, criteria=LK_CRITERIA
+        )
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(
+            now, was, nxt, np.empty_like(p0), winSize=LK_WINDOW, maxLevel=LK_LEVELS, criteria=LK_CRITERIA
+        )
         err = np.linalg.norm((back - p0).reshape(-1, 2), axis=1)
         nxt = nxt + origin
         good = (st.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (err <= s.max_error)

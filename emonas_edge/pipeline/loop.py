@@ -226,7 +226,7 @@ class Pipeline:
         dets = sorted(dets, key=lambda d: d.area, reverse=True)  # largest first
         return dets[: self.settings.max_faces]
 
-    def detect(self, frame: Frame, n: int) -> tuple[list[Detection] | None, int]:
+    def detect(self, frame: Frame, n: int) -> tuple[list[Detection], int]:
         """The faces of the ``n``-th frame of the run and ns taken: detected, or between detections moved
         there by optical flow from the last frame (a detection comes early when the flow loses a face).
 
@@ -236,15 +236,14 @@ class Pipeline:
         """
         t0 = time.perf_counter_ns()
         flow = self.flow
-        due = flow is None or self._since_detection + 1 >= self.settings.detect_interval or not flow.confident
-        if n == 0 or due:
+        if flow is not None and n > 0 and flow.confident and self._since_detection + 1 < self.settings.detect_interval:
+            found = flow.step(frame.image)
+            self._since_detection += 1
+        else:
             found = self.detector.detect(frame.image)
             if flow is not None:
                 flow.reset(frame.image, self._select(found))
             self._since_detection = 0
-        else:
-            found = flow.step(frame.image)
-            self._since_detection += 1
         return found, time.perf_counter_ns() - t0
 
     _NOT_GIVEN = object()
@@ -362,6 +361,7 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)  # e.g. a video that ended before its announced length
     threads: ThreadPlan | None = None  # what each library was allowed
     providers: dict = field(default_factory=dict)  # where each stage ran (ONNX Runtime providers, in order)
+    video_codec: str | None = None  # of --save-video (h264/vp9 play in browsers; mp4v/mjpeg do not)
 
     @property
     def fps(self) -> float:
@@ -406,6 +406,7 @@ class RunSummary:
             "warnings": self.warnings,
             "threads": self.threads.to_dict() if self.threads else None,
             "providers": self.providers,
+            "video_codec": self.video_codec,
             "error": self.error,
         }
 

@@ -234,6 +234,10 @@ def run(
         need_render = render if render is not None else (video is not None or on_frame is not None)
         renderer = Renderer() if need_render else None
         summary = run_pipeline(p, src, sinks, renderer, video, max_frames, on_frame)
+        if video is not None:
+            summary.video_codec = video.codec
+            if video.note:
+                summary.warnings.append(video.note)
         ok = True
         if summary.frames == 0:
             raise UserError(f"{source}: no frames could be read")

@@ -118,7 +118,7 @@ class LiveHub:
         now = time.monotonic()
         # the renderer reuses its buffer and a viewer's thread encodes later: keep a copy, when one is due
         keep = image is not None and self.viewers > 0 and now - self._kept_at >= self.period
-        copy = image.copy() if keep else None
+        copy = image.copy() if keep and image is not None else None
         with self._cond:
             self.seq += 1
             if keep:
@@ -200,6 +200,8 @@ class Fanout:
         self._finished = False
         self._selector = selectors.DefaultSelector()
         self._thread = threading.Thread(target=self._run, name="emonas-serve-fanout", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
 
     def stream(self, kind: str, sock: socket.socket) -> None:
@@ -213,6 +215,8 @@ class Fanout:
 
     def close(self) -> None:
         """After the hub is closed: what is queued goes out (for up to 2 s), then every stream ends."""
+        if not self._thread.is_alive():
+            return
         self._thread.join(timeout=2)
         self.stopping = True
         self._thread.join(timeout=5)
@@ -381,7 +385,7 @@ class LiveServer(ThreadingHTTPServer):
         except OSError as e:
             raise UserError(f"--serve {address.host}:{address.port}: cannot listen ({e.strerror or e})") from None
         self._thread = threading.Thread(target=self.serve_forever, name="emonas-serve", daemon=True)
-        self.fanout: Fanout | None = None
+        self.fanout = Fanout(self.hub)
 
     def allowed(self, token: str) -> bool:
         return self.address.token is None or hmac.compare_digest(token.encode(), self.address.token.encode())
@@ -401,7 +405,7 @@ class LiveServer(ThreadingHTTPServer):
         return self.hub.wants_image()
 
     def start(self) -> LiveServer:
-        self.fanout = Fanout(self.hub)
+        self.fanout.start()
         self._thread.start()
         return self
 
@@ -409,8 +413,7 @@ class LiveServer(ThreadingHTTPServer):
         """Ends every viewer's stream and frees the port (bound at construction, served from ``start``)."""
         self.stopping = True
         self.hub.close()
-        if self.fanout is not None:
-            self.fanout.close()  # sends what is queued, then ends every stream
+        self.fanout.close()  # sends what is queued, then ends every stream
         if self._thread.is_alive():
             self.shutdown()
             self._thread.join(timeout=5)

@@ -14,11 +14,11 @@ import os
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import UserError
 from ..fileio import os_faults, publish, write_fault
+from .video import FORMATS, VideoEncoder
 
 
 class OutputError(UserError):
@@ -134,34 +134,42 @@ class CsvSink(_TextSink):
         self.frames += 1
 
 
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-
-
 class VideoSink(_AtomicFile):
+    """The annotated video: H.264 / VP9 where PyAV is installed (browsers play it), else OpenCV's codecs
+    (:mod:`.video`); ``note`` says when the file will not play in a browser."""
+
     def __init__(self, path, fps: float | None):
         p = Path(path)
-        if p.suffix.lower() not in FOURCC:
-            raise UserError(f"{p}: unsupported video extension (use one of: {', '.join(FOURCC)})")
+        if p.suffix.lower() not in FORMATS:
+            raise UserError(f"{p}: unsupported video extension (use one of: {', '.join(FORMATS)})")
         super().__init__(path, suffix_keep=True)
         self.fps = fps or 30.0
-        self._writer: cv2.VideoWriter | None = None
+        self.encoder = VideoEncoder(self.tmp, self.fps, final=self.path)
         self.frames = 0
 
+    @property
+    def codec(self) -> str:
+        return self.encoder.codec
+
+    @property
+    def note(self) -> str | None:
+        return self.encoder.note
+
     def write(self, image: np.ndarray) -> None:
-        if self._writer is None:
-            h, w = image.shape[:2]
-            fourcc = cv2.VideoWriter.fourcc(*FOURCC[self.path.suffix.lower()])
-            self._writer = cv2.VideoWriter(str(self.tmp), fourcc, float(self.fps), (w, h))
-            if not self._writer.isOpened():
-                raise OutputError(f"{self.path}: OpenCV cannot write a {w}x{h} video in this format here")
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        self._writer.write(image)
+        try:
+            with os_faults(self.path, OutputError):
+                self.encoder.write(image)
+        except UserError as e:
+            raise OutputError(str(e)) from None
         self.frames += 1
 
     def close(self, keep: bool = True) -> None:
         if not self.closed:
             self.closed = True
-            if self._writer is not None:
-                self._writer.release()
+            try:
+                with os_faults(self.path, OutputError):
+                    self.encoder.close()
+            except OutputError:
+                self._publish(False)
+                raise
             self._publish(keep and self.frames > 0)

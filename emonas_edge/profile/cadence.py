@@ -36,7 +36,7 @@ def _frames(built, source: Path, every) -> list[list[tuple[np.ndarray, np.ndarra
             dets = p._select(found)  # the faces in the order the results list them
             out.append(
                 [
-                    (f.box.copy(), np.stack(eyes_of(d)[:2]), int(np.argmax(f.macro)))
+                    (f.box.copy(), np.stack(eyes_of(d)[:2]), -1 if f.macro is None else int(np.argmax(f.macro)))
                     for f, d in zip(r.faces, dets, strict=True)
                 ]
             )

@@ -64,14 +64,17 @@ def grid_clip(
         raise UserError(f"a {grid}x{grid} grid holds 1 to {grid * grid} faces, not {faces}")
     clip = _read_clip(media / "single_face.mp4")
     empty = _read_clip(media / "no_face.mp4")
-    photos = {name: cv2.imread(str(media / name)) for name in PHOTO_FACES}
-    if any(p is None for p in photos.values()):
-        raise UserError(f"{media}: the photos {', '.join(PHOTO_FACES)} are needed")
+    photos: dict[str, np.ndarray] = {}
+    for name in PHOTO_FACES:
+        image = cv2.imread(str(media / name))
+        if image is None:
+            raise UserError(f"{media}: the photos {', '.join(PHOTO_FACES)} are needed")
+        photos[name] = image
     tw, th = size[0] // grid, size[1] // grid
     # tile sources: the clip, then each photo, then the same mirrored, then the clip mirrored and delayed
     sources = [("clip", False, 0)] + [(n, False, 0) for n in PHOTO_FACES] + [(n, True, 0) for n in PHOTO_FACES]
     sources += [("clip", True, 0), ("clip", False, len(clip) // 2)]
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (tw * grid, th * grid))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (tw * grid, th * grid))
     if not writer.isOpened():
         raise UserError(f"{out}: cannot write an mp4v video here")
     try:

@@ -141,7 +141,7 @@ class Trainer:
         if settings.balanced:
             counts = torch.bincount(self.labels.cpu(), minlength=len(self.config.classes)).float()
             self.class_weights = (1.0 / counts.clamp(min=1))[self.labels.cpu()]
-        self.soft_targets = None
+        self.soft_targets: torch.Tensor | None = None
         if self.teachers and settings.distill == "offline":
             self._offline_targets(n)
         self.augment = AugmentSettings()
@@ -150,12 +150,12 @@ class Trainer:
     def _offline_targets(self, n: int) -> None:
         settings, t0 = self.settings, time.perf_counter()
         key = targets_key(self.fingerprints, self.images, self.shift, settings.distill_temperature)
-        self.soft_targets = cached_targets(key, n)
-        if self.soft_targets is not None:
-            self.soft_targets = self.soft_targets.to(self.device)
+        cached = cached_targets(key, n)
+        if cached is not None:
+            self.soft_targets = cached.to(self.device)
             self.log(f"teacher targets for {n:,} images from the cache (the same teachers and images as before)")
             return
-        self.soft_targets = teacher_targets(
+        targets = teacher_targets(
             self.teachers,
             self.images,
             self.unit_scale,
@@ -164,7 +164,8 @@ class Trainer:
             settings.eval_batch,
             settings.channels_last,
         )
-        store_targets(key, self.soft_targets)
+        store_targets(key, targets)
+        self.soft_targets = targets
         self.log(
             f"teacher targets for {n:,} images from {len(self.teachers)} teacher(s) (with mirrors) "
             f"in {time.perf_counter() - t0:.0f} s"
