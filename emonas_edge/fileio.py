@@ -227,6 +227,15 @@ def publish(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+def publish_folder(tmp: Path, final: Path) -> None:
+    """A finished temporary folder takes its place (an empty ``final`` folder is replaced), with the usual
+    permissions (mkdtemp makes 0700)."""
+    os.chmod(tmp, 0o777 & ~_umask())
+    if final.is_dir():
+        final.rmdir()  # only an empty one: anything in it stays, and this raises
+    os.rename(tmp, final)
+
+
 @contextlib.contextmanager
 def atomic_folder(target: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``target``; it becomes ``target`` only on success.

@@ -174,7 +174,7 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
         markup=False,
     )
     window = Window(title, Path("snapshots")) if settings.show else None
-    outputs = {"jsonl": settings.jsonl, "csv": settings.csv, "video": settings.save_video}
+    outputs = {"jsonl": settings.jsonl, "csv": settings.csv, "video": settings.save_video, "photos": settings.save}
     try:
         if live is not None:
             live.start()
@@ -185,6 +185,7 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
             jsonl=settings.jsonl,
             csv=settings.csv,
             save_video=settings.save_video,
+            save=settings.save,
             max_frames=settings.max_frames,
             on_frame=_frame_hooks(window, live),
         )
@@ -307,6 +308,14 @@ def register(app: typer.Typer) -> None:
                 rich_help_panel=P_OUT,
             ),
         ] = None,
+        save: Annotated[
+            Path | None,
+            typer.Option(
+                help="Annotated photos: a file for one photo (--save out.jpg), a new folder for a folder "
+                "(--save outdir/).",
+                rich_help_panel=P_OUT,
+            ),
+        ] = None,
         jsonl: Annotated[
             Path | None, typer.Option(help="One JSON object per processed frame.", rich_help_panel=P_OUT)
         ] = None,
@@ -379,6 +388,7 @@ def register(app: typer.Typer) -> None:
                 jsonl=jsonl,
                 csv=csv,
                 save_video=save_video,
+                save=save,
                 summary_json=summary_json,
                 max_frames=max_frames,
                 show=show,

@@ -29,9 +29,38 @@ def _text(img, s, org, scale=0.45, color=(255, 255, 255), thick=1):
     cv2.putText(img, s, org, FONT, scale, color, thick, cv2.LINE_AA)
 
 
+BAR_W, BAR_ROW = 124, 13  # the probability bars' block: width, and height per class
+
+
+def _overlap(a, b) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return max(0.0, w) * max(0.0, h)
+
+
+def bar_place(box, others, n_classes: int, size: tuple[int, int]) -> tuple[int, int]:
+    """Top-left corner of a face's bars: right of the box, else left, below or above, the first place that
+    stays in the picture and covers no other face (else the one covering the least of them)."""
+    w, h = size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    bh = BAR_ROW * max(1, n_classes)
+    candidates = [(x2 + 6, y1), (x1 - 6 - BAR_W, y1), (x1, y2 + 20), (x1, y1 - 22 - bh)]
+    best, best_cost = None, None
+    for x, y in candidates:
+        x, y = min(max(0.0, x), max(0.0, w - BAR_W)), min(max(0.0, y), max(0.0, h - bh))
+        block = (x, y, x + BAR_W, y + bh)
+        cost = sum(_overlap(block, o) for o in others) + _overlap(block, (x1, y1, x2, y2)) * 0.01
+        if best_cost is None or cost < best_cost:
+            best, best_cost = (int(x), int(y)), cost
+        if cost == 0:
+            break
+    assert best is not None
+    return best
+
+
 class Renderer:
-    def __init__(self, bars: bool = True):
-        self.bars = bars
+    def __init__(self, bars: bool = True, stamp: bool = True):
+        self.bars, self.stamp = bars, stamp  # stamp: the FPS line (not on photos)
         self._canvas: np.ndarray | None = None
 
     def draw(self, image: np.ndarray, result: FrameResult, fps: float | None = None) -> np.ndarray:
@@ -65,8 +94,10 @@ class Renderer:
                     GREY if tag else (255, 255, 255),
                 )
             if self.bars and f.macro is not None and "macro" not in f.untrained:
-                self._bars(img, f.macro, result.macro_classes, x2 + 6 if x2 + 130 < w else max(0, x1 - 130), y1, color)
-        if fps is not None:
+                others = [g.box for g in result.faces if g is not f]
+                x, y = bar_place(f.box, others, len(result.macro_classes or ()), (w, h))
+                self._bars(img, f.macro, result.macro_classes, x, y, color)
+        if fps is not None and self.stamp:
             _text(img, f"{fps:.1f} FPS  faces {len(result.faces)}", (8, 18), 0.5)
         return img
 

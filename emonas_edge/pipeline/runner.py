@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import UserError
 from ..faces.detect import create_detector
@@ -47,6 +48,7 @@ class RunSettings:
     jsonl: str | os.PathLike | None = None
     csv: str | os.PathLike | None = None
     save_video: str | os.PathLike | None = None
+    save: str | os.PathLike | None = None  # annotated photos: a file for one photo, a new folder for a folder
     summary_json: str | os.PathLike | None = None
     max_frames: int | None = None
     show: bool = False  # a window (the CLI's); needs a display
@@ -66,6 +68,7 @@ class RunSettings:
                 "--jsonl": self.jsonl,
                 "--csv": self.csv,
                 "--save-video": self.save_video,
+                "--save": self.save if _is_file_target(self.save) else None,  # a folder is checked when opened
                 "--summary-json": self.summary_json,
             },
         )
@@ -197,6 +200,7 @@ def run(
     jsonl: str | os.PathLike | None = None,
     csv: str | os.PathLike | None = None,
     save_video: str | os.PathLike | None = None,
+    save: str | os.PathLike | None = None,
     max_frames: int | None = None,
     on_frame=None,
     render: bool | None = None,
@@ -208,12 +212,16 @@ def run(
     after that, with the summary so far as ``.summary``.
     """
     from .render import Renderer
-    from .sinks import CsvSink, JsonlSink, OutputError, VideoSink
-    from .sources import Source
+    from .sinks import CsvSink, JsonlSink, OutputError, PhotoSink, VideoSink
+    from .sources import ImageSource, Source
 
     if not isinstance(source, Source):
-        check_output_paths({"--source": source}, {"--jsonl": jsonl, "--csv": csv, "--save-video": save_video})
+        outs = {"--jsonl": jsonl, "--csv": csv, "--save-video": save_video}
+        check_output_paths({"--source": source}, {**outs, "--save": save if _is_file_target(save) else None})
     src = source if isinstance(source, Source) else open_source(source)  # bad sources fail before models load
+    if save is not None and src.kind != "image":
+        src.close()
+        raise UserError(f"--save writes annotated photos; {src.description} is a {src.kind} source: use --save-video")
     try:
         built = built or build_pipeline(**{"photos": src.kind == "image", **build_kw})
     except BaseException:
@@ -221,7 +229,7 @@ def run(
         raise
     p = built.pipeline
     sinks: list = []
-    video = None
+    video = photos = None
     ok = False
     output_failed = False
     try:
@@ -231,8 +239,13 @@ def run(
             sinks.append(CsvSink(csv, p.macro.classes if p.macro else None, p.micro.classes if p.micro else None))
         if save_video:
             video = VideoSink(save_video, src.fps)
+        if save is not None:
+            assert isinstance(src, ImageSource)
+            single = src.paths[0] if len(src.paths) == 1 and Path(src.description).is_file() else None
+            photos = PhotoSink(save, single)
+            on_frame = _also_save(photos, on_frame)
         need_render = render if render is not None else (video is not None or on_frame is not None)
-        renderer = Renderer() if need_render else None
+        renderer = Renderer(stamp=src.kind != "image") if need_render else None  # photos: no frame rate to show
         summary = run_pipeline(p, src, sinks, renderer, video, max_frames, on_frame)
         if video is not None:
             summary.video_codec = video.codec
@@ -249,4 +262,21 @@ def run(
         src.close()
         # outputs so far are valid even when the source failed or the run was stopped: keep them (a video with
         # no frames and files from a run that never started are dropped); when an output failed, none is kept
-        _close_all([s for s in [*sinks, video] if s is not None], output_failed, ok)
+        _close_all([s for s in [*sinks, video, photos] if s is not None], output_failed, ok)
+
+
+def _is_file_target(save) -> bool:
+    """``--save x.jpg`` names a file (checked against the inputs like any output); anything else is a folder."""
+    from .sinks import IMAGE_WRITE_SUFFIXES
+
+    return save is not None and Path(str(save)).suffix.lower() in IMAGE_WRITE_SUFFIXES
+
+
+def _also_save(photos, on_frame):
+    """``on_frame`` that first writes the annotated photo (every photo is drawn: nothing is skipped)."""
+
+    def hook(result, image):
+        photos.write(result, image)
+        return on_frame(result, image) if on_frame is not None else None
+
+    return hook

@@ -11,14 +11,18 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import os_faults, publish, write_fault
+from ..fileio import os_faults, publish, publish_folder, write_fault
 from .video import FORMATS, VideoEncoder
+
+IMAGE_WRITE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class OutputError(UserError):
@@ -173,3 +177,60 @@ class VideoSink(_AtomicFile):
                 self._publish(False)
                 raise
             self._publish(keep and self.frames > 0)
+
+
+class PhotoSink:
+    """Annotated photos (``--save``): one file for one photo, or a folder of them for a folder of photos.
+
+    Written like every output: into a hidden temporary file or folder beside the target, renamed into
+    place when the run ends (with the other outputs, all or none). A folder target must be new or empty,
+    so no earlier result and no input is ever overwritten; files keep their input names."""
+
+    def __init__(self, target: str | os.PathLike, single: Path | None):
+        """``single``: the one input photo (then ``target`` may name the output file), None for a folder."""
+        self.path = Path(target)
+        self.frames = 0
+        self.closed = False
+        as_file = single is not None and self.path.suffix.lower() in IMAGE_WRITE_SUFFIXES and not self.path.is_dir()
+        self._file: _AtomicFile | None = None
+        self._folder: Path | None = None
+        if as_file:
+            self._file = _AtomicFile(self.path, suffix_keep=True)
+            return
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise UserError(f"--save {self.path}: already exists and is not an empty folder; give a new folder")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._folder = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent))
+        except OSError as e:
+            raise UserError(f"--save {self.path}: cannot write here ({e.strerror})") from None
+
+    def write(self, result, image: np.ndarray) -> None:
+        if self._file is not None:
+            target = self._file.tmp
+        else:
+            assert self._folder is not None
+            target = self._folder / Path(result.file or f"frame{result.index:06d}.jpg").name
+        ok, buf = cv2.imencode(target.suffix if target.suffix.lower() in IMAGE_WRITE_SUFFIXES else ".jpg", image)
+        if not ok:
+            raise OutputError(f"--save {self.path}: cannot encode {target.name}")
+        with os_faults(self.path, OutputError):
+            target.write_bytes(buf.tobytes())
+        self.frames += 1
+
+    def close(self, keep: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._file is not None:
+            self._file._publish(keep and self.frames > 0)
+            return
+        assert self._folder is not None
+        if not (keep and self.frames > 0):
+            shutil.rmtree(self._folder, ignore_errors=True)
+            return
+        try:
+            with os_faults(self.path, OutputError):
+                publish_folder(self._folder, self.path)
+        finally:
+            shutil.rmtree(self._folder, ignore_errors=True)  # left only when the rename failed
