@@ -286,6 +286,9 @@ def test_models_lists_the_builtins_with_their_recorded_accuracy(cli):
     assert rows["emonas-macro"]["test_time_flip"] is True and rows["emonas-macro"]["params"] == 980_767
     assert rows["emonas-macro-lite"]["params"] == 354_223 and rows["emonas-macro-lite"]["test_time_flip"] is False
     assert rows["emonas-micro"]["trained"] is False and rows["emonas-micro"]["publictest_top1"] is None
+    # listing reads the shipped exports' metadata and untrained genotypes' meta.params: each equals the network
+    for name, row in rows.items():
+        assert row["params"] == count_params(create_model(load_genotype(name))), name
     table = cli("models")
     assert table.returncode == 0 and "70.05%" in table.stdout and "67.23%" in table.stdout
     assert "untrained names run random weights" in table.stdout
