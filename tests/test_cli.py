@@ -238,6 +238,9 @@ def test_path_traversal_name_writes_nothing_outside(runs):
 def test_help_lists_the_commands(cli):
     r = cli("--help")
     assert r.returncode == 0, r.stderr
+    flags = cli("models", "--help", env={"COLUMNS": "80"})  # flags take no value: no "<bool>" beside them
+    assert "--json " in flags.stdout and "--json        <bool>" not in flags.stdout
+    assert "Print JSON" in flags.stdout and cli("models", "--json").returncode == 0
     for command in ("export", "info", "ops", "search"):
         assert command in r.stdout
     r = cli("export", "--help")

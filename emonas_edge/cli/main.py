@@ -45,6 +45,16 @@ search.register(app)
 cache.register(app)
 
 
+def _flags_take_no_value(command) -> None:
+    """Boolean options are flags (``--json``, ``--track/--no-track``): help shows no ``<bool>`` value for them,
+    which read as if ``--json true`` were expected."""
+    for sub in getattr(command, "commands", {}).values():
+        _flags_take_no_value(sub)
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+
+
 def _one_line(msg: object) -> str:
     """Messages quote user input (file names, op names): never let it be read as Rich markup."""
     return escape(" ".join(str(msg).split()))
@@ -54,7 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     terminate_as_interrupt()
     try:
         # Standalone mode: typer reports its own usage errors (exit 2) and Ctrl-C; ours pass through.
-        app(args=argv, prog_name="emonas-edge")
+        command = typer.main.get_command(app)
+        _flags_take_no_value(command)
+        command(args=argv, prog_name="emonas-edge")
     except UserError as e:
         err_console.print(f"[bold red]error:[/] {_one_line(e)}", soft_wrap=True)
         sys.exit(e.exit_code)
