@@ -356,7 +356,20 @@ def test_metadata_that_disagrees_with_the_graph_is_refused_on_load(trained_expor
 
 def _start_export_and_wait_for_temp(cli_path: Path, genotype: Path, out: Path, tmp_path: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [str(cli_path), "export", "--genotype", str(genotype), "--output", str(out)],
+        # a network wide and deep enough that exporting it lasts seconds after its temporaries appear: on an
+        # idle machine the default DARTS_V2 finished between the check below and the signal (exit 0)
+        [
+            str(cli_path),
+            "export",
+            "--genotype",
+            str(genotype),
+            "--output",
+            str(out),
+            "--init-channels",
+            "48",
+            "--layers",
+            "14",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
