@@ -68,3 +68,17 @@ def test_bars_move_to_the_free_side(edge):
     neighbour = np.array([510, 100, 610, 200], float) if edge == "right" else np.array([290, 100, 390, 200], float)
     x, _ = bar_place(box, [neighbour], 7, (1000, 600))
     assert (x + BAR_W <= 400) if edge == "right" else (x >= 500)
+
+
+def test_the_shipped_untrained_micro_head_is_not_announced_on_every_run(cli, shared):
+    """The default micro head ships untrained and stays off quietly; asked for by name it says why it is off.
+    ``--provider`` takes ONNX Runtime's providers as evaluate and profile do."""
+    photo = shared / "media" / "single_face.jpg"
+    quiet = cli("run", "--source", photo)
+    assert quiet.returncode == 0 and "micro head off" not in quiet.stderr
+    asked = cli("run", "--source", photo, "--micro", "emonas-micro")
+    assert asked.returncode == 0 and "micro head off: emonas-micro has no trained weights" in asked.stderr
+    r = cli("run", "--source", photo, "--provider", "cpu")
+    assert r.returncode == 0 and "CPUExecutionProvider" in r.stdout
+    r = cli("run", "--source", photo, "--provider", "tensorrt")
+    assert r.returncode == 2 and "not available here" in r.stderr and "Traceback" not in r.stderr

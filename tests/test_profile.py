@@ -141,6 +141,7 @@ def test_profile_pipeline_stage_table(cli, tmp_path, cache, shared):
     )
     assert all(p["stages"][k]["alone_p50_ms"] > 0 for k in ("detect", "align", "macro"))
     assert p["settings"]["threads"]["onnxruntime"] >= 1 and "alone p50" in r.stdout and "threads: OpenCV" in r.stdout
+    assert "add up past 100%" in " ".join(r.stdout.split())
 
 
 def test_export_cache_returns_the_fp32_export_beside_derived_precisions(tiny_genotype_file, monkeypatch, tmp_path):

@@ -132,7 +132,10 @@ def _frame_hooks(window, live):
     return both
 
 
-def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
+DEFAULT_MICRO = "emonas-micro"
+
+
+def _run(source: str, settings: RunSettings, title: str = "emonas-edge", quiet_default_micro: bool = False):
     """``run`` and ``demo``.
 
     ``settings`` is one :class:`~emonas_edge.pipeline.RunSettings`, checked here before anything opens.
@@ -165,6 +168,8 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge"):
             live.close()
         raise
     for n in built.notes:
+        if quiet_default_micro and n.startswith(f"micro head off: {DEFAULT_MICRO} has no trained weights"):
+            continue  # the default head, switched off as shipped: said in the run's help, not on every run
         err_console.print(f"[yellow]note:[/] {n}", soft_wrap=True, markup=True, highlight=False)
     p = built.pipeline
     console.print(
@@ -226,12 +231,20 @@ def register(app: typer.Typer) -> None:
             ),
         ] = "emonas-macro",
         micro: Annotated[
-            str,
+            str | None,
             typer.Option(
-                help="Micro model (dynamic images of each face's frame buffer); 'none' to turn off.",
+                help="Micro model (dynamic images of each face's frame buffer); 'none' to turn off. Default: "
+                "emonas-micro, which ships untrained and so stays off unless --allow-untrained.",
                 rich_help_panel=P_MODELS,
             ),
-        ] = "emonas-micro",
+        ] = None,
+        provider: Annotated[
+            str | None,
+            typer.Option(
+                help="ONNX Runtime provider: cpu | cuda | tensorrt (default: the fastest installed).",
+                rich_help_panel=P_MODELS,
+            ),
+        ] = None,
         allow_untrained: Annotated[
             bool,
             typer.Option(
@@ -376,10 +389,11 @@ def register(app: typer.Typer) -> None:
             source,
             RunSettings(
                 macro=macro,
-                micro=micro,
+                micro=DEFAULT_MICRO if micro is None else micro,
                 allow_untrained=allow_untrained,
                 engine=engine,
                 threads=threads,
+                provider=provider,
                 detector=detector,
                 min_confidence=min_confidence,
                 min_face=min_face,
@@ -396,6 +410,7 @@ def register(app: typer.Typer) -> None:
                 serve_token=serve_token,
                 loop=loop,
             ),
+            quiet_default_micro=micro is None,
         )
 
     @app.command()

@@ -240,6 +240,11 @@ def register(app: typer.Typer) -> None:
             f"detector {r['settings']['detector']}; RSS {r['rss_mb']['after']:.0f} MB",
             highlight=False,
         )
+        console.print(
+            "share: each stage's time over the run's wall time; decode + detect run beside the other stages "
+            "(two threads), so the shares add up past 100%. alone p50: the stage timed on its own over the clip.",
+            highlight=False,
+        )
         if r["settings"]["threads"]:
             console.print(f"threads: {ThreadPlan(**r['settings']['threads']).describe()}", highlight=False)
         if json_out:
