@@ -93,23 +93,24 @@ def genotype_from_dict(d: dict) -> Genotype:
     return g
 
 
-# The operation names genotypes may use. The implementations live in ``nn/ops.py`` (which
-# needs PyTorch); this list lets configs be validated without importing it (the ONNX Runtime
-# pipeline never does). ``nn/ops.py`` refuses to import if the two disagree.
-OP_NAMES = (
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "sep_conv_7x7",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-    "conv_7x1_1x7",
-    "conv_1x1",
-    "conv_3x3",
-)
+# The operation names genotypes may use, with what each does. The implementations live in ``nn/ops.py``
+# (which needs PyTorch); this table lets configs be validated and ``emonas-edge ops`` list them without
+# importing it (the ONNX Runtime pipeline never does). ``nn/ops.py`` refuses to import if the two disagree.
+OP_DESCRIPTIONS: dict[str, str] = {
+    "none": "zero: the edge is absent",
+    "max_pool_3x3": "3x3 max pooling",
+    "avg_pool_3x3": "3x3 average pooling (padding not counted)",
+    "skip_connect": "identity, or factorized reduce when the edge halves the resolution",
+    "sep_conv_3x3": "two 3x3 depthwise-separable convolutions",
+    "sep_conv_5x5": "two 5x5 depthwise-separable convolutions",
+    "sep_conv_7x7": "two 7x7 depthwise-separable convolutions",
+    "dil_conv_3x3": "3x3 depthwise-separable convolution, dilation 2",
+    "dil_conv_5x5": "5x5 depthwise-separable convolution, dilation 2",
+    "conv_7x1_1x7": "factorised 7x7: a 1x7 then a 7x1 convolution",
+    "conv_1x1": "ReLU-conv1x1-BN",
+    "conv_3x3": "ReLU-conv3x3-BN",
+}
+OP_NAMES = tuple(OP_DESCRIPTIONS)
 
 
 def validate_genotype(g: Genotype) -> None:

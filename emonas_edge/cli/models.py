@@ -358,11 +358,11 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def ops():
         """List the cell operations a genotype may use."""
-        from ..nn.ops import OPS
+        from ..genotype import OP_DESCRIPTIONS  # the table nn/ops.py registers from (no PyTorch needed here)
 
         t = Table(title="cell operations", title_justify="left")
         t.add_column("name", style="bold")
         t.add_column("what")
-        for spec in OPS.values():
-            t.add_row(spec.name, spec.description)
+        for name, description in OP_DESCRIPTIONS.items():
+            t.add_row(name, description)
         console.print(t)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..genotype import OP_DESCRIPTIONS
+
 
 @dataclass(frozen=True)
 class OpSpec:
@@ -25,11 +27,16 @@ class OpSpec:
 OPS: dict[str, OpSpec] = {}
 
 
-def register(name: str, description: str):
+def register(name: str):
+    """Registers a builder; its description lives with the names in ``genotype.OP_DESCRIPTIONS`` (torch-free,
+    so ``emonas-edge ops`` and config checks never import PyTorch)."""
+
     def wrap(fn: Callable[[int, int, bool], nn.Module]):
         if name in OPS:
             raise ValueError(f"operation {name!r} registered twice")
-        OPS[name] = OpSpec(name, fn, description)
+        if name not in OP_DESCRIPTIONS:
+            raise ValueError(f"operation {name!r} is not in genotype.OP_DESCRIPTIONS: add its name and description")
+        OPS[name] = OpSpec(name, fn, OP_DESCRIPTIONS[name])
         return fn
 
     return wrap
@@ -111,22 +118,22 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
 
 
-@register("none", "zero: the edge is absent")
+@register("none")
 def _none(c, stride, affine):
     return Zero(stride)
 
 
-@register("max_pool_3x3", "3x3 max pooling")
+@register("max_pool_3x3")
 def _max_pool(c, stride, affine):
     return nn.MaxPool2d(3, stride=stride, padding=1)
 
 
-@register("avg_pool_3x3", "3x3 average pooling (padding not counted)")
+@register("avg_pool_3x3")
 def _avg_pool(c, stride, affine):
     return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
 
 
-@register("skip_connect", "identity, or factorized reduce when the edge halves the resolution")
+@register("skip_connect")
 def _skip(c, stride, affine):
     return nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine)
 
@@ -139,14 +146,14 @@ def _dil(k):
     return lambda c, stride, affine: DilConv(c, c, k, stride, k - 1, 2, affine)
 
 
-register("sep_conv_3x3", "two 3x3 depthwise-separable convolutions")(_sep(3))
-register("sep_conv_5x5", "two 5x5 depthwise-separable convolutions")(_sep(5))
-register("sep_conv_7x7", "two 7x7 depthwise-separable convolutions")(_sep(7))
-register("dil_conv_3x3", "3x3 depthwise-separable convolution, dilation 2")(_dil(3))
-register("dil_conv_5x5", "5x5 depthwise-separable convolution, dilation 2")(_dil(5))
+register("sep_conv_3x3")(_sep(3))
+register("sep_conv_5x5")(_sep(5))
+register("sep_conv_7x7")(_sep(7))
+register("dil_conv_3x3")(_dil(3))
+register("dil_conv_5x5")(_dil(5))
 
 
-@register("conv_7x1_1x7", "factorised 7x7: a 1x7 then a 7x1 convolution")
+@register("conv_7x1_1x7")
 def _conv_7x1_1x7(c, stride, affine):
     return nn.Sequential(
         nn.ReLU(inplace=False),
@@ -158,12 +165,12 @@ def _conv_7x1_1x7(c, stride, affine):
 
 # Plain convolutions (as in NAS-Bench-201): several times cheaper to train on a CPU than the
 # separable ones, which gives search and training room on small machines.
-@register("conv_1x1", "ReLU-conv1x1-BN")
+@register("conv_1x1")
 def _conv_1x1(c, stride, affine):
     return ReLUConvBN(c, c, 1, stride, 0, affine)
 
 
-@register("conv_3x3", "ReLU-conv3x3-BN")
+@register("conv_3x3")
 def _conv_3x3(c, stride, affine):
     return ReLUConvBN(c, c, 3, stride, 1, affine)
 
