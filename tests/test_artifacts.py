@@ -435,3 +435,23 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_stop_swallowed_inside_the_exporter_still_stops_the_export():
+    """torch's TorchScript exporter can catch the KeyboardInterrupt a Ctrl-C raises inside one of its Python
+    callbacks and finish the export (exit 0, seen on an idle machine); the signal is raised again after it."""
+    import os
+
+    from emonas_edge.export.onnx import _stops_kept
+
+    with pytest.raises(KeyboardInterrupt):
+        with _stops_kept():
+            try:  # what the exporter did: a callback's KeyboardInterrupt caught and dropped
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+            except KeyboardInterrupt:
+                pass
+    before = signal.getsignal(signal.SIGINT)
+    with _stops_kept():
+        pass  # no signal: nothing raised, the previous handlers are back
+    assert signal.getsignal(signal.SIGINT) is before

@@ -89,6 +89,10 @@ def test_table_fit_never_predicts_below_zero():
     assert (b, a) == (pytest.approx(2.0), pytest.approx(0.1))
     b, a = _fit(np.array([0.1, 0.2, 0.3]), np.array([0.05, 0.3, 0.55]))  # a noisy negative intercept: through 0
     assert a == 0.0 and b > 0 and a + b * 0.01 > 0
+    b, a = _fit(np.array([0.1, 0.2, 0.3]), np.array([0.5, 0.45, 0.4]))  # noise sloping the wrong way
+    assert a == 0.0 and b > 0 and a + b * 0.3 > 0
+    b, a = _fit(np.array([0.1, 0.2, 0.3]), np.array([-0.2, -0.3, -0.35]))  # nothing positive to scale by
+    assert (b, a) == (1.0, 0.0)
 
 
 def test_lut_for_another_input_spec_backend_or_precision_is_refused(lut_file, tmp_path):

@@ -12,9 +12,10 @@ import contextlib
 import io
 import json
 import os
+import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch
 from .. import __version__
 from ..config import ModelConfig
 from ..errors import CheckFailed, UserError
-from ..fileio import atomic_outputs, check_safe_name, check_writable_location, sha256_file, write_fault
+from ..fileio import Terminated, atomic_outputs, check_safe_name, check_writable_location, sha256_file, write_fault
 from ..macs import macs_torch
 from ..nn import count_params
 from .formats import DEFAULT_OPSET, EXPORTERS, FORMATS, MIN_OPSET, SIMPLIFIERS, artifact_name, manifest_name
@@ -56,10 +57,38 @@ def _quiet():
     return stack
 
 
+@contextlib.contextmanager
+def _stops_kept() -> Iterator[None]:
+    """Ctrl-C and SIGTERM during an export stop it, even where the exporter swallows them.
+
+    torch's TorchScript exporter calls Python symbolic functions from C++, and a KeyboardInterrupt raised
+    inside one can be caught there: the export then completed and exited 0 as if never interrupted (seen
+    here: a SIGINT ~4 s into a DARTS_V2 export). So the signal is remembered, and raised again once the
+    exporter returns."""
+    seen: list[int] = []
+
+    def handler(signum, frame):  # noqa: ARG001
+        seen.append(signum)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    try:
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+    if seen:
+        raise Terminated if seen[0] == signal.SIGTERM else KeyboardInterrupt
+
+
 def _export(
     model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, batch: int | None, exporter: str
 ) -> None:
-    with _quiet():
+    with _quiet(), _stops_kept():
         if exporter == "torchscript":
             dynamic_axes = None if batch is not None else {"input": {0: "batch"}, "logits": {0: "batch"}}
             torch.onnx.export(

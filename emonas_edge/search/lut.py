@@ -519,11 +519,14 @@ def random_configs(space: SearchSpace, n: int, seed: int) -> list[ModelConfig]:
 
 
 def _fit(raw: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
-    """``measured = a + b * raw`` as (b, a). A negative intercept (a few noisy networks on a loaded
-    machine) would predict a small network below zero, so then the line goes through the origin."""
+    """``measured = a + b * raw`` as (b, a). A negative intercept or a slope at or below zero (a few noisy
+    networks on a loaded machine: seen in CI, a slope that predicted a large network below zero) would predict
+    networks below zero, so then the line goes through the origin (and keeps the table's scale, b = 1, if even
+    that slope is not positive)."""
     b, a = (float(v) for v in np.polyfit(raw, measured, 1))
-    if a < 0:
-        b, a = float(raw @ measured / (raw @ raw)), 0.0
+    if a < 0 or b <= 0:
+        through = float(raw @ measured / (raw @ raw)) if float(raw @ raw) > 0 else 0.0
+        b, a = (through if through > 0 else 1.0), 0.0
     return b, a
 
 
