@@ -163,3 +163,18 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared data folder {SHARED} is not present beside the checkout (FER2013 images, face media)")
     return SHARED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _runs_outside_the_checkout(tmp_path_factory):
+    """Commands given no output write numbered run folders under ./runs: the suite keeps them in a temporary
+    folder instead (the console-script subprocesses inherit the variable)."""
+    from emonas_edge.rundirs import RUNS_ENV
+
+    before = os.environ.get(RUNS_ENV)
+    os.environ[RUNS_ENV] = str(tmp_path_factory.mktemp("runs"))
+    yield
+    if before is None:
+        os.environ.pop(RUNS_ENV, None)
+    else:
+        os.environ[RUNS_ENV] = before

@@ -1019,7 +1019,10 @@ def test_cli_train_a_trained_name_fine_tunes_unless_scratch(fer, cli, tmp_path):
         assert (
             "random weights (--scratch)" if flag else "fine-tuning the trained weights of emonas-macro"
         ) in proc.stdout
-        weights = read_checkpoint(out / "last.pt")["state_dict"]
+        saved = read_checkpoint(out / "last.pt")
+        # no longer the built-in: its own name, so exporting it cannot overwrite the built-in's file
+        assert saved["config"]["name"] == ("emonas-macro-scratch" if flag else "emonas-macro-ft")
+        weights = saved["state_dict"]
         distance[bool(flag)] = max(
             float((weights[k].float() - ref[k].float()).abs().max()) for k in ref if k.endswith("weight")
         )

@@ -158,9 +158,14 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         weights: Annotated[Path | None, typer.Option(help="Checkpoint with trained weights for this genotype.")] = None,
-        output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the .onnx and its manifest.")] = Path(
-            "export"
-        ),
+        output: Annotated[
+            Path | None,
+            typer.Option(
+                "--output",
+                "-o",
+                help="Folder for the .onnx and its manifest. Default: a new numbered runs/export, runs/export2, ...",
+            ),
+        ] = None,
         opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = DEFAULT_OPSET,
         batch: Annotated[str, typer.Option(help="'dynamic' or a fixed batch size.")] = "dynamic",
         simplify: Annotated[
@@ -243,12 +248,15 @@ def register(app: typer.Typer) -> None:
     ):
         """Export a genotype or checkpoint to a checked, simplified, parity-verified ONNX file with metadata."""
         # PyTorch loads only for commands that need it
+        from dataclasses import replace
+
         from ..export.artifact import ArtifactSettings, EngineSettings, export_artifact
         from ..profile.models import precision_timer
+        from ..rundirs import new_run_dir, release_if_empty, runs_root
 
         ov = overrides(name, task, in_channels, input_size, init_channels, layers, num_classes, classes)
         settings = ArtifactSettings(
-            output=output,
+            output=output if output is not None else runs_root() / "export",  # checked now, claimed after loading
             format=fmt,
             opset=opset,
             batch=_parse_batch(batch),
@@ -275,15 +283,22 @@ def register(app: typer.Typer) -> None:
                 "exporting random initial weights (metadata says trained=false); outputs are not predictions",
                 soft_wrap=True,
             )
-        result = export_artifact(
-            config,
-            model,
-            settings,
-            weights=wpath,
-            timer=precision_timer(config),
-            log=lambda m: console.print(f"[dim]·[/] {escape(m)}"),
-            progress=_printed_progress(),
-        )
+        if output is None:
+            settings = replace(settings, output=new_run_dir("export"))
+            console.print(f"export folder: {settings.output}", highlight=False, markup=False)
+        try:
+            result = export_artifact(
+                config,
+                model,
+                settings,
+                weights=wpath,
+                timer=precision_timer(config),
+                log=lambda m: console.print(f"[dim]·[/] {escape(m)}"),
+                progress=_printed_progress(),
+            )
+        finally:
+            if output is None:
+                release_if_empty(Path(settings.output))  # a failed export leaves no empty folder behind
         if json_out:
             from ..fileio import write_json_atomic
 

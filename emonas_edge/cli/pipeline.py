@@ -135,8 +135,37 @@ def _frame_hooks(window, live):
 DEFAULT_MICRO = "emonas-micro"
 
 
-def _run(source: str, settings: RunSettings, title: str = "emonas-edge", quiet_default_micro: bool = False):
-    """``run`` and ``demo``.
+def _into_run_dir(settings: RunSettings, source: str, photos: bool) -> tuple[RunSettings, Path]:
+    """``run`` given no outputs keeps its results in a numbered folder: the per-frame JSONL, the summary and,
+    for photos (cheap to draw, unlike video), the annotated pictures."""
+    from dataclasses import replace
+
+    from ..pipeline.sinks import IMAGE_WRITE_SUFFIXES
+    from ..rundirs import new_run_dir
+
+    folder = new_run_dir("run")
+    save = None
+    if photos:
+        src = Path(source)
+        save = folder / "annotated" if src.is_dir() else folder / src.name
+        if not src.is_dir() and src.suffix.lower() not in IMAGE_WRITE_SUFFIXES:
+            save = save.with_suffix(".jpg")
+    return replace(settings, jsonl=folder / "results.jsonl", summary_json=folder / "summary.json", save=save), folder
+
+
+def _no_outputs(settings: RunSettings) -> bool:
+    given = (settings.jsonl, settings.csv, settings.save_video, settings.save, settings.summary_json)
+    return all(v is None for v in given) and not settings.show and settings.serve is None
+
+
+def _run(
+    source: str,
+    settings: RunSettings,
+    title: str = "emonas-edge",
+    quiet_default_micro: bool = False,
+    run_folder: bool = False,
+):
+    """``run`` and ``demo``; ``run_folder``: without outputs, keep the results in a numbered run folder.
 
     ``settings`` is one :class:`~emonas_edge.pipeline.RunSettings`, checked here before anything opens.
     """
@@ -144,6 +173,7 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge", quiet_d
     from ..pipeline import RunSummary, open_source, run
     from ..pipeline.serve import LiveServer, parse_serve
     from ..pipeline.sources import loop_source
+    from ..rundirs import release_if_empty
 
     if settings.show:
         why = _display_available()
@@ -178,6 +208,9 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge", quiet_d
         highlight=False,
         markup=False,
     )
+    folder = None
+    if run_folder and _no_outputs(settings):
+        settings, folder = _into_run_dir(settings, source, photos=src.kind == "image")
     window = Window(title, Path("snapshots")) if settings.show else None
     outputs = {"jsonl": settings.jsonl, "csv": settings.csv, "video": settings.save_video, "photos": settings.save}
     try:
@@ -207,7 +240,11 @@ def _run(source: str, settings: RunSettings, title: str = "emonas-edge", quiet_d
         if live is not None:
             live.close()
         p.detector.close()
+        if folder is not None:
+            release_if_empty(folder)
     console.print(summary_table(summary, outputs))
+    if folder is not None:
+        console.print(f"results in {folder}", highlight=False, markup=False)
     for w in summary.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True, markup=True, highlight=False)
     if settings.summary_json:
@@ -371,7 +408,10 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ):
-        """Real-time pipeline: detect, align, track, classify macro (per frame) and micro (per window) expressions."""
+        """Real-time pipeline: detect, align, track, classify macro (per frame) and micro (per window) expressions.
+
+        Given no output (and no --show or --serve), the results go to a new numbered folder (runs/run, runs/run2,
+        ...): results.jsonl, summary.json and, for photos, the annotated pictures."""
         from ..pipeline import PipelineSettings, RunSettings
         from ..pipeline.loop import parse_detect_every
 
@@ -411,6 +451,7 @@ def register(app: typer.Typer) -> None:
                 loop=loop,
             ),
             quiet_default_micro=micro is None,
+            run_folder=True,
         )
 
     @app.command()

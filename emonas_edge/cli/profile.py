@@ -80,7 +80,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command(
         help="Parameters, MACs, cold start, latency percentiles, throughput and memory "
-        "per backend, precision, batch, threads."
+        "per backend, precision, batch, threads. Without output options the report (JSON and Markdown) goes to "
+        "a new numbered folder: runs/profile, runs/profile2, ..."
     )
     def profile(
         targets: Annotated[
@@ -157,6 +158,11 @@ def register(app: typer.Typer) -> None:
             f"{'Jetson ' + str(env['jetson']) if env.get('jetson') else 'not a Jetson'}[/]",
             highlight=False,
         )
+        if json_out is None and markdown is None and csv is None and plot is None:  # kept in a numbered run folder
+            from ..rundirs import new_run_dir
+
+            folder = new_run_dir("profile")
+            json_out, markdown = folder / "profile.json", folder / "profile.md"
         for written in write_reports(report, latencies, json_out, markdown, csv, plot):
             console.print(f"wrote {written}", highlight=False, markup=False)
 

@@ -61,6 +61,23 @@ def _train_with_progress_bar(config, net, train_ds, val_ds, out: Path, settings,
         )
 
 
+def _run_folder(out: Path | None, resume: bool) -> tuple[Path, bool]:
+    """``(folder, claimed)``: ``--out`` as given, else the latest numbered run (``--resume``) or a new one."""
+    from ..rundirs import latest_run_dir, new_run_dir, runs_root
+
+    if out is not None:
+        return out, False
+    if resume:
+        latest = latest_run_dir("train")
+        if latest is None:
+            raise UserError(f"--resume without --out: no train run folder under {runs_root()} to continue; give --out")
+        console.print(f"resuming {latest}", highlight=False, markup=False)
+        return latest, False
+    folder = new_run_dir("train")
+    console.print(f"run folder: {folder}", highlight=False, markup=False)
+    return folder, True
+
+
 # register() is long only because it holds this group's commands, each its own nested function (typer reads
 # their signatures for the options); it attaches them to the app and does nothing else.
 def register(app: typer.Typer) -> None:
@@ -77,9 +94,13 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         val: Annotated[Path | None, typer.Option(help="Validation data (same forms as --data).")] = None,
-        out: Annotated[Path, typer.Option(help="Run folder: last.pt, best.pt, history.jsonl, summary.json.")] = Path(
-            "runs/train"
-        ),
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                help="Run folder: last.pt, best.pt, history.jsonl, summary.json. Default: a new numbered "
+                "runs/train, runs/train2, ... (with --resume: the latest of them)."
+            ),
+        ] = None,
         epochs: Annotated[int, typer.Option()] = 30,
         batch: Annotated[int, typer.Option()] = 128,
         optimizer: Annotated[str, typer.Option(help="sgd (Nesterov) | adamw")] = "sgd",
@@ -183,65 +204,74 @@ def register(app: typer.Typer) -> None:
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 talks
             console.quiet = True
         from ..fileio import check_writable_location
+        from ..rundirs import release_if_empty
         from ..train.resume import model_to_train
         from ..train.settings import TrainSettings
 
-        check_writable_location(out, "--out")  # before the data loads
-        config, net, note = model_to_train(model, out, resume, scratch)
-        if note:
-            console.print(note)
-        settings = TrainSettings(
-            epochs=epochs,
-            batch=batch,
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_epochs=warmup_epochs,
-            label_smoothing=label_smoothing,
-            balanced=balanced,
-            augment=not no_augment,
-            ema=ema,
-            teachers=tuple(teacher or ()),
-            distill=distill,
-            distill_alpha=distill_alpha,
-            distill_temperature=distill_temperature,
-            mix=mix,
-            mix_alpha=mix_alpha,
-            mix_p=mix_p,
-            seed=seed,
-            threads=threads,
-            device=device,
-            amp=amp,
-            max_steps=max_steps,
-            keep_epochs=keep_epochs,
-        )
-        if annotations is not None:
-            from ..data.micro import load_micro_dataset
-
-            ds, subjects = load_micro_dataset(data, annotations, config, convention, window, window_length)
-            console.print(f"{len(ds)} clips as dynamic images, {len(set(subjects))} subjects, classes {ds.counts()}")
-            if protocol == "loso":
-                from ..train.loso import run_loso
-
-                overall = run_loso(config, ds, subjects, out, settings, log=console.print)["overall"]
-                console.print(
-                    f"LOSO overall: UF1 {overall['uf1']:.4f} UAR {overall['uar']:.4f} accuracy "
-                    f"{overall['accuracy']:.4f}"
-                )
-                return
-            train_ds, val_ds = ds, None
-        else:
-            if protocol != "holdout":
-                raise UserError("--protocol loso needs a micro-expression dataset (--annotations)")
-            train_ds, val_ds = _load_images(data, val, config, limit_per_class)
-        out.mkdir(parents=True, exist_ok=True)
-        summary = _train_with_progress_bar(config, net, train_ds, val_ds, out, settings, resume)
-        best = summary["best"]
-        if best.get("epoch") and best.get("accuracy", -1) >= 0:
-            console.print(
-                f"[green]best[/] epoch {best['epoch']}: val accuracy {best['accuracy']:.4f} -> {out / 'best.pt'}"
+        if out is not None:
+            check_writable_location(out, "--out")  # before the data loads
+        out, claimed = _run_folder(out, resume)
+        try:
+            config, net, note = model_to_train(model, out, resume, scratch)
+            if note:
+                console.print(note)
+            settings = TrainSettings(
+                epochs=epochs,
+                batch=batch,
+                optimizer=optimizer,
+                lr=lr,
+                weight_decay=weight_decay,
+                warmup_epochs=warmup_epochs,
+                label_smoothing=label_smoothing,
+                balanced=balanced,
+                augment=not no_augment,
+                ema=ema,
+                teachers=tuple(teacher or ()),
+                distill=distill,
+                distill_alpha=distill_alpha,
+                distill_temperature=distill_temperature,
+                mix=mix,
+                mix_alpha=mix_alpha,
+                mix_p=mix_p,
+                seed=seed,
+                threads=threads,
+                device=device,
+                amp=amp,
+                max_steps=max_steps,
+                keep_epochs=keep_epochs,
             )
-        console.print(f"last checkpoint: {out / 'last.pt'}")
+            if annotations is not None:
+                from ..data.micro import load_micro_dataset
+
+                ds, subjects = load_micro_dataset(data, annotations, config, convention, window, window_length)
+                console.print(
+                    f"{len(ds)} clips as dynamic images, {len(set(subjects))} subjects, classes {ds.counts()}"
+                )
+                if protocol == "loso":
+                    from ..train.loso import run_loso
+
+                    overall = run_loso(config, ds, subjects, out, settings, log=console.print)["overall"]
+                    console.print(
+                        f"LOSO overall: UF1 {overall['uf1']:.4f} UAR {overall['uar']:.4f} accuracy "
+                        f"{overall['accuracy']:.4f}"
+                    )
+                    return
+                train_ds, val_ds = ds, None
+            else:
+                if protocol != "holdout":
+                    raise UserError("--protocol loso needs a micro-expression dataset (--annotations)")
+                train_ds, val_ds = _load_images(data, val, config, limit_per_class)
+            out.mkdir(parents=True, exist_ok=True)
+            summary = _train_with_progress_bar(config, net, train_ds, val_ds, out, settings, resume)
+            best = summary["best"]
+            if best.get("epoch") and best.get("accuracy", -1) >= 0:
+                console.print(
+                    f"[green]best[/] epoch {best['epoch']}: val accuracy {best['accuracy']:.4f} -> {out / 'best.pt'}"
+                )
+            console.print(f"last checkpoint: {out / 'last.pt'}")
+        finally:
+            if claimed:
+                release_if_empty(out)  # a run that failed before its first checkpoint leaves no empty folder
 
     @app.command()
     def evaluate(

@@ -106,12 +106,26 @@ def model_to_train(
         check_fresh_run_dir(Path(out_dir))
     config, net, weights = load_model(model)
     if config.trained and scratch:
-        config = config.replace(trained=False)
-        return config, create_model(config), f"training {model}'s architecture from random weights (--scratch)"
+        config = _own_name(config.replace(trained=False), "scratch")
+        return (
+            config,
+            create_model(config),
+            f"training {model}'s architecture from random weights (--scratch), as {config.name}",
+        )
     if config.trained:
+        config = _own_name(config, "ft")
         return (
             config,
             net,
-            f"fine-tuning the trained weights of {model} ({weights}); --scratch starts from random weights instead",
+            f"fine-tuning the trained weights of {model} ({weights}) as {config.name}; --scratch starts from random "
+            "weights instead",
         )
     return config, net, None
+
+
+def _own_name(config: ModelConfig, suffix: str) -> ModelConfig:
+    """A built-in's weights changed by training are no longer that built-in: a new name keeps their export from
+    overwriting the built-in's file (``export`` names files after the model) and says where they came from."""
+    from ..zoo import builtin
+
+    return config.replace(name=f"{config.name}-{suffix}") if builtin(config.name) is not None else config
