@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import typer
 from conftest import TINY_GENOTYPE
 
 from emonas_edge import create_model, load_genotype, save_checkpoint
@@ -233,6 +234,38 @@ def test_path_traversal_name_writes_nothing_outside(runs):
 
 
 # --------------------------------------------------------------------------- what works
+
+
+def _squeezed_lines(text: str) -> list[str]:
+    """Lines of an option panel whose help column holds one word in the middle of that option's help: the
+    sign of a help column squeezed to a few characters. A paragraph's last word alone on its line (a widow)
+    and typer's ``[required]``/``[default: ...]`` markers are not squeezing."""
+    rows = [ln.strip().strip("│").rstrip() for ln in text.splitlines() if ln.strip().startswith("│")]
+    bad = []
+    for i, row in enumerate(rows):
+        words = row.split()
+        following = rows[i + 1] if i + 1 < len(rows) else ""
+        continued = following.startswith(" " * 5) and not following.strip().startswith("[")
+        if row.startswith(" " * 5) and len(words) == 1 and continued and not words[0].startswith("["):
+            bad.append(row)
+    return bad
+
+
+def test_every_help_reads_at_80_columns(cli):
+    from emonas_edge.cli.main import app
+
+    command = typer.main.get_command(app)
+    names = [[]] + [[n] for n in command.commands]
+    names += [[n, s] for n, c in command.commands.items() for s in getattr(c, "commands", {})]
+    for args in names:
+        r = cli(*args, "--help", env={"COLUMNS": "80"})
+        assert r.returncode == 0, (args, r.stderr)
+        lines = r.stdout.splitlines()
+        assert max(len(ln) for ln in lines) <= 80, args
+        assert "<bool>" not in r.stdout, args
+        assert not _squeezed_lines(r.stdout), (args, _squeezed_lines(r.stdout))
+    squeezed = "│ --a  x │\n│      word │\n│      more text │"
+    assert _squeezed_lines(squeezed) == ["      word"]  # the check itself finds a squeezed column
 
 
 def test_help_lists_the_commands(cli):

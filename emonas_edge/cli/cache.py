@@ -19,7 +19,7 @@ def _mb(n: int) -> str:
 # register() is long only because it holds this group's commands, each its own nested function (typer reads
 # their signatures for the options); it attaches them to the app and does nothing else.
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="What the cache ($EMONAS_EDGE_CACHE) holds, and clearing it.", no_args_is_help=True)
+    group = typer.Typer(help="What the cache ($EMONAS_EDGE_CACHE) holds; clear it.", no_args_is_help=True)
     app.add_typer(group, name="cache")
 
     @group.command("list")

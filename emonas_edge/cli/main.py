@@ -45,14 +45,30 @@ search.register(app)
 cache.register(app)
 
 
-def _flags_take_no_value(command) -> None:
+def _readable_help(command) -> None:
     """Boolean options are flags (``--json``, ``--track/--no-track``): help shows no ``<bool>`` value for them,
-    which read as if ``--json true`` were expected."""
+    which read as if ``--json true`` were expected. Option help uses the two-column layout of
+    :mod:`.helpfmt` (readable at 80 columns), installed only when some help is drawn: it costs an import."""
     for sub in getattr(command, "commands", {}).values():
-        _flags_take_no_value(sub)
+        _readable_help(sub)
     for param in command.params:
         if getattr(param, "is_flag", False):
             param.metavar = ""
+    made, drawn = command.get_help_option, command.format_help  # --help is made on demand, not held in params
+
+    def help_option(ctx):
+        option = made(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    def format_help(ctx, formatter):
+        from .helpfmt import install
+
+        install()
+        return drawn(ctx, formatter)
+
+    command.get_help_option, command.format_help = help_option, format_help
 
 
 def _one_line(msg: object) -> str:
@@ -65,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # Standalone mode: typer reports its own usage errors (exit 2) and Ctrl-C; ours pass through.
         command = typer.main.get_command(app)
-        _flags_take_no_value(command)
+        _readable_help(command)
         command(args=argv, prog_name="emonas-edge")
     except UserError as e:
         err_console.print(f"[bold red]error:[/] {_one_line(e)}", soft_wrap=True)

@@ -79,9 +79,10 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @app.command(
+        short_help="Parameters, MACs, cold start, latency percentiles, throughput and memory of models.",
         help="Parameters, MACs, cold start, latency percentiles, throughput and memory "
         "per backend, precision, batch, threads. Without output options the report (JSON and Markdown) goes to "
-        "a new numbered folder: runs/profile, runs/profile2, ..."
+        "a new numbered folder: runs/profile, runs/profile2, ...",
     )
     def profile(
         targets: Annotated[
