@@ -93,6 +93,20 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> object:
     return loads_json_limited(read_text_limited(path, what), f"{what} {path}")
 
 
+def recorded_path(path: str | os.PathLike) -> str:
+    """A path as a manifest records it: as given when relative, relative to the working folder when under it,
+    else the file's name alone. Never an absolute local path: manifests travel with the model, and
+    /home/alice/... says nothing on another machine (and tells it who built it); the sha256 beside it says
+    which file it was."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return p.name
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -232,6 +232,14 @@ def test_export_with_weights_takes_the_trained_flag_from_the_checkpoint(trained_
     assert manifest["weights"]["sha256"] == sha256(t.ckpt)
     assert Path(manifest["weights"]["path"]).name == "trained.pt"
 
+    def strings(o):
+        if isinstance(o, dict):
+            return [x for v in o.values() for x in strings(v)]
+        return [x for v in o for x in strings(v)] if isinstance(o, list) else [o] if isinstance(o, str) else []
+
+    absolute = [x for x in strings(manifest) if Path(x).is_absolute()]
+    assert not absolute, f"a manifest travels: no local paths in it ({absolute})"
+
 
 def test_exported_graph_computes_the_checkpoint_weights(trained_export):
     t = trained_export
@@ -267,7 +275,20 @@ def test_onnx_metadata_round_trip(trained_export):
     # The graph agrees with the metadata.
     dims = [dim.dim_param or dim.dim_value for dim in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 1, 16, 16]
-    assert proto.graph.input[0].name == "input" and proto.graph.output[0].name == "logits"
+    assert proto.graph.input[0].name == "input" and proto.graph.output[0].name == "logits" == meta["output"]
+    assert not [k for k in meta if k.startswith(("onnxsim.", "onnx."))], "tools' bookkeeping is not kept"
+
+
+def test_a_mirror_averaging_model_names_its_output_log_probs(tmp_path):
+    """With the flip inside the graph the output is a log of averaged probabilities, not logits: named so."""
+    flip = dict(TINY_GENOTYPE, network={**TINY_GENOTYPE["network"], "test_time_flip": True})
+    cfg = config_from_dict(flip)
+    result = export_onnx(cfg, create_model(cfg).eval(), tmp_path, simplify="none")
+    proto = onnx.load(str(result.path))
+    assert proto.graph.output[0].name == "log_probs" == read_metadata(proto)["output"]
+    x = np.random.default_rng(0).standard_normal((3, 1, 16, 16)).astype(np.float32)
+    out = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert np.allclose(np.exp(out).sum(1), 1.0, atol=1e-5)  # probabilities in log space: they sum to one
 
 
 def test_manifest_contents(trained_export):

@@ -303,10 +303,10 @@ def test_auto_exporter_falls_back_to_dynamo_with_a_note(tmp_path, monkeypatch):
 
     real = onnx_mod._export
 
-    def without_torchscript(model, example, path, opset, batch, exporter):
+    def without_torchscript(model, example, path, opset, batch, exporter, output="logits"):
         if exporter == "torchscript":
             raise RuntimeError("the TorchScript-based ONNX exporter has been removed\nmore text")
-        return real(model, example, path, opset, batch, exporter)
+        return real(model, example, path, opset, batch, exporter, output)
 
     monkeypatch.setattr(onnx_mod, "_export", without_torchscript)
     config = config_from_dict(TINY_GENOTYPE)

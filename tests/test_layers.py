@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "deps",
         "fileio",
         "cache",
+        "rundirs",
         "threads",
         "environment",
         "genotype",

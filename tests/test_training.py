@@ -1022,8 +1022,26 @@ def test_cli_train_a_trained_name_fine_tunes_unless_scratch(fer, cli, tmp_path):
         saved = read_checkpoint(out / "last.pt")
         # no longer the built-in: its own name, so exporting it cannot overwrite the built-in's file
         assert saved["config"]["name"] == ("emonas-macro-scratch" if flag else "emonas-macro-ft")
+        # fine-tuning starts from 3% of the from-scratch learning rate (sgd: 0.1 x batch 16 / 128)
+        recorded = saved["config"]["meta"]["training"]["settings"]
+        assert recorded["fine_tune"] is not bool(flag)
+        assert recorded["lr"] == pytest.approx(0.0125 if flag else 0.0125 * 0.03)
         weights = saved["state_dict"]
         distance[bool(flag)] = max(
             float((weights[k].float() - ref[k].float()).abs().max()) for k in ref if k.endswith("weight")
         )
     assert distance[False] < 0.05 < distance[True], distance
+
+
+def test_a_resumed_fine_tune_keeps_its_learning_rate():
+    """A resumed run's config comes from last.pt (trained=False there): the settings it recorded say whether it
+    started from trained weights, so its default learning rate does not jump to the from-scratch one."""
+    from emonas_edge.train.resume import fine_tuning
+    from emonas_edge.train.settings import FINE_TUNE_LR, TrainSettings
+
+    recorded = tiny_config(meta={"training": {"settings": {"fine_tune": True}}})
+    assert fine_tuning(recorded, resume=True) and not fine_tuning(tiny_config(), resume=True)
+    assert fine_tuning(tiny_config(trained=True), resume=False) and not fine_tuning(tiny_config(), resume=False)
+    base = TrainSettings().resolved().lr
+    assert TrainSettings(fine_tune=True).resolved().lr == pytest.approx(base * FINE_TUNE_LR)
+    assert TrainSettings(fine_tune=True, lr=0.05).resolved().lr == 0.05  # given explicitly: as given

@@ -105,7 +105,11 @@ def register(app: typer.Typer) -> None:
         batch: Annotated[int, typer.Option()] = 128,
         optimizer: Annotated[str, typer.Option(help="sgd (Nesterov) | adamw")] = "sgd",
         lr: Annotated[
-            float | None, typer.Option(help="Peak learning rate (default 0.1 x batch/128 for sgd, 2e-3 for adamw).")
+            float | None,
+            typer.Option(
+                help="Peak learning rate. Default 0.1 x batch/128 for sgd, 2e-3 for adamw; 3% of that when "
+                "fine-tuning trained weights (0.1 destroyed them in one epoch: measured)."
+            ),
         ] = None,
         weight_decay: Annotated[
             float | None, typer.Option(help="Default 5e-4 (sgd) / 0.05 (adamw); never on norms or biases.")
@@ -205,7 +209,7 @@ def register(app: typer.Typer) -> None:
             console.quiet = True
         from ..fileio import check_writable_location
         from ..rundirs import release_if_empty
-        from ..train.resume import model_to_train
+        from ..train.resume import fine_tuning, model_to_train
         from ..train.settings import TrainSettings
 
         if out is not None:
@@ -216,6 +220,7 @@ def register(app: typer.Typer) -> None:
             if note:
                 console.print(note)
             settings = TrainSettings(
+                fine_tune=fine_tuning(config, resume),
                 epochs=epochs,
                 batch=batch,
                 optimizer=optimizer,

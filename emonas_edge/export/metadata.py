@@ -16,6 +16,13 @@ from ..config import ModelConfig, config_from_dict
 from ..errors import UserError
 
 
+def output_kind(config: ModelConfig) -> str:
+    """What the model's one output holds, which is also its name: ``log_probs`` for networks that average their
+    probabilities with the mirror image's inside the graph (a log of probabilities, not logits), else
+    ``logits``. A softmax turns either into the class probabilities."""
+    return "log_probs" if config.network.get("test_time_flip") else "logits"
+
+
 def build_metadata(
     config: ModelConfig, params: int, macs: int, version: str, batch: int | None = None
 ) -> dict[str, str]:
@@ -32,13 +39,19 @@ def build_metadata(
         "trained": "true" if config.trained else "false",
         "params": str(params),
         "macs": str(macs),
+        "output": output_kind(config),
         "config": json.dumps(config.to_dict(), separators=(",", ":")),
         "producer": f"emonas-edge {version}",
     }
 
 
+# Tools record their own bookkeeping as metadata: onnxsim its settings and every node it removed (kilobytes of
+# names), ONNX Runtime's quantization pre-processing that it ran. Not what the model is, so not kept beside it.
+TOOL_KEYS = ("onnxsim.", "onnx.")
+
+
 def write_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
-    keep = [p for p in model.metadata_props if p.key not in meta]
+    keep = [p for p in model.metadata_props if p.key not in meta and not p.key.startswith(TOOL_KEYS)]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     for k, v in meta.items():

@@ -25,12 +25,20 @@ import torch
 from .. import __version__
 from ..config import ModelConfig
 from ..errors import CheckFailed, UserError
-from ..fileio import Terminated, atomic_outputs, check_safe_name, check_writable_location, sha256_file, write_fault
+from ..fileio import (
+    Terminated,
+    atomic_outputs,
+    check_safe_name,
+    check_writable_location,
+    recorded_path,
+    sha256_file,
+    write_fault,
+)
 from ..macs import macs_torch
 from ..nn import count_params
 from .formats import DEFAULT_OPSET, EXPORTERS, FORMATS, MIN_OPSET, SIMPLIFIERS, artifact_name, manifest_name
 from .manifest import make_manifest, write_manifest
-from .metadata import build_metadata, write_metadata
+from .metadata import build_metadata, output_kind, write_metadata
 from .parity import ParityReport, check_parity, parity_inputs
 from .quiet import quiet_loggers
 
@@ -86,11 +94,17 @@ def _stops_kept() -> Iterator[None]:
 
 
 def _export(
-    model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, batch: int | None, exporter: str
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    opset: int,
+    batch: int | None,
+    exporter: str,
+    output: str = "logits",
 ) -> None:
     with _quiet(), _stops_kept():
         if exporter == "torchscript":
-            dynamic_axes = None if batch is not None else {"input": {0: "batch"}, "logits": {0: "batch"}}
+            dynamic_axes = None if batch is not None else {"input": {0: "batch"}, output: {0: "batch"}}
             torch.onnx.export(
                 model,
                 (example,),
@@ -100,7 +114,7 @@ def _export(
                 do_constant_folding=True,
                 opset_version=opset,
                 input_names=["input"],
-                output_names=["logits"],
+                output_names=[output],
                 verbose=False,
             )
         else:
@@ -114,7 +128,7 @@ def _export(
                 dynamic_shapes=dynamic,
                 opset_version=opset,
                 input_names=["input"],
-                output_names=["logits"],
+                output_names=[output],
                 verbose=False,
             )
 
@@ -130,8 +144,9 @@ def torch_to_onnx(
     opset: int,
     batch: int | None,
     exporter: str = "auto",
+    output: str = "logits",
 ) -> tuple[str, list[str]]:
-    """Export to a single file; ``batch=None`` gives a dynamic batch axis.
+    """Export to a single file; ``batch=None`` gives a dynamic batch axis; ``output`` names the output.
 
     Returns ``(exporter used, notes)``. Whichever exporter ran, the caller checks the graph and
     its parity with PyTorch, so the choice changes export time, not what is accepted.
@@ -140,7 +155,7 @@ def torch_to_onnx(
     notes: list[str] = []
     if exporter in ("auto", "torchscript"):
         try:
-            _export(model, example, path, opset, batch, "torchscript")
+            _export(model, example, path, opset, batch, "torchscript", output)
             return "torchscript", notes
         except Exception as e:
             _raise_os_fault(e, path)  # a full disk is no exporter's fault: no fallback, no blame
@@ -149,7 +164,7 @@ def torch_to_onnx(
             notes.append(f"the TorchScript exporter failed ({_first_line(e)[:120]}); used the dynamo exporter")
             path.unlink(missing_ok=True)
     try:
-        _export(model, example, path, opset, batch, "dynamo")
+        _export(model, example, path, opset, batch, "dynamo", output)
     except Exception as e:
         _raise_os_fault(e, path)
         raise ExportError(f"torch.onnx.export (dynamo) failed: {_first_line(e)}") from None
@@ -257,7 +272,9 @@ def _write_checked_onnx(
     """Export, check, simplify and label ``path``; returns ``(exporter used, simplifier used, seconds per step)``."""
     name = config.name
     t = time.perf_counter()
-    used_exporter, export_notes = torch_to_onnx(model, config.input_shape, path, opset, batch, exporter)
+    used_exporter, export_notes = torch_to_onnx(
+        model, config.input_shape, path, opset, batch, exporter, output_kind(config)
+    )
     t_export = time.perf_counter() - t
     notes += export_notes
     log(
@@ -350,7 +367,7 @@ def export_onnx(
             _model_summary(config, name, params, macs, batch),
             opset=written,
             batch="dynamic" if batch is None else batch,
-            weights={"path": str(weights), "sha256": sha256_file(weights)} if weights else None,
+            weights={"path": recorded_path(weights), "sha256": sha256_file(weights)} if weights else None,
             exporter={"requested": exporter, "used": used_exporter},
             simplifier={"requested": simplify, "used": used_simplifier},
             parity=parity.to_dict(),

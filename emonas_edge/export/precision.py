@@ -27,7 +27,7 @@ from .. import __version__
 from ..config import ModelConfig
 from ..data.preprocess import Preprocessor
 from ..errors import CheckFailed, UserError
-from ..fileio import atomic_outputs, sha256_file, write_json_atomic
+from ..fileio import atomic_outputs, recorded_path, sha256_file, write_json_atomic
 from ..metrics import classification_report
 from .formats import AUTO, FORMATS, PRECISION_CHOICES, artifact_name, manifest_name
 from .manifest import make_manifest, write_manifest
@@ -274,7 +274,7 @@ def load_calibration(
     n_held = int(round(len(x) * HELD_BACK)) if hold_back and len(x) >= 10 else 0
     calib_x, held_x = x[: len(x) - n_held], (x[len(x) - n_held :] if n_held else None)
     info = {
-        "source": str(calib),
+        "source": recorded_path(calib),
         "described": what,
         "samples": len(calib_x),
         "held_back": n_held,
@@ -428,7 +428,7 @@ def write_precision_artifact(
     target = fp32_path.parent / artifact_name(config.name, "onnx", chosen)
     mpath = target.parent / manifest_name(target.name)
     accuracy = (
-        {"measured_on": str(eval_data), "samples": eval_samples, "max_drop_points": max_drop, **table}
+        {"measured_on": recorded_path(eval_data), "samples": eval_samples, "max_drop_points": max_drop, **table}
         if eval_data is not None
         else {"measured": False, **table}
     )

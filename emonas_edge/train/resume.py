@@ -129,3 +129,11 @@ def _own_name(config: ModelConfig, suffix: str) -> ModelConfig:
     from ..zoo import builtin
 
     return config.replace(name=f"{config.name}-{suffix}") if builtin(config.name) is not None else config
+
+
+def fine_tuning(config: ModelConfig, resume: bool) -> bool:
+    """Whether the run starts from trained weights (so its default learning rate is the fine-tuning one). A
+    resumed run keeps what it started as: its ``last.pt`` config says, in the settings it recorded."""
+    if resume:
+        return bool(config.meta.get("training", {}).get("settings", {}).get("fine_tune", False))
+    return config.trained
