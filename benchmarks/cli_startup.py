@@ -49,10 +49,8 @@ def main() -> None:
     for name, cmd in commands.items():
         figures[name] = wall(cmd, args.repeats)
         met = "met" if figures[name] <= TARGETS[name] else "NOT met"
-        print(
-            f"{name:7s} {figures[name]:.3f} s (target {TARGETS[name]} s: {met}); {figures[name] / floor:.2f}x the floor",
-            flush=True,
-        )
+        ratio = figures[name] / floor
+        print(f"{name:7s} {figures[name]:.3f} s (target {TARGETS[name]} s: {met}); {ratio:.2f}x the floor", flush=True)
     print(f"floor   {floor:.3f} s (python -c 'import typer')")
     print(" ".join(f"{k}={v:.3f}" for k, v in {**figures, "floor": floor}.items()))
 
