@@ -33,6 +33,25 @@ NumClasses = Annotated[
 Classes = Annotated[str | None, typer.Option(help="Comma-separated class names.", rich_help_panel="Network settings")]
 OptPath = Path | None
 
+# An ONNX file made elsewhere (no emonas-edge metadata): what its graph cannot say.
+P_FOREIGN = "ONNX files made elsewhere"
+ForeignClasses = Annotated[
+    str | None,
+    typer.Option(
+        "--classes",
+        help="Its class names in output order, comma-separated (input size and gray/RGB come from the graph).",
+        rich_help_panel=P_FOREIGN,
+    ),
+]
+InputMean = Annotated[
+    str | None,
+    typer.Option(help="Per-channel mean after x/255, comma-separated (default 0).", rich_help_panel=P_FOREIGN),
+]
+InputStd = Annotated[
+    str | None,
+    typer.Option(help="Per-channel std after x/255, comma-separated (default 1).", rich_help_panel=P_FOREIGN),
+]
+
 
 def overrides(
     name=None,

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UserError
-from .common import console, err_console
+from .common import ForeignClasses, InputMean, InputStd, console, err_console
 
 if TYPE_CHECKING:
     from ..pipeline import RunSettings
@@ -407,6 +407,9 @@ def register(app: typer.Typer) -> None:
                 rich_help_panel=P_DETECT,
             ),
         ] = None,
+        classes: ForeignClasses = None,
+        input_mean: InputMean = None,
+        input_std: InputStd = None,
     ):
         """Real-time pipeline: detect, align, track, classify macro (per frame) and micro (per window) expressions.
 
@@ -414,6 +417,7 @@ def register(app: typer.Typer) -> None:
         ...): results.jsonl, summary.json and, for photos, the annotated pictures."""
         from ..pipeline import PipelineSettings, RunSettings
         from ..pipeline.loop import parse_detect_every
+        from ..runtime.foreign import ForeignSpec
 
         frames = PipelineSettings(
             parse_detect_every(detect_every),
@@ -449,6 +453,7 @@ def register(app: typer.Typer) -> None:
                 serve=serve,
                 serve_token=serve_token,
                 loop=loop,
+                foreign=ForeignSpec.parse(classes, input_mean, input_std),
             ),
             quiet_default_micro=micro is None,
             run_folder=True,

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..errors import UserError
-from .common import console, err_console
+from .common import ForeignClasses, InputMean, InputStd, console, err_console
 
 
 def report_table(r: dict) -> Table:
@@ -291,11 +291,17 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[int | None, typer.Option()] = None,
         batch: Annotated[int, typer.Option()] = 256,
         limit_per_class: Annotated[int | None, typer.Option(help="Score at most N images per class.")] = None,
+        classes: ForeignClasses = None,
+        input_mean: InputMean = None,
+        input_std: InputStd = None,
     ):
         """Accuracy, per-class precision/recall/F1, UF1, UAR and confusion matrix of any artifact."""
+        from ..runtime.foreign import ForeignSpec
+
+        foreign = ForeignSpec.parse(classes, input_mean, input_std)
         from ..train.evaluate import evaluate as run_eval
 
-        r = run_eval(model, data, json_out, report, provider, threads, batch, limit_per_class)
+        r = run_eval(model, data, json_out, report, provider, threads, batch, limit_per_class, foreign)
         if not r["trained"]:
             err_console.print(
                 "[bold yellow]warning:[/] this model is untrained (random weights): "

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..faces.detect import create_detector
 from ..fileio import check_output_paths
+from ..runtime.foreign import ForeignSpec
 from ..threads import ThreadPlan, plan_threads
 from .loop import Pipeline, PipelineSettings, RunSummary, run_pipeline
 from .sources import open_source
@@ -55,6 +56,7 @@ class RunSettings:
     serve: str | None = None  # [HOST:]PORT of a live view in the browser (serve.LiveServer)
     serve_token: str | None = None  # required off loopback (a random one is made when not given)
     loop: bool = False  # replay a video file until the run is stopped
+    foreign: ForeignSpec | None = None  # --classes etc.: the --macro .onnx file was made elsewhere
 
     def check(self, source=None) -> None:
         if self.max_frames is not None and self.max_frames < 1:
@@ -87,6 +89,7 @@ class RunSettings:
             landmark_check=self.landmark_check,
             settings=self.frames,
             photos=photos,
+            macro_foreign=self.foreign,
         )
 
 
@@ -141,6 +144,7 @@ def build_pipeline(
     landmark_check: bool = True,
     settings: PipelineSettings | None = None,
     photos: bool = False,
+    macro_foreign: ForeignSpec | None = None,
 ) -> LoadedPipeline:
     """Load models and detector once. A model whose config says ``trained: false`` is left out
     unless ``allow_untrained`` (then every result of it is marked untrained).
@@ -153,7 +157,7 @@ def build_pipeline(
     plan = plan_threads(threads)
     plan.apply()
     options = dict(provider=provider, threads=plan.onnxruntime, engine=engine, spinning=plan.spinning)
-    macro_backend = _load_head("macro", macro, allow_untrained, notes, **options)
+    macro_backend = _load_head("macro", macro, allow_untrained, notes, **options, foreign=macro_foreign)
     micro_backend = _load_head("micro", micro, allow_untrained, notes, **options)
     if macro_backend is None and micro_backend is None:
         raise UserError(

@@ -10,19 +10,33 @@ from ..errors import UserError
 from ..export.metadata import config_from_metadata, load_onnx, read_metadata
 from ..export.session import open_session, static_batch
 from .backend import Backend
+from .foreign import ForeignSpec, foreign_config
 
 
 class OrtBackend(Backend):
     name = "onnxruntime"
 
     def __init__(
-        self, path: str | os.PathLike, provider: str | None = None, threads: int | None = None, spinning: bool = True
+        self,
+        path: str | os.PathLike,
+        provider: str | None = None,
+        threads: int | None = None,
+        spinning: bool = True,
+        foreign: ForeignSpec | None = None,
     ):
         proto = load_onnx(path)
         config = config_from_metadata(read_metadata(proto), str(path))
-        if config is None:
-            raise UserError(f"{path} carries no emonas-edge metadata (classes, input spec); export it with emonas-edge")
+        if config is None and foreign is None:
+            raise UserError(
+                f"{path} carries no emonas-edge metadata (classes, input spec): name its classes with --classes "
+                "(and --input-mean/--input-std if it does not take x/255), or export it with emonas-edge"
+            )
+        if config is not None and foreign is not None:
+            raise UserError(f"{path} names its own classes and input (emonas-edge metadata): drop --classes")
         self.session = open_session(proto.SerializeToString(), provider, threads, spinning)
+        if config is None:
+            assert foreign is not None
+            config = foreign_config(self.session, path, foreign)
         check_graph_against_metadata(self.session, config, str(path))
         self.input_name = self.session.get_inputs()[0].name
         self.static_batch = static_batch(self.session)

@@ -19,6 +19,7 @@ from ..errors import MissingDependency, check_number
 from ..fileio import atomic_outputs, check_output_paths, write_json_atomic
 from ..metrics import classification_report
 from ..runtime import load_backend
+from ..runtime.foreign import ForeignSpec
 
 
 def predict_logits(backend, ds: ArrayDataset, batch: int = 256) -> np.ndarray:
@@ -38,12 +39,14 @@ def evaluate(
     threads: int | None = None,
     batch: int = 256,
     limit_per_class: int | None = None,
+    foreign: ForeignSpec | None = None,
 ) -> dict:
+    """``foreign``: the classes (and pixels) of an ONNX file made elsewhere, which carries no metadata."""
     check_number("--batch", batch, 1)
     check_number("--threads", threads, 1)
     check_number("--limit-per-class", limit_per_class, 1)
     check_output_paths({"--model": model, "--data": data}, {"--json": json_path})
-    backend = load_backend(model, provider=provider, threads=threads)
+    backend = load_backend(model, provider=provider, threads=threads, foreign=foreign)
     ds = load_dataset(data, backend.config, usage="PublicTest", limit_per_class=limit_per_class)
     t = time.perf_counter()
     logits = predict_logits(backend, ds, batch)
