@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import minixception_runner, session  # noqa: E402
-
 from emonas_edge.export.onnx import export_onnx  # noqa: E402
 from emonas_edge.profile.timing import time_interleaved  # noqa: E402
 from emonas_edge.resolve import load_model  # noqa: E402
 from emonas_edge.train.evaluate import evaluate  # noqa: E402
+
+from baselines import minixception_runner, session  # noqa: E402
 
 
 def main() -> None:
@@ -54,7 +54,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for label, (acc, uf1, params, macs) in rows.items():
         p50 = t[label].p50_ms
-        print(f"| {label} | {100 * acc:.2f}% | {uf1:.3f} | {params:,} | {macs / 1e6:.1f} M | {p50:.3f} | {p50 / base:.2f} |")
+        cells = f"{100 * acc:.2f}% | {uf1:.3f} | {params:,} | {macs / 1e6:.1f} M | {p50:.3f} | {p50 / base:.2f}"
+        print(f"| {label} | {cells} |")
     print(f"| fer mini-Xception (same run) | - | - | - | - | {base:.3f} | 1.00 |")
 
 

@@ -72,14 +72,12 @@ def main() -> None:
         ratio = " / ".join(f"{t[k].p50_ms / t['base'].p50_ms:.2f}" for k in ("fp32", "int8") if k in t)
         acc = entry.accuracy()
         c, s = config.input_shape[0], config.input_shape[1]
+        kind, color = f"{config.task} ({config.family})", "gray" if c == 1 else "RGB"
+        lead = f"| `{name}` | {kind} | {c}×{s}×{s} {color} | {info['params']:,} | {info['macs'] / 1e6:.1f} M |"
         rows.append(
-            f"| `{name}` | {config.task} | {c}×{s}×{s} {'gray' if c == 1 else 'RGB'} | {info['params']:,} | "
-            f"{info['macs'] / 1e6:.1f} M | "
-            f"{t['fp32'].p50_ms:.3f} | {t['int8'].p50_ms:.3f} |"
+            f"{lead} {t['fp32'].p50_ms:.3f} | {t['int8'].p50_ms:.3f} |"
             if "int8" in t
-            else f"| `{name}` | {config.task} | {c}×{s}×{s} {'gray' if c == 1 else 'RGB'} | {info['params']:,} | "
-            f"{info['macs'] / 1e6:.1f} M | "
-            f"{t['fp32'].p50_ms:.3f} | – |"
+            else f"{lead} {t['fp32'].p50_ms:.3f} | – |"
         )
         rows[-1] += (
             f" {ratio} | {'yes' if config.trained else 'no'} | {f'{100 * acc:.1f}%' if acc is not None else '–'} |"
@@ -91,7 +89,7 @@ def main() -> None:
         f"mini-Xception p50 {min(bases):.3f}-{max(bases):.3f} ms across rows -->"
     )
     print(
-        "| model | task | input | params | MACs | ORT fp32 p50 ms (1 thread) | ORT INT8 p50 ms (1 thread) | × "
+        "| model | task (family) | input | params | MACs | ORT fp32 p50 ms (1 thread) | ORT INT8 p50 ms (1 thread) | × "
         "mini-Xception (fp32 / INT8) | trained | FER2013 PublicTest top-1 |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -97,3 +97,31 @@ def test_the_shipped_weights_run_without_flip_from_a_genotype_that_says_so(tmp_p
     path.write_text(json.dumps(genotype))
     with pytest.raises(UserError, match="different network"):
         load_model(path, weights=ROOT / "models" / "emonas-macro.pt")
+
+
+def test_the_mit_builtin_is_a_trained_transformer_beside_the_cell_networks():
+    mit, net, weights = load_model("emonas-mit")
+    assert weights == builtin("emonas-mit").weights and mit.trained is True and mit.family == "mit"
+    assert mit.classes == FER2013_CLASSES and mit.input_shape == (1, 48, 48)
+    assert mit.network["dims"] == [16, 32, 64, 128] and mit.network["fusion"] is True
+    assert count_params(net) == json.loads((ROOT / "models" / "emonas-mit.json").read_text())["meta"]["params"]
+    assert mit.meta["training"]["settings"]["optimizer"] == "adamw" and "PublicTest" in mit.meta["selection"]
+
+
+@pytest.mark.slow
+def test_the_mit_builtin_scores_what_its_card_and_report_say(tmp_path, monkeypatch, publictest):
+    monkeypatch.setenv("EMONAS_EDGE_CACHE", str(tmp_path))
+    report = json.loads((ROOT / "models" / "emonas-mit.publictest.json").read_text())
+    r = evaluate("emonas-mit", publictest)
+    assert r["samples"] == 3589 and r["confusion_matrix"] == report["confusion_matrix"]
+    card = (ROOT / "models" / "emonas-mit.md").read_text()
+    assert f"{100 * r['accuracy']:.2f}%" in card
+
+
+def test_the_pipeline_runs_the_mit_builtin(cli, shared, tmp_path):
+    out = tmp_path / "faces.jsonl"
+    r = cli("run", "--source", shared / "media" / "two_people.jpg", "--macro", "emonas-mit", "--jsonl", out)
+    assert r.returncode == 0, r.stderr
+    faces = json.loads(out.read_text().splitlines()[0])["faces"]
+    assert len(faces) == 2 and all(abs(sum(f["macro"].values()) - 1) < 1e-3 for f in faces)
+    assert "untrained" not in r.stdout + r.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -348,15 +349,19 @@ def register(app: typer.Typer) -> None:
         t = Table(
             title="built-in models (top-1: FER2013 PublicTest, from each model's committed report)",
             title_justify="left",
+            box=box.SIMPLE_HEAD,  # no vertical rules: the table fits 80 columns
+            pad_edge=False,
+            collapse_padding=True,
         )
         t.add_column("name", style="bold", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
-        for col, width in (("task", 5), ("input", 10), ("params", 7), ("flip", 4), ("trained", 7), ("top-1", 6)):
+        columns = (("task/family", 10), ("input", 10), ("params", 7), ("flip", 4), ("trained", 7), ("top-1", 6))
+        for col, width in columns:
             t.add_column(col, min_width=width)
         for r in rows:
             acc = f"{100 * r['publictest_top1']:.2f}%" if r["publictest_top1"] is not None else "–"
             t.add_row(
                 r["name"],
-                r["task"],
+                f"{r['task']}/{r['family']}",
                 r["input"].split("x", 1)[1],
                 f"{r['params']:,}" if r["params"] is not None else "–",  # untrained, without PyTorch
                 "yes" if r["test_time_flip"] else "no",
