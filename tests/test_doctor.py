@@ -36,6 +36,15 @@ def test_a_runtime_only_install_is_ready_to_run_not_to_train(monkeypatch):
     assert model.ok and "shipped ONNX, loadable" in model.detail  # what a runtime-only install runs
 
 
+def test_engines_need_the_cuda_bindings_not_torch(monkeypatch):
+    real = doctor.package_version
+    monkeypatch.setattr(doctor, "package_version", lambda n: None if n.startswith("cuda-") else real(n))
+    check = next(c for c in doctor.diagnose().checks if c.name == "cuda-python")
+    assert not check.ok and check.needed_for == ("tensorrt",) and "cuda-python>=12" in check.advice
+    monkeypatch.setattr(doctor, "package_version", lambda n: "12.6.0" if n == "cuda-python" else real(n))
+    assert next(c for c in doctor.diagnose().checks if c.name == "cuda-python").ok
+
+
 def test_tensorrt_and_unknown_workflows(cli):
     r = cli("doctor", "--for", "tensorrt")
     if doctor.package_version("tensorrt") is None:

@@ -78,10 +78,10 @@ def trtexec_command(
     args.append(f"--memPoolSize=workspace:{int(workspace_mb)}M")
     if precision == "fp32":
         args.append("--noTF32")  # fp32 means fp32: Ampere+ would otherwise round matmul inputs to TF32
-    elif precision == "fp16":
-        args.append("--fp16")
-    elif precision == "int8":
-        args.append("--stronglyTyped")  # QDQ graph: the types in the graph decide, no --int8 calibration
+    else:  # fp16 and int8 engines are built from the gated ONNX of that precision, strongly typed: the graph's
+        # types decide (LayerNorm/Softmax kept fp32 stay fp32; QDQ needs no --int8 calibration); --fp16 is
+        # deprecated since TensorRT 10.12 and would let TensorRT lower what the gate kept in fp32
+        args.append("--stronglyTyped")
     if timing_cache:
         args.append(f"--timingCacheFile={timing_cache}")
     args.append("--skipInference")
@@ -150,7 +150,7 @@ def plan_engine(
         "onnx": str(onnx_path),
         "engine": str(engine_path),
         "precision": precision,
-        "strongly_typed": precision == "int8",
+        "strongly_typed": precision in ("int8", "fp16"),  # the graph's types decide
         "input": {"name": inputs[0].name, "shape_chw": chw},
         "batch": {"min": mn, "opt": opt, "max": mx, "static": static},
         "workspace_mb": workspace_mb,
@@ -173,7 +173,10 @@ def plan_engine(
 
 
 def make_sidecar(plan: dict, engine_file, tensorrt_version: str, gpu: dict) -> dict:
-    """The sidecar for an engine written to ``engine_file`` (hashed here) from ``plan``."""
+    """The sidecar for an engine written to ``engine_file`` (hashed here) from ``plan``. An unknown GPU is refused:
+    the version guard would then refuse the engine on every machine."""
+    if not gpu.get("name") or not gpu.get("compute_capability"):
+        raise UserError("the GPU's name or compute capability is unknown: the engine would load nowhere; not written")
     model = plan["model"]
     return {
         "format": SIDECAR_FORMAT,
@@ -197,50 +200,52 @@ def make_sidecar(plan: dict, engine_file, tensorrt_version: str, gpu: dict) -> d
 
 
 def gpu_info() -> dict:
-    """Name and compute capability ("8.6") of the current CUDA device; None where nothing can tell."""
+    """Name and compute capability ("8.7") of the current CUDA device, through the CUDA runtime bindings (no
+    PyTorch: JetPack's pip torch has no CUDA). Raises rather than return an unknown: see :func:`cuda_rt.gpu_info`."""
+    from .cuda_rt import gpu_info as read
+
+    return read()
+
+
+_LOGGER = None
+
+
+def _process_logger(trt, log: Callable[[str], None]):
+    """TensorRT keeps the first logger a process gives it, so there is one, re-aimed at each build: its errors
+    list starts empty and its warnings go to that build's ``log``."""
+    global _LOGGER
+    if _LOGGER is None:
+
+        class Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+                self.errors: list[str] = []
+                self.warn: Callable[[str], None] = lambda msg: None
+
+            def log(self, severity, msg):
+                if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
+                    self.errors.append(msg)
+                elif severity == trt.ILogger.WARNING:
+                    self.warn(f"TensorRT: {msg}")
+
+        _LOGGER = Logger()
+    _LOGGER.errors, _LOGGER.warn = [], log
+    return _LOGGER
+
+
+def _add_profile(builder, config, name: str, b: dict, chw) -> None:
+    """The dynamic batch's optimisation profile; what TensorRT refuses is one line, not its traceback."""
+    profile = builder.create_optimization_profile()
     try:
-        import torch
-
-        if torch.cuda.is_available():
-            i = torch.cuda.current_device()
-            return {
-                "name": torch.cuda.get_device_name(i),
-                "compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(i)),
-            }
-    except Exception:
-        pass
-    try:
-        from cuda import cudart  # cuda-python
-
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-            return {"name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}
-    except Exception:
-        pass
-    try:
-        import pycuda.driver as drv
-
-        drv.init()
-        dev = drv.Device(0)
-        return {"name": dev.name(), "compute_capability": "{}.{}".format(*dev.compute_capability())}
-    except Exception:
-        return {"name": None, "compute_capability": None}
+        profile.set_shape(name, (b["min"], *chw), (b["opt"], *chw), (b["max"], *chw))
+    except Exception as e:
+        raise UserError(f"TensorRT refused the batch profile {b['min']}-{b['opt']}-{b['max']}: {_first(e)}") from None
+    if config.add_optimization_profile(profile) < 0:
+        raise UserError(f"TensorRT refused the batch profile {b['min']}-{b['opt']}-{b['max']} for input {name!r}")
 
 
-def _collecting_logger(trt, log: Callable[[str], None]):
-    class Logger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg):
-            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
-                self.errors.append(msg)
-            elif severity == trt.ILogger.WARNING:
-                log(f"TensorRT: {msg}")
-
-    return Logger()
+def _first(e: BaseException) -> str:
+    return " ".join(str(e).split())[:160] or type(e).__name__
 
 
 def build_engine(
@@ -264,13 +269,14 @@ def build_engine(
     trt = require_tensorrt()
     if int(trt.__version__.split(".")[0]) < 10:
         raise UserError(f"TensorRT {trt.__version__} is too old; emonas-edge builds engines with TensorRT 10 or newer")
-    logger = _collecting_logger(trt, log)
+    logger = _process_logger(trt, log)
     try:
         builder = trt.Builder(logger)
     except Exception as e:  # no CUDA device or driver: the binding raises instead of returning None
         raise UserError(
             f"TensorRT could not start ({str(e).strip()[:120]}); building engines needs a CUDA GPU"
         ) from None
+    gpu = gpu_info()  # before the build: an engine for an unknown GPU would load nowhere
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan["strongly_typed"] else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -281,13 +287,9 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)
-    elif precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
     b, chw = plan["batch"], plan["input"]["shape_chw"]
     if b["static"] is None:
-        profile = builder.create_optimization_profile()
-        profile.set_shape(plan["input"]["name"], (b["min"], *chw), (b["opt"], *chw), (b["max"], *chw))
-        config.add_optimization_profile(profile)
+        _add_profile(builder, config, plan["input"]["name"], b, chw)
     if timing_cache:
         blob = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
         try:
@@ -306,7 +308,7 @@ def build_engine(
     with atomic_outputs(*targets) as tmps:
         with open(tmps[0], "wb") as f:
             f.write(serialized)
-        sidecar = make_sidecar(plan, tmps[0], trt.__version__, gpu_info())
+        sidecar = make_sidecar(plan, tmps[0], trt.__version__, gpu)
         tmps[1].write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         if timing_cache:
             with open(tmps[2], "wb") as f:

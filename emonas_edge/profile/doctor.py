@@ -157,6 +157,21 @@ def _tensorrt() -> Check:
     return Check("tensorrt", True, version, needed_for=("tensorrt",))
 
 
+def _cuda_bindings() -> Check:
+    """Engines keep their buffers and stream in CUDA through cuda-python (not PyTorch, whose JetPack pip wheel
+    has no CUDA)."""
+    version = package_version("cuda-python") or package_version("cuda-bindings")
+    if version is None:
+        return Check(
+            "cuda-python",
+            False,
+            "not installed: TensorRT engines cannot be built or run",
+            "pip install 'cuda-python>=12' (on JetPack 6: 'cuda-python>=12,<13', CUDA 12)",
+            ("tensorrt",),
+        )
+    return Check("cuda-python", True, version, needed_for=("tensorrt",))
+
+
 def _models() -> list[Check]:
     from ..config import config_from_dict
     from ..errors import UserError
@@ -273,7 +288,7 @@ def diagnose(camera: int | None = None) -> Diagnosis:
             ("export",),
         )
     )
-    d.checks += [_tensorrt(), *_models(), _jetson()]
+    d.checks += [_tensorrt(), _cuda_bindings(), *_models(), _jetson()]
     if camera is not None:
         d.checks.append(_camera(camera))
     return d

@@ -3,7 +3,8 @@
 An engine only works with the TensorRT version and GPU that built it, and fails obscurely
 (or not at all) elsewhere, so the sidecar written beside it is read and checked first: a
 wrong, replaced or foreign file is a one-line error saying how to rebuild, before TensorRT is
-even imported. Device buffers are torch CUDA tensors, since torch is already a dependency.
+even imported. Device memory, copies and the stream go through the CUDA runtime bindings
+(:mod:`..export.cuda_rt`), not PyTorch: JetPack 6's pip torch has no CUDA. Not verified on hardware.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..config import config_from_dict
 from ..errors import CheckFailed, UserError
+from ..export.cuda_rt import DeviceBuffer, batch_chunks, call, copy_in, copy_out, padded, runtime_module
 from ..export.tensorrt import SIDECAR_FORMAT, gpu_info, require_tensorrt, sidecar_path
 from ..fileio import existing_file, read_json, sha256_file
 from .backend import Backend
@@ -71,20 +73,14 @@ class TrtBackend(Backend):
         self.sidecar, self.path = side, str(engine_path)
         self.config = config_from_dict(side["config"], str(sidecar_path(engine_path)))
         self.static_batch = side["batch"].get("static")
+        self.min_batch = self.static_batch or int(side["batch"].get("min", 1))
         self.max_batch = self.static_batch or int(side["batch"]["max"])
         trt = require_tensorrt("running TensorRT engines")
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(
-                "TensorRT engines need a CUDA GPU, and torch sees none here (torch.cuda.is_available() is False)"
-            )
+        self._cudart = cudart = runtime_module()
         check_environment(side, trt.__version__, gpu_info())
-        self._torch, self._trt = torch, trt
-        self._device = torch.device("cuda", torch.cuda.current_device())
-        self._stream = torch.cuda.Stream(self._device)
-        self._logger = trt.Logger(trt.Logger.ERROR)
-        self._runtime = trt.Runtime(self._logger)
+        self._trt = trt
+        self._stream = call(cudart, "cudaStreamCreate", cudart.cudaStreamCreate())
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         with open(engine_path, "rb") as f:
             self.engine = self._runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
@@ -93,47 +89,60 @@ class TrtBackend(Backend):
                 f"corrupt); rebuild it with: {side['trtexec']}"
             )
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # Jetson's GPU shares the board's memory: out of it, TensorRT returns None
+            raise UserError(f"TensorRT could not create an execution context for {engine_path} (out of GPU memory?)")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(self.inputs) != 1 or not self.outputs:
             raise UserError(
                 f"{engine_path} has {len(self.inputs)} inputs and {len(self.outputs)} outputs; "
-                "expected one image input and a logits output"
+                "expected one image input and a score output"
             )
+        self._buffers = {n: DeviceBuffer(cudart) for n in names}
 
-    def _dtype(self, name: str):
+    def _dtype(self, name: str) -> type:
         dt = self.engine.get_tensor_dtype(name)
         if dt == self._trt.float32:
-            return self._torch.float32
+            return np.float32
         if dt == self._trt.float16:
-            return self._torch.float16
+            return np.float16
         raise UserError(f"{self.path}: tensor {name!r} has type {dt}; only float32/float16 I/O is supported")
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        """Scores for every row of ``x``, in chunks the engine's profile takes (padded up to its minimum)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.static_batch and len(x) != self.static_batch:
             raise UserError(f"{self.path} is built for batch {self.static_batch}, got {len(x)} (use run_all to pad)")
-        if len(x) > self.max_batch:
-            return np.concatenate([self.run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
-        torch, ctx, (name,) = self._torch, self.context, self.inputs
-        with torch.cuda.stream(self._stream):
-            inp = torch.from_numpy(x).to(self._device, dtype=self._dtype(name))
-            if not ctx.set_input_shape(name, tuple(inp.shape)):
-                raise UserError(f"{self.path}: input shape {tuple(inp.shape)} is outside the engine's profile")
-            ctx.set_tensor_address(name, inp.data_ptr())
-            outs = []
-            for out_name in self.outputs:
-                out = torch.empty(
-                    tuple(ctx.get_tensor_shape(out_name)), dtype=self._dtype(out_name), device=self._device
-                )
-                ctx.set_tensor_address(out_name, out.data_ptr())
-                outs.append(out)
-            if not ctx.execute_async_v3(self._stream.cuda_stream):
-                raise CheckFailed(f"TensorRT failed to run {self.path}")
-            logits = outs[0].float().cpu()  # same stream: waits for the engine
-        self._stream.synchronize()
-        return logits.numpy()
+        parts = [
+            self._run_chunk(padded(x[start:stop], rows))[: stop - start]
+            for start, stop, rows in batch_chunks(len(x), self.min_batch, self.max_batch)
+        ]
+        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+        cudart, ctx, (name,) = self._cudart, self.context, self.inputs
+        host_in: np.ndarray = np.ascontiguousarray(x, dtype=self._dtype(name))
+        if not ctx.set_input_shape(name, tuple(host_in.shape)):
+            raise UserError(f"{self.path}: input shape {tuple(host_in.shape)} is outside the engine's profile")
+        ptr = self._buffers[name].ensure(host_in.nbytes)
+        ctx.set_tensor_address(name, ptr)
+        copy_in(cudart, ptr, host_in, self._stream)
+        host_outs = []
+        for out_name in self.outputs:
+            host = np.empty(tuple(ctx.get_tensor_shape(out_name)), dtype=self._dtype(out_name))
+            ctx.set_tensor_address(out_name, self._buffers[out_name].ensure(host.nbytes))
+            host_outs.append(host)
+        if not ctx.execute_async_v3(self._stream):
+            raise CheckFailed(f"TensorRT failed to run {self.path}")
+        for out_name, host in zip(self.outputs, host_outs, strict=True):
+            copy_out(cudart, host, self._buffers[out_name].ptr, self._stream)
+        call(cudart, "cudaStreamSynchronize", cudart.cudaStreamSynchronize(self._stream))
+        return host_outs[0].astype(np.float32)
+
+    def close(self) -> None:
+        for buffer in self._buffers.values():
+            buffer.free()
 
 
 __all__ = ["TrtBackend", "read_sidecar", "check_environment"]
