@@ -210,7 +210,7 @@ def gpu_info() -> dict:
 _LOGGER = None
 
 
-def _process_logger(trt, log: Callable[[str], None]):
+def process_logger(trt, log: Callable[[str], None] = lambda msg: None):
     """TensorRT keeps the first logger a process gives it, so there is one, re-aimed at each build: its errors
     list starts empty and its warnings go to that build's ``log``."""
     global _LOGGER
@@ -269,7 +269,7 @@ def build_engine(
     trt = require_tensorrt()
     if int(trt.__version__.split(".")[0]) < 10:
         raise UserError(f"TensorRT {trt.__version__} is too old; emonas-edge builds engines with TensorRT 10 or newer")
-    logger = _process_logger(trt, log)
+    logger = process_logger(trt, log)
     try:
         builder = trt.Builder(logger)
     except Exception as e:  # no CUDA device or driver: the binding raises instead of returning None
@@ -326,6 +326,7 @@ __all__ = [
     "tensorrt_available",
     "trtexec_command",
     "gpu_info",
+    "process_logger",
     "SIDECAR_FORMAT",
 ]
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..config import config_from_dict
 from ..errors import CheckFailed, UserError
 from ..export.cuda_rt import DeviceBuffer, batch_chunks, call, copy_in, copy_out, padded, runtime_module
-from ..export.tensorrt import SIDECAR_FORMAT, gpu_info, require_tensorrt, sidecar_path
+from ..export.tensorrt import SIDECAR_FORMAT, gpu_info, process_logger, require_tensorrt, sidecar_path
 from ..fileio import existing_file, read_json, sha256_file
 from .backend import Backend
 
@@ -80,7 +80,7 @@ class TrtBackend(Backend):
         check_environment(side, trt.__version__, gpu_info())
         self._trt = trt
         self._stream = call(cudart, "cudaStreamCreate", cudart.cudaStreamCreate())
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+        self._runtime = trt.Runtime(process_logger(trt))  # TensorRT keeps a process's first logger: one for all
         with open(engine_path, "rb") as f:
             self.engine = self._runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
