@@ -43,3 +43,33 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),
     }
+
+
+def interval_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """Overlap of two inclusive frame intervals over their union (the MEGC spotting rule's measure)."""
+    inter = min(a[1], b[1]) - max(a[0], b[0]) + 1
+    union = max(a[1], b[1]) - min(a[0], b[0]) + 1
+    return max(inter, 0) / union if union > 0 else 0.0
+
+
+def spotting_scores(spotted: list[tuple[int, int]], truth: list[tuple[int, int]], iou: float = 0.5) -> dict:
+    """MEGC spotting: a spotted interval is a true positive when it overlaps a not yet matched ground-truth
+    interval with IoU >= ``iou`` (each truth matched once, best overlaps first); precision, recall and F1 from the
+    counts. Counts are returned so scores can be pooled over videos (the challenge pools, then divides)."""
+    pairs = sorted(
+        ((interval_iou(s, t), i, j) for i, s in enumerate(spotted) for j, t in enumerate(truth)), reverse=True
+    )
+    used_s: set[int] = set()
+    used_t: set[int] = set()
+    for overlap, i, j in pairs:
+        if overlap >= iou and i not in used_s and j not in used_t:
+            used_s.add(i)
+            used_t.add(j)
+    return f1_from_counts(len(used_s), len(spotted), len(truth))
+
+
+def f1_from_counts(tp: int, spotted: int, truth: int) -> dict:
+    precision = tp / spotted if spotted else 0.0
+    recall = tp / truth if truth else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tp": tp, "spotted": spotted, "truth": truth, "precision": precision, "recall": recall, "f1": f1}
