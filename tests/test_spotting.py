@@ -72,3 +72,44 @@ def test_megc_interval_rule_scores_as_by_hand():
     # one truth is matched once: a second detection of it is a false positive
     assert spotting_scores([(10, 20), (11, 20)], [(10, 20)])["tp"] == 1
     assert spotting_scores([], truth)["f1"] == 0.0
+
+
+def test_streaming_reports_the_movement_once_with_its_own_frame_and_time(faces):
+    """Pushed frame by frame as the pipeline does, the movement is reported once, after its apex, at its time."""
+    from emonas_edge.pipeline.spotter import StreamSpotter
+
+    rng = np.random.default_rng(4)
+    clip = inject(animate(faces[1], 150, 30.0, rng), Injection("mouth", 70, 8, 2.5))
+    spotter, state, reported = StreamSpotter(), {}, []
+    for i, crop in enumerate(clip):
+        for event in spotter.push(state, crop, index=1000 + i, time=10.0 + i / 30.0):
+            reported.append((i, event))
+    assert len(reported) == 1, reported
+    when, event = reported[0]
+    assert event["region"] == "mouth" and 1000 + 70 <= event["apex_frame"] <= 1000 + 77
+    assert event["apex"] == pytest.approx(10.0 + (event["apex_frame"] - 1000) / 30.0, abs=1e-3)
+    assert 24 <= when - (event["apex_frame"] - 1000) <= 31  # decided 0.8-1.0 s after the apex
+    assert "fps_assumed" not in event
+
+
+def test_a_source_without_frame_times_falls_back_to_a_stated_rate():
+    from emonas_edge.pipeline.spotter import DEFAULT_FPS, frame_rate
+
+    assert frame_rate([0.0] * 10) == (DEFAULT_FPS, False)
+    assert frame_rate([i / 1000.0 for i in range(10)]) == (DEFAULT_FPS, False)  # 1000 fps: absurd
+    fps, measured = frame_rate([i / 25.0 for i in range(10)])
+    assert measured and fps == pytest.approx(25.0)
+
+
+def test_run_writes_micro_events_for_video_and_not_for_photos(cli, shared, tmp_path):
+    media = shared / "media"
+    r = cli("run", "--source", media / "single_face.mp4", "--jsonl", tmp_path / "v.jsonl")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    faces = [f for line in (tmp_path / "v.jsonl").read_text().splitlines() for f in json.loads(line)["faces"]]
+    assert faces and all(isinstance(f["micro_events"], list) for f in faces)
+    off = cli("run", "--source", media / "single_face.mp4", "--no-spotting", "--jsonl", tmp_path / "off.jsonl")
+    assert off.returncode == 0 and '"micro_events"' not in (tmp_path / "off.jsonl").read_text()
+    photo = cli("run", "--source", media / "two_people.jpg", "--jsonl", tmp_path / "p.jsonl")
+    assert photo.returncode == 0 and '"micro_events"' not in (tmp_path / "p.jsonl").read_text()

@@ -34,6 +34,8 @@ def summary_table(summary, outputs: dict) -> Table:
         t.add_row("macro labels", ", ".join(f"{k} {v}" for k, v in summary.labels.most_common()))
     if summary.micro_labels:
         t.add_row("micro labels", ", ".join(f"{k} {v}" for k, v in summary.micro_labels.most_common()))
+    if summary.micro_events:
+        t.add_row("micro events", f"{summary.micro_events:,} spotted (training-free)")
     if summary.skipped_files:
         names = ", ".join(Path(f).name for f in summary.skipped_files[:5])
         more = f" and {len(summary.skipped_files) - 5} more" if len(summary.skipped_files) > 5 else ""
@@ -407,6 +409,14 @@ def register(app: typer.Typer) -> None:
                 rich_help_panel=P_DETECT,
             ),
         ] = None,
+        spotting: Annotated[
+            bool,
+            typer.Option(
+                help="Spot brief facial movements (micro-expressions) on each track, training-free: "
+                "micro_events in the JSONL, reported 0.8-1.0 s after their apex (video and cameras).",
+                rich_help_panel=P_MODELS,
+            ),
+        ] = True,
         classes: ForeignClasses = None,
         input_mean: InputMean = None,
         input_std: InputStd = None,
@@ -428,6 +438,7 @@ def register(app: typer.Typer) -> None:
             margin,
             max_age,
             track=track,
+            spotting=spotting,
         )
         _run(
             source,

@@ -87,21 +87,35 @@ def register(crops: np.ndarray, smooth: int = 1) -> np.ndarray:
     phase correlation and then median-filtered over ``2 * smooth + 1`` frames (longer than a micro-expression),
     so a brief local movement, which also pulls the correlation peak, is not registered away nor spread over
     the whole face."""
+    gray = [(c if c.ndim == 2 else c.mean(axis=2)).astype(np.float32) for c in crops]
+    shifts = smoothed_shifts(np.array([shift_to(gray[0], g) for g in gray], np.float32), smooth)
+    return np.stack([shifted(g, float(dx), float(dy)) for g, (dx, dy) in zip(gray, shifts, strict=True)])
+
+
+def smoothed_shifts(shifts: np.ndarray, smooth: int) -> np.ndarray:
+    """Each shift replaced by the median of the ``2 * smooth + 1`` around it (ends padded with their own)."""
+    if smooth <= 0:
+        return shifts
+    padded_shifts = np.pad(shifts, ((smooth, smooth), (0, 0)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded_shifts, 2 * smooth + 1, axis=0)
+    return np.median(windows, axis=-1)
+
+
+def shift_to(reference: np.ndarray, crop: np.ndarray) -> tuple[float, float]:
+    """Sub-pixel shift of ``crop`` against ``reference`` (both float32 gray), by phase correlation."""
     import cv2
 
-    gray = [(c if c.ndim == 2 else c.mean(axis=2)).astype(np.float32) for c in crops]
-    window = cv2.createHanningWindow(gray[0].shape[::-1], cv2.CV_32F)
+    window = cv2.createHanningWindow(reference.shape[::-1], cv2.CV_32F)
     # copies: OpenCV 4.14's phaseCorrelate applies the window to its inputs in place (measured here)
-    shifts = np.array([cv2.phaseCorrelate(gray[0].copy(), g.copy(), window)[0] for g in gray], np.float32)
-    if smooth > 0:
-        padded_shifts = np.pad(shifts, ((smooth, smooth), (0, 0)), mode="edge")
-        windows = np.lib.stride_tricks.sliding_window_view(padded_shifts, 2 * smooth + 1, axis=0)
-        shifts = np.median(windows, axis=-1)
-    out = []
-    for g, (dx, dy) in zip(gray, shifts, strict=True):
-        m = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
-        out.append(cv2.warpAffine(g, m, g.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
-    return np.stack(out)
+    (dx, dy), _ = cv2.phaseCorrelate(reference.copy(), crop.copy(), window)
+    return float(dx), float(dy)
+
+
+def shifted(crop: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    import cv2
+
+    m = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
+    return cv2.warpAffine(crop, m, crop.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -126,23 +140,33 @@ def difference_curves(features: np.ndarray, k: int, return_ratio: float) -> tupl
 
 
 def spot(crops: np.ndarray, fps: float, settings: SpotSettings | None = None, start_s: float = 0.0) -> list[MicroEvent]:
-    """Events in one track's aligned crops (``N x H x W`` gray or ``N x H x W x 3``), in apex order. A frame is
-    an apex where its gated difference exceeds ``noise_k`` times the track's noise level and the MEGC threshold
-    on the contrasted curve, and stands out of its surroundings."""
+    """Events in one track's aligned crops (``N x H x W`` gray or ``N x H x W x 3``), in apex order."""
     s = settings or SpotSettings()
     k = s.frames(fps)
     if len(crops) < 2 * k + 1:
         return []
     feats = [region_features(c, s.grid) for c in register(crops, smooth=2 * k)]
+    return spot_features({r: np.stack([f[r] for f in feats]) for r in REGIONS}, fps, s, start_s)
+
+
+def spot_features(
+    series: dict[str, np.ndarray], fps: float, settings: SpotSettings | None = None, start_s: float = 0.0
+) -> list[MicroEvent]:
+    """:func:`spot` from per-frame region features already computed (the live pipeline computes each frame's
+    once, not once per window). A frame is an apex where its gated difference exceeds ``noise_k`` times the
+    track's noise level and the MEGC threshold on the contrasted curve, and stands out of its surroundings."""
+    s = settings or SpotSettings()
+    k = s.frames(fps)
     events = []
-    for region in REGIONS:
-        series = np.stack([f[region] for f in feats])
-        gated, contrast, noise = difference_curves(series, k, s.return_ratio)
+    for region, feats in series.items():
+        if len(feats) < 2 * k + 1:
+            continue
+        gated, contrast, noise = difference_curves(feats, k, s.return_ratio)
         floor = s.noise_k * noise
         megc = float(contrast.mean() + s.p * (contrast.max() - contrast.mean()))
         candidates = (gated > floor) & (contrast > megc) & (contrast > 0)
         for apex in _peaks(np.where(candidates, gated, 0.0), 0.0, k):
-            onset, offset = _extent(series, apex, k)
+            onset, offset = _extent(feats, apex, k)
             times = (start_s + onset / fps, start_s + apex / fps, start_s + offset / fps)
             events.append(MicroEvent(region, onset, apex, offset, *times, float(gated[apex] / max(floor, 1e-9))))
     return sorted(events, key=lambda e: (e.apex, e.region))

@@ -29,7 +29,7 @@ from .buffers import FrameRing, check_window
 from .sources import Frame, Source
 from .track import Tracker
 
-STAGES = ("decode", "detect", "align", "track", "macro", "micro", "render")
+STAGES = ("decode", "detect", "align", "track", "macro", "micro", "spot", "render")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -50,6 +50,7 @@ class FaceResult:
     micro: np.ndarray | None = None  # latest window's probabilities (None until the first window)
     micro_fresh: bool = False  # a window completed on this frame
     untrained: tuple[str, ...] = ()  # heads whose model was never trained: their output is not a prediction
+    micro_events: list[dict] | None = None  # spotted movements decided on this frame (None: spotting off)
 
 
 @dataclass
@@ -85,6 +86,8 @@ class FrameResult:
                 "micro": probs(f.micro, self.micro_classes),
                 "micro_new": f.micro_fresh,
             }
+            if f.micro_events is not None:
+                d["micro_events"] = f.micro_events
             if f.untrained:
                 d["untrained"] = list(f.untrained)
             faces.append(d)
@@ -130,6 +133,8 @@ class PipelineSettings:
     # source (tracks for video and cameras, none for still images: a folder of photos of different people must
     # not share one track and its smoothing; numbered names do not make a sequence, phone photos are numbered too)
     track: bool | None = None
+    # training-free micro-expression spotting on each track (data/spotting.py); needs tracks (video, cameras)
+    spotting: bool = True
 
     @property
     def detect_interval(self) -> int:
@@ -213,6 +218,14 @@ class Pipeline:
             c, sz = micro.config.in_channels, micro.config.input_size
             self._micro_crop = (sz, sz) if c == 1 else (sz, sz, 3)
             self._micro_in = np.empty((self.settings.max_faces, c, sz, sz), np.float32)
+        self.spotter = None
+        if self.settings.spotting and self.settings.track:
+            from .spotter import SPOT_SIZE, StreamSpotter
+
+            head = macro if macro is not None else micro
+            assert head is not None
+            self.spotter = StreamSpotter()
+            self.spot_align = Aligner(head.config, self.settings.margin, self.settings.max_faces, size=SPOT_SIZE)
 
     @staticmethod
     def _check_model(b: Backend, role: str) -> None:
@@ -264,6 +277,8 @@ class Pipeline:
                 self._classify_macro(self.macro, macro_x, faces, tracks)
             if self.micro is not None:
                 self._classify_micro(self.micro, micro_ready, faces, tracks)
+            if self.spotter is not None:
+                self._spot(frame, dets, faces, tracks)
         self.frames += 1
         return FrameResult(
             frame.index,
@@ -317,6 +332,13 @@ class Pipeline:
                 ready.append(i)
         return ready
 
+    def _spot(self, frame: Frame, dets: list[Detection], faces: list[FaceResult], tracks: list) -> None:
+        assert self.spotter is not None
+        with self.times.stage("spot"):
+            crops = self.spot_align.align(frame.image, dets)
+            for i, tr in enumerate(tracks):
+                faces[i].micro_events = self.spotter.push(tr.state, crops[i], frame.index, frame.time)
+
     def _classify_macro(self, macro: Backend, x: np.ndarray, faces: list[FaceResult], tracks: list) -> None:
         """This frame's probabilities, and per track an EMA of them (``smoothing`` = weight of the past)."""
         with self.times.stage("macro"):
@@ -355,6 +377,7 @@ class RunSummary:
     wall_s: float = 0.0
     labels: Counter = field(default_factory=Counter)
     micro_labels: Counter = field(default_factory=Counter)
+    micro_events: int = 0  # spotted micro-movements (training-free spotting)
     error: str | None = None
     stages_ms: dict = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)  # image files that could not be read
@@ -379,6 +402,7 @@ class RunSummary:
                 self.labels[result.class_name("macro", int(np.argmax(f.macro)))] += 1
             if f.micro_fresh and f.micro is not None and "micro" not in f.untrained:
                 self.micro_labels[result.class_name("micro", int(np.argmax(f.micro)))] += 1
+            self.micro_events += len(f.micro_events or ())
 
     def close(self, pipeline: Pipeline, source: Source, wall_s: float) -> None:
         """What is known once the run has stopped, however it stopped."""
@@ -401,6 +425,7 @@ class RunSummary:
             "fps": round(self.fps, 2),
             "macro_labels": dict(self.labels.most_common()),
             "micro_labels": dict(self.micro_labels.most_common()),
+            "micro_events": self.micro_events,
             "stages_median_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
             "skipped_files": {"count": len(self.skipped_files), "files": self.skipped_files},
             "warnings": self.warnings,
