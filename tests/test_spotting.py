@@ -113,3 +113,75 @@ def test_run_writes_micro_events_for_video_and_not_for_photos(cli, shared, tmp_p
     assert off.returncode == 0 and '"micro_events"' not in (tmp_path / "off.jsonl").read_text()
     photo = cli("run", "--source", media / "two_people.jpg", "--jsonl", tmp_path / "p.jsonl")
     assert photo.returncode == 0 and '"micro_events"' not in (tmp_path / "p.jsonl").read_text()
+
+
+@pytest.fixture
+def annotated(shared, tmp_path):
+    """A made-up annotated set: single_face.mp4 as a video file and as a folder of numbered frames (from 101)."""
+    videos = tmp_path / "videos"
+    (videos / "clip_b").mkdir(parents=True)
+    import shutil
+
+    shutil.copy(shared / "media" / "single_face.mp4", videos / "clip_a.mp4")
+    cap = cv2.VideoCapture(str(shared / "media" / "single_face.mp4"))
+    n = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        cv2.imwrite(str(videos / "clip_b" / f"img{101 + n:05d}.jpg"), frame)
+        n += 1
+    cap.release()
+    ann = tmp_path / "ann.csv"
+    ann.write_text(
+        "video,onset,apex,offset,type\nclip_a,30,34,40,micro\nclip_b,130,134,0,micro-expression\n"
+        "clip_b,140,150,170,macro\n",
+        encoding="utf-8",
+    )
+    return ann, videos
+
+
+def test_evaluate_spotting_scores_a_made_up_annotated_set(cli, annotated, tmp_path):
+    import json
+
+    from emonas_edge.train.spotting_eval import read_annotations
+
+    ann, videos = annotated
+    # an unmarked offset (0) mirrors the apex; macro rows are left out unless asked for
+    assert read_annotations(ann, "generic") == {"clip_a": [(30, 40)], "clip_b": [(130, 138)]}
+    assert read_annotations(ann, "generic", include_macro=True)["clip_b"] == [(130, 138), (140, 170)]
+    r = cli("evaluate-spotting", "--annotations", ann, "--videos", videos, "--fps", 15, "--json", tmp_path / "s.json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["overall"]["truth"] == 2 and set(report["videos"]) == {"clip_a", "clip_b"}
+    for v in report["videos"].values():
+        assert v["frames"] == 72 and v["fps"] == 15
+        assert v["tp"] <= min(v["spotted"], v["truth"]) and 0 <= v["f1"] <= 1
+    spotted = sum(len(v["intervals"]) for v in report["videos"].values())
+    assert report["overall"]["spotted"] == spotted and "overall:" in r.stdout
+
+
+def test_samm_filenames_name_their_video():
+    from emonas_edge.train.spotting_eval import CONVENTIONS
+
+    assert CONVENTIONS["samm"].video_of("006_1_2") == "006_1" and CONVENTIONS["samm"].fps == 200.0
+
+
+@pytest.mark.parametrize(
+    "content, extra, fragment",
+    [
+        ("video,onset\nclip_a,3\n", (), "no generic annotation rows"),
+        ("video,onset,offset\nclip_a,x,9\n", (), "onset is not a frame number"),
+        ("video,onset,offset\nclip_a,30,20\n", (), "offset 20 is before onset 30"),
+        ("video,onset,offset\nnowhere,30,40\n", (), "name video 'nowhere'"),
+        ("video,onset,offset\nclip_a,30,40\n", ("--convention", "cas"), "unknown --convention"),
+        ("video,onset,offset\nclip_a,30,40\n", ("--fps", 60), "shorter than the spotting window"),
+    ],
+)
+def test_annotations_that_cannot_be_scored_are_one_line(cli, annotated, tmp_path, content, extra, fragment):
+    _, videos = annotated
+    ann = tmp_path / "bad.csv"
+    ann.write_text(content, encoding="utf-8")
+    r = cli("evaluate-spotting", "--annotations", ann, "--videos", videos, *extra, env={"COLUMNS": "250"})
+    assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -313,6 +313,40 @@ def register(app: typer.Typer) -> None:
         if report:
             console.print(f"wrote {report}/report.json and confusion_matrix.png")
 
+    @app.command("evaluate-spotting")
+    def evaluate_spotting_cmd(
+        annotations: Annotated[Path, typer.Option(help="Annotation CSV (the datasets' spreadsheets exported to CSV).")],
+        videos: Annotated[Path, typer.Option(help="Folder of the annotated videos: frame folders or video files.")],
+        convention: Annotated[
+            str, typer.Option(help="generic (video,onset,offset[,apex,type]) | samm | casme2")
+        ] = "generic",
+        fps: Annotated[
+            float | None, typer.Option(help="Frame rate of the videos (default: the convention's, or the file's).")
+        ] = None,
+        include_macro: Annotated[bool, typer.Option(help="Score macro-expression intervals too.")] = False,
+        detector: Annotated[str, typer.Option(help="auto, mediapipe, mediapipe-full, haar (as for run).")] = "auto",
+        json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores here.")] = None,
+    ):
+        """Micro-expression spotting scored by the MEGC rule (IoU >= 0.5): precision, recall, F1 per video, pooled."""
+        from ..fileio import check_output_paths, write_json_atomic
+        from ..train.spotting_eval import evaluate_spotting
+
+        check_output_paths({"--annotations": annotations}, {"--json": json_out})
+        r = evaluate_spotting(
+            annotations, videos, convention, fps=fps, include_macro=include_macro, detector=detector, log=console.print
+        )
+        for w in r["warnings"]:
+            err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True, highlight=False)
+        o = r["overall"]
+        console.print(
+            f"overall: {o['tp']} of {o['truth']} found, {o['spotted']} spotted; precision {o['precision']:.3f} "
+            f"recall {o['recall']:.3f} F1 {o['f1']:.3f}",
+            highlight=False,
+        )
+        if json_out:
+            write_json_atomic(json_out, r)
+            console.print(f"wrote {json_out}", highlight=False, markup=False)
+
     @app.command()
     def slim(
         model: Annotated[
