@@ -113,6 +113,24 @@ def test_run_writes_micro_events_for_video_and_not_for_photos(cli, shared, tmp_p
     assert off.returncode == 0 and '"micro_events"' not in (tmp_path / "off.jsonl").read_text()
     photo = cli("run", "--source", media / "two_people.jpg", "--jsonl", tmp_path / "p.jsonl")
     assert photo.returncode == 0 and '"micro_events"' not in (tmp_path / "p.jsonl").read_text()
+    events = cli("run", "--source", media / "single_face.mp4", "--events-csv", tmp_path / "e.csv")
+    assert events.returncode == 0 and (tmp_path / "e.csv").read_text().splitlines()[0].startswith("track,region,")
+    refused = cli("run", "--source", media / "two_people.jpg", "--events-csv", tmp_path / "x.csv")
+    assert refused.returncode == 2 and "spotting is off" in refused.stderr and not (tmp_path / "x.csv").exists()
+
+
+def test_the_events_csv_has_one_row_per_event(tmp_path):
+    from emonas_edge.pipeline.loop import FaceResult, FrameResult
+    from emonas_edge.pipeline.sinks import EventsCsvSink
+
+    event = {"region": "mouth", "onset_frame": 70, "apex_frame": 73, "offset_frame": 76, "onset": 2.33,
+             "apex": 2.43, "offset": 2.53, "strength": 1.9}  # fmt: skip
+    face = FaceResult(3, np.zeros(4), 0.9, True, micro_events=[event])
+    sink = EventsCsvSink(tmp_path / "e.csv")
+    sink.write(FrameResult(102, 3.4, [face, FaceResult(4, np.zeros(4), 0.9, True, micro_events=[])], None, None))
+    sink.close()
+    rows = (tmp_path / "e.csv").read_text().splitlines()
+    assert rows[1:] == ["3,mouth,70,73,76,2.33,2.43,2.53,1.9,102"]
 
 
 @pytest.fixture
@@ -185,3 +203,26 @@ def test_annotations_that_cannot_be_scored_are_one_line(cli, annotated, tmp_path
     r = cli("evaluate-spotting", "--annotations", ann, "--videos", videos, *extra, env={"COLUMNS": "250"})
     assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_overlay_marks_a_spotted_movement_for_a_second():
+    from emonas_edge.pipeline.loop import FaceResult, FrameResult
+    from emonas_edge.pipeline.render import Renderer
+
+    box = np.array([100.0, 100.0, 200.0, 200.0])
+    event = {"region": "brows_eyes", "onset_frame": 1, "apex_frame": 2, "offset_frame": 3, "onset": 0.0,
+             "apex": 0.1, "offset": 0.2, "strength": 2.0}  # fmt: skip
+    frame = np.full((300, 300, 3), 90, np.uint8)
+    renderer = Renderer(bars=False, stamp=False)
+
+    def drawn(time: float, events: list) -> np.ndarray:
+        face = FaceResult(1, box, 0.9, True, micro_events=events)
+        return renderer.draw(frame, FrameResult(0, time, [face], None, None)).copy()
+
+    plain = Renderer(bars=False, stamp=False).draw(
+        frame, FrameResult(0, 0.0, [FaceResult(1, box, 0.9, True)], None, None)
+    )
+    marked, later, gone = drawn(5.0, [event]), drawn(5.5, []), drawn(6.2, [])
+    corner = (slice(100, 125), slice(175, 200))
+    assert not np.array_equal(marked[corner], plain[corner]) and np.array_equal(later[corner], marked[corner])
+    assert np.array_equal(gone[corner], plain[corner])

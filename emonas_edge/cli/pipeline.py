@@ -156,7 +156,14 @@ def _into_run_dir(settings: RunSettings, source: str, photos: bool) -> tuple[Run
 
 
 def _no_outputs(settings: RunSettings) -> bool:
-    given = (settings.jsonl, settings.csv, settings.save_video, settings.save, settings.summary_json)
+    given = (
+        settings.jsonl,
+        settings.csv,
+        settings.events_csv,
+        settings.save_video,
+        settings.save,
+        settings.summary_json,
+    )
     return all(v is None for v in given) and not settings.show and settings.serve is None
 
 
@@ -214,7 +221,13 @@ def _run(
     if run_folder and _no_outputs(settings):
         settings, folder = _into_run_dir(settings, source, photos=src.kind == "image")
     window = Window(title, Path("snapshots")) if settings.show else None
-    outputs = {"jsonl": settings.jsonl, "csv": settings.csv, "video": settings.save_video, "photos": settings.save}
+    outputs = {
+        "jsonl": settings.jsonl,
+        "csv": settings.csv,
+        "events csv": settings.events_csv,
+        "video": settings.save_video,
+        "photos": settings.save,
+    }
     try:
         if live is not None:
             live.start()
@@ -224,6 +237,7 @@ def _run(
             built,
             jsonl=settings.jsonl,
             csv=settings.csv,
+            events_csv=settings.events_csv,
             save_video=settings.save_video,
             save=settings.save,
             max_frames=settings.max_frames,
@@ -372,6 +386,12 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="One JSON object per processed frame.", rich_help_panel=P_OUT)
         ] = None,
         csv: Annotated[Path | None, typer.Option(help="One row per face per frame.", rich_help_panel=P_OUT)] = None,
+        events_csv: Annotated[
+            Path | None,
+            typer.Option(
+                help="One row per spotted micro-movement (track, region, onset/apex/offset).", rich_help_panel=P_OUT
+            ),
+        ] = None,
         summary_json: Annotated[
             Path | None, typer.Option(help="Write the run summary as JSON.", rich_help_panel=P_OUT)
         ] = None,
@@ -456,6 +476,7 @@ def register(app: typer.Typer) -> None:
                 frames=frames,
                 jsonl=jsonl,
                 csv=csv,
+                events_csv=events_csv,
                 save_video=save_video,
                 save=save,
                 summary_json=summary_json,

@@ -59,9 +59,11 @@ def bar_place(box, others, n_classes: int, size: tuple[int, int]) -> tuple[int, 
 
 
 class Renderer:
-    def __init__(self, bars: bool = True, stamp: bool = True):
+    def __init__(self, bars: bool = True, stamp: bool = True, event_s: float = 1.0):
         self.bars, self.stamp = bars, stamp  # stamp: the FPS line (not on photos)
         self._canvas: np.ndarray | None = None
+        self.event_s = event_s  # how long a spotted movement stays marked on its face
+        self._events: dict[int, tuple[float, str]] = {}  # track -> (until, label)
 
     def draw(self, image: np.ndarray, result: FrameResult, fps: float | None = None) -> np.ndarray:
         if image.ndim == 2:
@@ -93,6 +95,7 @@ class Renderer:
                     0.45,
                     GREY if tag else (255, 255, 255),
                 )
+            self._mark_event(img, f, result.time, (x1, y1, x2, y2))
             if self.bars and f.macro is not None and "macro" not in f.untrained:
                 others = [g.box for g in result.faces if g is not f]
                 x, y = bar_place(f.box, others, len(result.macro_classes or ()), (w, h))
@@ -100,6 +103,19 @@ class Renderer:
         if fps is not None and self.stamp:
             _text(img, f"{fps:.1f} FPS  faces {len(result.faces)}", (8, 18), 0.5)
         return img
+
+    def _mark_event(self, img: np.ndarray, f, now: float, box: tuple[int, int, int, int]) -> None:
+        """A spotted micro-movement: a star on the face's corner and its region, for ``event_s`` after it was
+        decided (one frame would be invisible), with how long ago its apex was."""
+        for e in f.micro_events or ():
+            self._events[f.track] = (now + self.event_s, f"micro-movement: {e['region'].replace('_', '/')}")
+        until, label = self._events.get(f.track, (-1.0, ""))
+        if now > until:
+            self._events.pop(f.track, None)
+            return
+        x1, y1, x2, _ = box
+        cv2.drawMarker(img, (x2 - 8, y1 + 8), (0, 215, 255), cv2.MARKER_STAR, 14, 2)
+        _text(img, label, (x1, y1 + 16), 0.45, (0, 215, 255))
 
     @staticmethod
     def _bars(img, probs, classes, x, y, color):

@@ -48,6 +48,7 @@ class RunSettings:
     frames: PipelineSettings = field(default_factory=PipelineSettings)
     jsonl: str | os.PathLike | None = None
     csv: str | os.PathLike | None = None
+    events_csv: str | os.PathLike | None = None  # one row per spotted micro-movement
     save_video: str | os.PathLike | None = None
     save: str | os.PathLike | None = None  # annotated photos: a file for one photo, a new folder for a folder
     summary_json: str | os.PathLike | None = None
@@ -69,6 +70,7 @@ class RunSettings:
             {
                 "--jsonl": self.jsonl,
                 "--csv": self.csv,
+                "--events-csv": self.events_csv,
                 "--save-video": self.save_video,
                 "--save": self.save if _is_file_target(self.save) else None,  # a folder is checked when opened
                 "--summary-json": self.summary_json,
@@ -203,6 +205,7 @@ def run(
     *,
     jsonl: str | os.PathLike | None = None,
     csv: str | os.PathLike | None = None,
+    events_csv: str | os.PathLike | None = None,
     save_video: str | os.PathLike | None = None,
     save: str | os.PathLike | None = None,
     max_frames: int | None = None,
@@ -216,11 +219,11 @@ def run(
     after that, with the summary so far as ``.summary``.
     """
     from .render import Renderer
-    from .sinks import CsvSink, JsonlSink, OutputError, PhotoSink, VideoSink
+    from .sinks import CsvSink, EventsCsvSink, JsonlSink, OutputError, PhotoSink, VideoSink
     from .sources import ImageSource, Source
 
     if not isinstance(source, Source):
-        outs = {"--jsonl": jsonl, "--csv": csv, "--save-video": save_video}
+        outs = {"--jsonl": jsonl, "--csv": csv, "--events-csv": events_csv, "--save-video": save_video}
         check_output_paths({"--source": source}, {**outs, "--save": save if _is_file_target(save) else None})
     src = source if isinstance(source, Source) else open_source(source)  # bad sources fail before models load
     if save is not None and src.kind != "image":
@@ -241,6 +244,10 @@ def run(
             sinks.append(JsonlSink(jsonl))
         if csv:
             sinks.append(CsvSink(csv, p.macro.classes if p.macro else None, p.micro.classes if p.micro else None))
+        if events_csv:
+            if p.spotter is None:
+                raise UserError("--events-csv holds spotted micro-movements: spotting is off (photos or --no-spotting)")
+            sinks.append(EventsCsvSink(events_csv))
         if save_video:
             video = VideoSink(save_video, src.fps)
         if save is not None:

@@ -138,6 +138,26 @@ class CsvSink(_TextSink):
         self.frames += 1
 
 
+class EventsCsvSink(_TextSink):
+    """``--events-csv``: one row per spotted micro-movement, written on the frame that decided it (0.8-1.0 s
+    after its apex; the row holds the apex's own frame and time)."""
+
+    COLUMNS = ("track", "region", "onset_frame", "apex_frame", "offset_frame", "onset", "apex", "offset", "strength")
+
+    def __init__(self, path):
+        super().__init__(path)
+        self._w = csv.writer(self._f)
+        self._w.writerow([*self.COLUMNS, "decided_frame"])
+
+    def write(self, result) -> None:
+        with os_faults(self.path, OutputError):
+            for f in result.faces:
+                for e in f.micro_events or ():
+                    self._w.writerow([f.track, *(e[c] for c in self.COLUMNS[1:]), result.index])
+            self._f.flush()
+        self.frames += 1
+
+
 class VideoSink(_AtomicFile):
     """The annotated video: H.264 / VP9 where PyAV is installed (browsers play it), else OpenCV's codecs
     (:mod:`.video`); ``note`` says when the file will not play in a browser."""
