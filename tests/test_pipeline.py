@@ -242,7 +242,7 @@ def test_bad_buffer_settings_are_user_errors():
 
 def test_single_face_video_one_track_jsonl_schema(media, built, tmp_path):
     out = tmp_path / "run.jsonl"
-    s = run(media / "single_face.mp4", fresh(built), jsonl=out, csv=tmp_path / "run.csv")
+    s = run(media / "single_face.mp4", fresh(built, micro_windows="stride"), jsonl=out, csv=tmp_path / "run.csv")
     lines = read_jsonl(out)
     n = VideoFileSource(media / "single_face.mp4").frame_count
     assert len(lines) == s.frames == n
@@ -286,7 +286,7 @@ def test_max_faces_keeps_the_largest(media, built, tmp_path):
 
 def test_evicted_tracks_free_their_buffers(media, built):
     """Face, then no face for longer than max_age: the track and its frame buffer are gone."""
-    b = fresh(built, max_age=3)
+    b = fresh(built, max_age=3, micro_windows="stride")
     p = b.pipeline
     face = cv2.imread(str(media / "single_face.jpg"))
     blank = np.full_like(face, 90)
@@ -311,7 +311,7 @@ def test_no_track_treats_frames_as_unrelated_photos(media, built):
     face = cv2.imread(str(media / "single_face.jpg"))
     ids = {}
     for track in (True, False):
-        p = fresh(built, track=track, micro_window=2, micro_stride=1).pipeline
+        p = fresh(built, track=track, micro_window=2, micro_stride=1, micro_windows="stride").pipeline
         # contrast changes from photo to photo, so probabilities differ and smoothing would show
         results = [
             p.process(Frame(i, float(i), cv2.convertScaleAbs(face, alpha=1.0 - 0.25 * i, beta=20 * i)))

@@ -226,3 +226,34 @@ def test_the_overlay_marks_a_spotted_movement_for_a_second():
     corner = (slice(100, 125), slice(175, 200))
     assert not np.array_equal(marked[corner], plain[corner]) and np.array_equal(later[corner], marked[corner])
     assert np.array_equal(gone[corner], plain[corner])
+
+
+def test_spot_then_recognise_classifies_the_spotted_frames(shared):
+    """With a micro head, each spotted movement is classified from the dynamic image of its own frames (onset to
+    offset), the probabilities go into the event, and stride windows are not run; --micro-windows stride keeps
+    them. The shipped micro head is untrained: its results are marked so."""
+    from emonas_edge.data.dynamic_image import dynamic_image
+    from emonas_edge.pipeline import build_pipeline
+    from emonas_edge.pipeline.loop import FaceResult, Pipeline, PipelineSettings
+    from emonas_edge.pipeline.track import Track
+
+    built = build_pipeline("emonas-macro-lite", "emonas-micro", allow_untrained=True)
+    base = built.pipeline
+    p = Pipeline(base.detector, base.macro, base.micro, PipelineSettings(track=True))
+    assert p._spotted_windows
+    rng = np.random.default_rng(5)
+    crops = rng.integers(0, 255, (10, 64, 64, 3), dtype=np.uint8)
+    track = Track(1, None, state={"micro_history": [(100 + i, i / 30, crops[i]) for i in range(10)]})  # type: ignore[arg-type]
+    event = {"onset_frame": 102, "apex_frame": 104, "offset_frame": 106}
+    face = FaceResult(1, np.zeros(4), 0.9, True, micro_events=[event])
+    p._classify_spotted(base.micro, [face], [track])
+    assert set(event["micro"]) == set(base.micro.classes) and event["untrained"] is True
+    assert face.micro_fresh and "micro" in face.untrained
+    x = p.micro_pre.normalize(dynamic_image(crops[2:7])[None])
+    logits = base.micro.run(x)[0]
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert np.allclose([event["micro"][c] for c in base.micro.classes], expected, atol=1e-4)
+    stride = Pipeline(base.detector, base.macro, base.micro, PipelineSettings(track=True, micro_windows="stride"))
+    assert not stride._spotted_windows
+    with pytest.raises(UserError, match="drop --no-spotting"):
+        PipelineSettings(spotting=False, micro_windows="spotted").check()

@@ -364,6 +364,14 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option(help="Per-track EMA weight of past macro probabilities (0 = none).", rich_help_panel=P_MODELS),
         ] = 0.6,
+        micro_windows: Annotated[
+            str,
+            typer.Option(
+                help="What the micro model classifies: spotted (each spotted movement, onset to offset), stride "
+                "(the last --micro-window frames every --micro-stride), auto (spotted where spotting runs).",
+                rich_help_panel=P_MODELS,
+            ),
+        ] = "auto",
         micro_window: Annotated[int, typer.Option(help="Frames per dynamic image.", rich_help_panel=P_MODELS)] = 16,
         micro_stride: Annotated[int, typer.Option(help="Frames between dynamic images.", rich_help_panel=P_MODELS)] = 8,
         save_video: Annotated[
@@ -459,6 +467,7 @@ def register(app: typer.Typer) -> None:
             max_age,
             track=track,
             spotting=spotting,
+            micro_windows=micro_windows,
         )
         _run(
             source,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.dynamic_image import dynamic_image
 from ..data.preprocess import Preprocessor
 from ..errors import UserError
 from ..faces.align import Aligner
@@ -99,6 +100,7 @@ class FrameResult:
         return out
 
 
+MICRO_HISTORY_S = 2.5  # micro crops kept per track for spotted movements (decided up to ~1 s after their apex)
 AUTO_DETECT_EVERY = 5  # "auto": detect every 5th frame (1/6 s at 30 fps), sooner when the flow loses a face
 
 
@@ -135,6 +137,10 @@ class PipelineSettings:
     track: bool | None = None
     # training-free micro-expression spotting on each track (data/spotting.py); needs tracks (video, cameras)
     spotting: bool = True
+    # what the micro classifier reads: "spotted" (the dynamic image of each spotted movement, from its onset to
+    # its offset), "stride" (every micro_stride frames, the last micro_window frames), or "auto": spotted where
+    # spotting runs, else stride
+    micro_windows: str = "auto"
 
     @property
     def detect_interval(self) -> int:
@@ -151,6 +157,10 @@ class PipelineSettings:
         if self.max_age < 0:
             raise UserError(f"--max-age must be >= 0, got {self.max_age}")
         check_window(self.micro_window, self.micro_stride)
+        if self.micro_windows not in ("auto", "spotted", "stride"):
+            raise UserError(f"--micro-windows must be auto, spotted or stride, got {self.micro_windows!r}")
+        if self.micro_windows == "spotted" and not self.spotting:
+            raise UserError("--micro-windows spotted classifies spotted movements: drop --no-spotting")
         if self.track is False and self.detect_interval > 1:
             raise UserError(
                 "--no-track needs detection on every frame (--detect-every 1): there are no tracks to carry boxes"
@@ -226,6 +236,7 @@ class Pipeline:
             assert head is not None
             self.spotter = StreamSpotter()
             self.spot_align = Aligner(head.config, self.settings.margin, self.settings.max_faces, size=SPOT_SIZE)
+        self._spotted_windows = self.spotter is not None and self.settings.micro_windows in ("auto", "spotted")
 
     @staticmethod
     def _check_model(b: Backend, role: str) -> None:
@@ -275,10 +286,12 @@ class Pipeline:
                 micro_ready = self._push_micro_crops(frame, dets, tracks) if self.micro is not None else []
             if self.macro is not None and macro_x is not None:
                 self._classify_macro(self.macro, macro_x, faces, tracks)
-            if self.micro is not None:
-                self._classify_micro(self.micro, micro_ready, faces, tracks)
             if self.spotter is not None:
                 self._spot(frame, dets, faces, tracks)
+            if self.micro is not None and self._spotted_windows:
+                self._classify_spotted(self.micro, faces, tracks)
+            elif self.micro is not None:
+                self._classify_micro(self.micro, micro_ready, faces, tracks)
         self.frames += 1
         return FrameResult(
             frame.index,
@@ -321,6 +334,13 @@ class Pipeline:
     def _push_micro_crops(self, frame: Frame, dets: list[Detection], tracks: list) -> list[int]:
         """Add each face's crop to its track's ring; returns the faces whose window just completed."""
         crops = self.micro_align.align(frame.image, dets)
+        if self._spotted_windows:  # kept by frame for the spotted movements, decided up to ~1 s later
+            for i, tr in enumerate(tracks):
+                history = tr.state.setdefault("micro_history", deque())
+                history.append((frame.index, frame.time, crops[i].copy()))
+                while history and history[0][1] < frame.time - MICRO_HISTORY_S:
+                    history.popleft()
+            return []
         ready = []
         for i, tr in enumerate(tracks):
             ring = tr.state.get("ring")
@@ -351,6 +371,33 @@ class Pipeline:
             f.macro, f.macro_raw = smoothed, p
             if not macro.trained:
                 f.untrained += ("macro",)
+
+    def _classify_spotted(self, micro: Backend, faces: list[FaceResult], tracks: list) -> None:
+        """Spot-then-recognise: each movement spotted on this frame is classified from the dynamic image of its own
+        frames (onset to offset); the probabilities go into the event and become the face's micro result."""
+        todo = []
+        for i, (f, tr) in enumerate(zip(faces, tracks, strict=True)):
+            history = tr.state.get("micro_history", ())
+            for e in f.micro_events or ():
+                frames = [c for idx, _, c in history if e["onset_frame"] <= idx <= e["offset_frame"]]
+                if len(frames) >= 2:
+                    todo.append((i, e, np.stack(frames)))
+        if todo:
+            with self.times.stage("micro"):
+                dyn = np.stack([dynamic_image(frames) for _, _, frames in todo])
+                room = self._micro_in[: len(todo)] if len(todo) <= len(self._micro_in) else None
+                x = self.micro_pre.normalize(dyn, out=room)
+                probs = softmax(micro.run_all(x).astype(np.float32, copy=True))
+            for (i, e, _), p in zip(todo, probs, strict=True):
+                e["micro"] = {c: round(float(v), 5) for c, v in zip(micro.classes, p, strict=True)}
+                if not micro.trained:
+                    e["untrained"] = True
+                tracks[i].state["micro"] = p
+                faces[i].micro_fresh = True
+        for f, tr in zip(faces, tracks, strict=True):
+            f.micro = tr.state.get("micro")
+            if f.micro is not None and not micro.trained:
+                f.untrained += ("micro",)
 
     def _classify_micro(self, micro: Backend, ready: list[int], faces: list[FaceResult], tracks: list) -> None:
         """Classify the dynamic image of each completed window; every face shows its track's latest window."""
