@@ -394,6 +394,11 @@ class Pipeline:
                     e["untrained"] = True
                 tracks[i].state["micro"] = p
                 faces[i].micro_fresh = True
+        self._show_micro(micro, faces, tracks)
+
+    @staticmethod
+    def _show_micro(micro: Backend, faces: list[FaceResult], tracks: list) -> None:
+        """Every face shows its track's latest micro result, marked where the head is untrained."""
         for f, tr in zip(faces, tracks, strict=True):
             f.micro = tr.state.get("micro")
             if f.micro is not None and not micro.trained:
@@ -409,10 +414,7 @@ class Pipeline:
                 for i, p in zip(ready, probs, strict=True):
                     tracks[i].state["micro"] = p
                     faces[i].micro_fresh = True
-        for f, tr in zip(faces, tracks, strict=True):
-            f.micro = tr.state.get("micro")
-            if f.micro is not None and not micro.trained:
-                f.untrained += ("micro",)
+        self._show_micro(micro, faces, tracks)
 
 
 @dataclass
