@@ -20,10 +20,8 @@ import cv2
 import numpy as np
 
 from emonas_edge.data.spotting import merge_regions, spot
-from emonas_edge.faces.align import similarity
-from emonas_edge.faces.detect import create_detector
 from emonas_edge.metrics import f1_from_counts, spotting_scores
-from emonas_edge.profile.spotting_synth import Injection, animate, inject
+from emonas_edge.profile.spotting_synth import Injection, aligned_track, animate, inject
 
 FPS = 30.0
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -38,20 +36,9 @@ def fer_faces(n: int) -> list[np.ndarray]:
 
 
 def real_clip() -> np.ndarray:
-    """The aligned 64x64 gray face of every frame of single_face.mp4 (72 frames). Not extended by playing it
-    back and forth: at each turn the frames before and after are the same, which looks exactly like a brief
-    movement that came back."""
-    cap, detector, crops = cv2.VideoCapture(str(SHARED / "media" / "single_face.mp4")), create_detector("auto"), []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        dets = detector.detect(frame)
-        if dets:
-            m = similarity(max(dets, key=lambda d: d.score), 64)
-            crops.append(cv2.cvtColor(cv2.warpAffine(frame, m, (64, 64), flags=cv2.INTER_LINEAR), cv2.COLOR_BGR2GRAY))
-    detector.close()
-    return np.stack(crops)
+    """The aligned face of every frame of single_face.mp4 (72 frames). Not extended by playing it back and forth:
+    at each turn the frames before and after are the same, which looks exactly like a brief movement."""
+    return aligned_track(SHARED / "media" / "single_face.mp4")
 
 
 def injections(n_frames: int, rng: np.random.Generator) -> list[Injection]:

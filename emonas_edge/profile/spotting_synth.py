@@ -9,6 +9,7 @@ small, slow head drift and sensor noise. What this measures is what it says: inj
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -75,3 +76,24 @@ def held(crops: np.ndarray, move: str, onset: int, amplitude_px: float, rise: in
         amount = amplitude_px * min(1.0, (i - onset + 1) / rise)
         out[i] = local_warp(crops[i].astype(np.float32), move, amount).clip(0, 255).astype(np.uint8)
     return out
+
+
+def aligned_track(video: str | Path, size: int = 64) -> np.ndarray:
+    """The largest face of every frame of ``video``, aligned as the pipeline aligns it, as ``size`` gray crops
+    (frames without a face are skipped): a real track to inject movements into."""
+    from ..faces.align import similarity
+    from ..faces.detect import create_detector
+
+    cap, crops = cv2.VideoCapture(str(video)), []
+    with create_detector("auto") as detector:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            dets = detector.detect(frame)
+            if dets:
+                m = similarity(max(dets, key=lambda d: d.score), size)
+                warped = cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR)
+                crops.append(cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY))
+    cap.release()
+    return np.stack(crops)
