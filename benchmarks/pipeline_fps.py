@@ -7,8 +7,9 @@
 Decoding alone is the ceiling any pipeline on this machine can reach, so the ratio
 pipeline_fps / decode_fps is comparable across machines. The pipeline runs exactly what
 ``emonas-edge run`` runs by default (detect every 5th frame with optical flow between, align, track,
-macro per frame, micro dynamic image every 8 frames per face), with the untrained micro head switched on for timing
-only. Rendering is off unless ``--render`` (``run`` renders only for --show/--save-video).
+macro per frame, training-free micro-expression spotting, and the micro head on each spotted movement), with the
+untrained micro head switched on for timing only (it runs only where a movement is spotted: rarely).
+Rendering is off unless ``--render`` (``run`` renders only for --show/--save-video).
 Prints a per-stage breakdown (median ms), peak RSS, RSS over time for long runs, and last:
 ``pipeline_fps=<x> decode_fps=<y> detect_fps=<z> ratio=<x/y> detect_ratio=<x/z>``, where detect_fps is
 decoding plus detecting every frame alone (the part no classifier can remove). Each stage is also timed
