@@ -243,7 +243,7 @@ def test_spot_then_recognise_classifies_the_spotted_frames(shared):
     assert p._spotted_windows
     rng = np.random.default_rng(5)
     crops = rng.integers(0, 255, (10, 64, 64, 3), dtype=np.uint8)
-    track = Track(1, None, state={"micro_history": [(100 + i, i / 30, crops[i]) for i in range(10)]})  # type: ignore[arg-type]
+    track = Track(1, None, state={"micro_history": [(100 + i, crops[i]) for i in range(10)]})  # type: ignore[arg-type]
     event = {"onset_frame": 102, "apex_frame": 104, "offset_frame": 106}
     face = FaceResult(1, np.zeros(4), 0.9, True, micro_events=[event])
     p._classify_spotted(base.micro, [face], [track])

@@ -329,7 +329,7 @@ def test_build_and_run_engine_matches_onnxruntime(case, tmp_path, tiny_genotype_
     ],
 )
 def test_chunks_respect_the_profile_minimum_and_maximum(n, lo, hi, expected):
-    from emonas_edge.export.cuda_rt import batch_chunks, padded
+    from emonas_edge.export.session import batch_chunks, padded
 
     assert batch_chunks(n, lo, hi) == expected
     x = np.arange(n * 2, dtype=np.float32).reshape(n, 2)

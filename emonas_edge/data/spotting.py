@@ -18,7 +18,8 @@ real faces by ``benchmarks/spotting_synthetic.py``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -56,9 +57,6 @@ class MicroEvent:
     apex_s: float
     offset_s: float
     strength: float  # the apex's contrasted difference over the threshold (> 1)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def region_features(crop: np.ndarray, grid: int = 8) -> dict[str, np.ndarray]:
@@ -101,11 +99,19 @@ def smoothed_shifts(shifts: np.ndarray, smooth: int) -> np.ndarray:
     return np.median(windows, axis=-1)
 
 
-def shift_to(reference: np.ndarray, crop: np.ndarray) -> tuple[float, float]:
-    """Sub-pixel shift of ``crop`` against ``reference`` (both float32 gray), by phase correlation."""
+@lru_cache(maxsize=4)
+def _hanning(shape: tuple[int, int]) -> np.ndarray:
     import cv2
 
-    window = cv2.createHanningWindow(reference.shape[::-1], cv2.CV_32F)
+    return cv2.createHanningWindow(shape[::-1], cv2.CV_32F)
+
+
+def shift_to(reference: np.ndarray, crop: np.ndarray) -> tuple[float, float]:
+    """Sub-pixel shift of ``crop`` against ``reference`` (both float32 gray), by phase correlation (called for every
+    frame of every track: the window is made once per crop size)."""
+    import cv2
+
+    window = _hanning(reference.shape)
     # copies: OpenCV 4.14's phaseCorrelate applies the window to its inputs in place (measured here)
     (dx, dy), _ = cv2.phaseCorrelate(reference.copy(), crop.copy(), window)
     return float(dx), float(dy)

@@ -4,7 +4,7 @@ On a Jetson (JetPack 6) pip installs a CPU-only torch, so torch's CUDA tensors c
 NVIDIA's own TensorRT samples use the CUDA runtime bindings of ``cuda-python`` instead, and so does this module:
 ``cuda.bindings.runtime`` (cuda-python >= 12.6 / cuda-bindings 13), or the older ``cuda.cudart`` where only
 that exists. Every call returns its error first; a failure is one line naming the call. Not verified on
-hardware: no GPU here (the tests exercise the error mapping and the arithmetic only).
+hardware: no GPU here (the tests exercise the error mapping only).
 """
 
 from __future__ import annotations
@@ -85,23 +85,3 @@ def copy_in(cudart, device_ptr: int, host: np.ndarray, stream) -> None:
 def copy_out(cudart, host: np.ndarray, device_ptr: int, stream) -> None:
     kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
     call(cudart, "cudaMemcpyAsync (from the GPU)", cudart.cudaMemcpyAsync(host, device_ptr, host.nbytes, kind, stream))
-
-
-def batch_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, int]]:
-    """``(start, stop, padded)`` slices of ``n`` rows for an optimisation profile of ``min_batch``..``max_batch``:
-    at most ``max_batch`` rows each; a last chunk smaller than ``min_batch`` is padded up to it (repeating its
-    last row) and its extra outputs dropped, since ``set_input_shape`` refuses a batch below the profile."""
-    if not 1 <= min_batch <= max_batch:
-        raise UserError(f"profile batch must satisfy 1 <= min <= max; got {min_batch}..{max_batch}")
-    chunks = []
-    for start in range(0, n, max_batch):
-        stop = min(start + max_batch, n)
-        chunks.append((start, stop, max(stop - start, min_batch)))
-    return chunks
-
-
-def padded(x: np.ndarray, rows: int) -> np.ndarray:
-    """``x`` with its last row repeated up to ``rows`` rows (the pad's outputs are discarded)."""
-    if len(x) >= rows:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])

@@ -56,16 +56,40 @@ def static_batch(session) -> int | None:
     return dim0 if isinstance(dim0, int) else None
 
 
+def batch_chunks(n: int, min_batch: int, max_batch: int) -> list[tuple[int, int, int]]:
+    """``(start, stop, padded)`` slices of ``n`` rows for a batch range ``min_batch``..``max_batch`` (a fixed batch,
+    a TensorRT optimisation profile):
+    at most ``max_batch`` rows each; a last chunk smaller than ``min_batch`` is padded up to it (repeating its
+    last row) and its extra outputs dropped, since ``set_input_shape`` refuses a batch below the profile."""
+    if not 1 <= min_batch <= max_batch:
+        raise UserError(f"profile batch must satisfy 1 <= min <= max; got {min_batch}..{max_batch}")
+    chunks = []
+    for start in range(0, n, max_batch):
+        stop = min(start + max_batch, n)
+        chunks.append((start, stop, max(stop - start, min_batch)))
+    return chunks
+
+
+def padded(x: np.ndarray, rows: int) -> np.ndarray:
+    """``x`` with its last row repeated up to ``rows`` rows (the pad's outputs are discarded)."""
+    if len(x) >= rows:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
+
+
 def run_chunked(
-    run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, fixed: int | None, n_out: int, batch: int = 256
+    run: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    fixed: int | None,
+    n_out: int,
+    batch: int = 256,
+    min_batch: int = 1,
 ) -> np.ndarray:
-    """Any number of samples through ``run``, in chunks; a fixed-batch artifact gets padded chunks."""
-    b = fixed or batch
-    outs = []
-    for i in range(0, len(x), b):
-        chunk = x[i : i + b]
-        n = len(chunk)
-        if fixed and n < b:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
-        outs.append(run(np.ascontiguousarray(chunk))[:n])
+    """Any number of samples through ``run``, in chunks; a fixed-batch artifact gets padded chunks, and so does a
+    chunk below ``min_batch`` (a TensorRT profile's minimum)."""
+    lo, hi = (fixed, fixed) if fixed else (min_batch, batch)
+    outs = [
+        run(np.ascontiguousarray(padded(x[start:stop], rows)))[: stop - start]
+        for start, stop, rows in batch_chunks(len(x), lo, hi)
+    ]
     return np.concatenate(outs) if outs else np.zeros((0, n_out), np.float32)

@@ -100,7 +100,6 @@ class FrameResult:
         return out
 
 
-MICRO_HISTORY_S = 2.5  # micro crops kept per track for spotted movements (decided up to ~1 s after their apex)
 AUTO_DETECT_EVERY = 5  # "auto": detect every 5th frame (1/6 s at 30 fps), sooner when the flow loses a face
 
 
@@ -335,10 +334,12 @@ class Pipeline:
         """Add each face's crop to its track's ring; returns the faces whose window just completed."""
         crops = self.micro_align.align(frame.image, dets)
         if self._spotted_windows:  # kept by frame for the spotted movements, decided up to ~1 s later
+            assert self.spotter is not None
             for i, tr in enumerate(tracks):
                 history = tr.state.setdefault("micro_history", deque())
-                history.append((frame.index, frame.time, crops[i].copy()))
-                while history and history[0][1] < frame.time - MICRO_HISTORY_S:
+                history.append((frame.index, crops[i].copy()))
+                oldest = self.spotter.oldest(tr.state)  # what no future event can reach is dropped
+                while oldest is not None and history and history[0][0] < oldest:
                     history.popleft()
             return []
         ready = []
@@ -379,7 +380,7 @@ class Pipeline:
         for i, (f, tr) in enumerate(zip(faces, tracks, strict=True)):
             history = tr.state.get("micro_history", ())
             for e in f.micro_events or ():
-                frames = [c for idx, _, c in history if e["onset_frame"] <= idx <= e["offset_frame"]]
+                frames = [c for idx, c in history if e["onset_frame"] <= idx <= e["offset_frame"]]
                 if len(frames) >= 2:
                     todo.append((i, e, np.stack(frames)))
         if todo:

@@ -106,7 +106,7 @@ class Renderer:
 
     def _mark_event(self, img: np.ndarray, f, now: float, box: tuple[int, int, int, int]) -> None:
         """A spotted micro-movement: a star on the face's corner and its region, for ``event_s`` after it was
-        decided (one frame would be invisible), with how long ago its apex was."""
+        decided (one frame would be invisible)."""
         for e in f.micro_events or ():
             self._events[f.track] = (now + self.event_s, f"micro-movement: {e['region'].replace('_', '/')}")
         until, label = self._events.get(f.track, (-1.0, ""))

@@ -17,7 +17,16 @@ from collections import deque
 
 import numpy as np
 
-from ..data.spotting import REGIONS, SpotSettings, merge_regions, region_features, shift_to, shifted, spot_features
+from ..data.spotting import (
+    REGIONS,
+    SpotSettings,
+    merge_regions,
+    region_features,
+    shift_to,
+    shifted,
+    smoothed_shifts,
+    spot_features,
+)
 
 DEFAULT_FPS = 30.0
 SPOT_SIZE = 64  # crops spotted at 64x64 gray, whatever the heads' input sizes
@@ -57,18 +66,20 @@ class StreamSpotter:
         buf["since"] = 0
         return self._judge(buf, fps, measured, k)
 
+    @staticmethod
+    def oldest(state: dict) -> int | None:
+        """The oldest frame index a future event can still reach back to (its window's first), None before any."""
+        feats = state.get("spot", {}).get("feats")
+        return feats[0][1] if feats else None
+
     def _describe_final(self, buf: dict, smooth: int) -> None:
         """The frame whose shift median now has ``smooth`` frames on both sides: registered and described."""
         raw = buf["raw"]
         if len(raw) < smooth + 1:
             return
         at = len(raw) - 1 - smooth
-        shifts = np.array([r[1] for r in raw], np.float32)
-        start = at - smooth
-        window = shifts[max(start, 0) : at + smooth + 1]
-        if start < 0:  # the track's first frames: padded with the first shift, as the offline spotter does
-            window = np.concatenate([np.repeat(window[:1], -start, axis=0), window])
-        dx, dy = np.median(window, axis=0)
+        # the offline spotter's smoothing (the track's first frames padded with its first shift), read at ``at``
+        dx, dy = smoothed_shifts(np.array([r[1] for r in raw], np.float32), smooth)[at]
         gray, _, index, time = raw[at]
         buf["feats"].append((region_features(shifted(gray, float(dx), float(dy)), self.settings.grid), index, time))
         while len(raw) > 2 * smooth + 1:

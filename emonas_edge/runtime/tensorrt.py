@@ -15,7 +15,8 @@ import numpy as np
 
 from ..config import config_from_dict
 from ..errors import CheckFailed, UserError
-from ..export.cuda_rt import DeviceBuffer, batch_chunks, call, copy_in, copy_out, padded, runtime_module
+from ..export.cuda_rt import DeviceBuffer, call, copy_in, copy_out, runtime_module
+from ..export.session import run_chunked
 from ..export.tensorrt import SIDECAR_FORMAT, gpu_info, process_logger, require_tensorrt, sidecar_path
 from ..fileio import existing_file, read_json, sha256_file
 from .backend import Backend
@@ -114,11 +115,7 @@ class TrtBackend(Backend):
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.static_batch and len(x) != self.static_batch:
             raise UserError(f"{self.path} is built for batch {self.static_batch}, got {len(x)} (use run_all to pad)")
-        parts = [
-            self._run_chunk(padded(x[start:stop], rows))[: stop - start]
-            for start, stop, rows in batch_chunks(len(x), self.min_batch, self.max_batch)
-        ]
-        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+        return run_chunked(self._run_chunk, x, self.static_batch, len(self.classes), self.max_batch, self.min_batch)
 
     def _run_chunk(self, x: np.ndarray) -> np.ndarray:
         cudart, ctx, (name,) = self._cudart, self.context, self.inputs

@@ -92,9 +92,9 @@ def find_video(root: Path, name: str) -> Path:
 DEFAULT_FPS = 30.0
 
 
-def _numbers(src, count_from: int) -> Callable[[int, object], int]:
+def _numbers(src) -> Callable[[int], int]:
     """Frame numbers as annotations count them: the digits that end each frame file's name where every file has
-    them (SAMM and CAS(ME)^2 number their images), else the position from ``count_from``."""
+    them (SAMM and CAS(ME)^2 number their images), else the position from 0."""
     import re
 
     files = getattr(src, "paths", None)
@@ -102,14 +102,14 @@ def _numbers(src, count_from: int) -> Callable[[int, object], int]:
         nums = [re.search(r"(\d+)$", Path(f).stem) for f in files]
         if all(nums):
             table = [int(m.group(1)) for m in nums if m]
-            return lambda i, frame: table[i]
-    return lambda i, frame: count_from + i
+            return lambda i: table[i]
+    return lambda i: i
 
 
-def spot_video(path: Path, fps: float | None, macro: str, detector: str, warn: Callable[[str], None]) -> dict:
-    """The pipeline over one video with spotting on: every track's events as (onset, offset) frame numbers."""
-    from ..pipeline.loop import PipelineSettings
-    from ..pipeline.runner import build_pipeline
+def spot_video(path: Path, fps: float | None, loaded: Callable, warn: Callable[[str], None]) -> dict:
+    """The pipeline over one video with spotting on (fresh tracks, flow and spotter state; ``loaded()`` gives the
+    models and detector, loaded once for all videos): every track's events as (onset, offset) frame numbers."""
+    from ..pipeline.loop import Pipeline
     from ..pipeline.sources import Frame, open_source
     from ..pipeline.spotter import StreamSpotter
 
@@ -122,21 +122,18 @@ def spot_video(path: Path, fps: float | None, macro: str, detector: str, warn: C
     if src.frame_count:  # known before decoding: a clip too short fails before any model loads
         _check_length(path, src.frame_count, k, rate, src)
     try:
-        built = build_pipeline(macro, None, detector=detector, settings=PipelineSettings(track=True, spotting=True))
-        number = _numbers(src, 0)
+        base = loaded().pipeline
+        pipeline = Pipeline(base.detector, base.macro, None, base.settings)
+        number = _numbers(src)
         intervals, n = [], 0
         for i, frame in enumerate(src):
-            result = built.pipeline.process(Frame(number(i, frame), i / rate, frame.image))
+            result = pipeline.process(Frame(number(i), i / rate, frame.image))
             n += 1
             for face in result.faces:
                 intervals += [(e["onset_frame"], e["offset_frame"]) for e in face.micro_events or []]
-        built.pipeline.detector.close()
     finally:
         src.close()
-    if n < 11 * k + 1:
-        raise UserError(
-            f"{path.name}: {n} frames, shorter than the spotting window ({11 * k + 1} frames at {rate:g} fps)"
-        )
+    _check_length(path, n, k, rate)
     return {"frames": n, "fps": rate, "spotted": intervals}
 
 
@@ -166,18 +163,31 @@ def evaluate_spotting(
         raise UserError(f"--videos {root}: not a folder")
     paths = {name: find_video(root, name) for name in truth}  # every video found before any runs
     rate = fps or CONVENTIONS[convention].fps
+    from functools import cache
+
+    from ..pipeline.loop import PipelineSettings
+    from ..pipeline.runner import build_pipeline
+
+    @cache
+    def loaded():
+        return build_pipeline(macro, None, detector=detector, settings=PipelineSettings(track=True, spotting=True))
+
     warnings: list[str] = []
     per_video, tp = {}, 0
-    for name, path in paths.items():
-        spotted = spot_video(path, rate, macro, detector, warnings.append)
-        scores = spotting_scores(spotted["spotted"], truth[name])
-        per_video[name] = {
-            **scores,
-            "frames": spotted["frames"],
-            "fps": spotted["fps"],
-            "intervals": spotted["spotted"],
-        }
-        tp += scores["tp"]
-        log(f"{name}: {scores['tp']} of {scores['truth']} found, {scores['spotted']} spotted")
+    try:
+        for name, path in paths.items():
+            spotted = spot_video(path, rate, loaded, warnings.append)
+            scores = spotting_scores(spotted["spotted"], truth[name])
+            per_video[name] = {
+                **scores,
+                "frames": spotted["frames"],
+                "fps": spotted["fps"],
+                "intervals": spotted["spotted"],
+            }
+            tp += scores["tp"]
+            log(f"{name}: {scores['tp']} of {scores['truth']} found, {scores['spotted']} spotted")
+    finally:
+        if loaded.cache_info().currsize:
+            loaded().pipeline.detector.close()
     pooled = f1_from_counts(tp, sum(v["spotted"] for v in per_video.values()), sum(len(t) for t in truth.values()))
     return {"convention": convention, "iou": 0.5, "overall": pooled, "videos": per_video, "warnings": warnings}
