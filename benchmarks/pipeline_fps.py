@@ -24,7 +24,7 @@ import resource
 import sys
 from pathlib import Path
 
-from emonas_edge.pipeline.loop import parse_detect_every
+from emonas_edge.pipeline.loop import parse_detect_every, parse_macro_every
 from emonas_edge.profile.pipeline import profile_pipeline
 from emonas_edge.threads import ThreadPlan
 
@@ -39,6 +39,11 @@ def main() -> None:
     ap.add_argument("--micro", default="emonas-micro")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--detect-every", default="auto", help="k or auto (run's default; optical flow in between)")
+    ap.add_argument(
+        "--macro-every",
+        default="auto",
+        help="k or auto (run's default: at least every 3rd frame, and whenever the face's crop changed)",
+    )
     ap.add_argument("--detector", default="auto", help="auto | mediapipe | mediapipe-full | haar")
     ap.add_argument("--render", action="store_true", help="draw the overlay too (as --show/--save-video do)")
     ap.add_argument("--threads", type=int, default=None, help="per library (default: as run decides)")
@@ -51,6 +56,7 @@ def main() -> None:
         micro=args.micro,
         frames=args.frames,
         detect_every=parse_detect_every(args.detect_every),
+        macro_every=parse_macro_every(args.macro_every),
         render=args.render,
         engine=args.engine,
         detector=args.detector,
@@ -60,7 +66,8 @@ def main() -> None:
     st = r["settings"]
     print(
         f"clip {r['source']} {w}x{h}; cores {os.cpu_count()}; detector {st['detector']}; detect every "
-        f"{st['detect_every']}; render {st['render']}"
+        f"{st['detect_every']}; macro every {st['macro_every']} (ran on {100 * st['macro_classified']:.1f}% of faces); "
+        f"render {st['render']}"
     )
     print(f"macro {st['macro']}; micro {st['micro']}")
     print(

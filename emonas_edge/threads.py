@@ -9,10 +9,13 @@ and `profile-pipeline` print what was chosen. ``--threads N`` overrides it for e
 
 MediaPipe's Tasks API exposes no thread setting: its detector runs with its own.
 
-The GIL: both stages run Python between native calls, and a thread waiting for the GIL gets it only when
-the holder releases it or after the switch interval (5 ms by default, longer than a whole frame's align
-stage). The plan lowers the interval to 0.5 ms, process-wide: on single_face.mp4 (2 cores) the align
-stage's in-pipeline median fell from 1.8-2.0x to 1.5-1.7x its cost alone and frames/s rose ~5%.
+The GIL: both stages run Python between native calls, and a thread coming back from one (a decoded frame, a
+Lucas-Kanade step) gets the GIL only when the holder releases it or after the switch interval (5 ms by default,
+longer than a whole frame's align stage). The reader thread makes about ten such calls a frame, each possibly
+waiting out the other stage's Python. The plan lowers the interval, process-wide: to 0.5 ms first (single_face.mp4,
+2 cores: the align stage's in-pipeline median fell from 1.8-2.0x to 1.5-1.7x its cost alone, frames/s +5%),
+then to 0.05 ms once the reader ran ahead (benchmarks/pipeline_fps.py in four alternating pairs: the ratio to
+decoding rose in all four, by 0.002-0.025; 0.02 ms measured the same within noise).
 """
 
 from __future__ import annotations
@@ -42,14 +45,17 @@ class ThreadPlan:
     torch: int
     spinning: bool  # ONNX Runtime's intra-op pool spin-waiting between kernels
     chosen_by: str
+    decode: int = 1  # FFmpeg's threads per opened video (OpenCV's capture; its default is every core)
     mediapipe: str = "its own (not settable)"
-    switch_interval_ms: float = 0.5  # Python's GIL switch interval (sys.setswitchinterval)
+    switch_interval_ms: float = 0.05  # Python's GIL switch interval (sys.setswitchinterval)
 
     def apply(self) -> None:
         """Set OpenCV's pool and, if PyTorch is already loaded, its pool (never imported just for this)."""
         import cv2
 
         cv2.setNumThreads(self.opencv)
+        # read by OpenCV's FFmpeg backend at each capture's opening: later opens (files, streams) take it
+        os.environ["OPENCV_FFMPEG_THREADS"] = str(self.decode)
         sys.setswitchinterval(self.switch_interval_ms / 1000)
         torch = sys.modules.get("torch")
         if torch is not None:
@@ -58,8 +64,9 @@ class ThreadPlan:
     def describe(self) -> str:
         spin = "" if self.spinning else ", no spinning"
         return (
-            f"OpenCV {self.opencv}, ONNX Runtime {self.onnxruntime}{spin}, PyTorch {self.torch}, "
-            f"MediaPipe {self.mediapipe}; GIL switch {self.switch_interval_ms:g} ms ({self.chosen_by})"
+            f"OpenCV {self.opencv}, video decoding {self.decode}, ONNX Runtime {self.onnxruntime}{spin}, "
+            f"PyTorch {self.torch}, MediaPipe {self.mediapipe}; "
+            f"GIL switch {self.switch_interval_ms:g} ms ({self.chosen_by})"
         )
 
     def to_dict(self) -> dict:
@@ -75,4 +82,4 @@ def plan_threads(threads: int | None = None, stages: int = PIPELINE_STAGES, core
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise UserError(f"--threads must be a whole number >= 1, got {threads!r}")
         n, chosen = threads, f"--threads {threads}"
-    return ThreadPlan(cores=cores, opencv=n, onnxruntime=n, torch=n, spinning=False, chosen_by=chosen)
+    return ThreadPlan(cores=cores, opencv=n, onnxruntime=n, torch=n, spinning=False, chosen_by=chosen, decode=n)

@@ -71,7 +71,7 @@ def check_schema(line: dict, macro_classes, micro_classes) -> None:
     assert isinstance(line["time"], float) and math.isfinite(line["time"]) and line["time"] >= 0
     assert isinstance(line["faces"], list)
     for f in line["faces"]:
-        assert set(f) >= {"track", "box", "score", "landmarks", "macro", "macro_raw", "micro", "micro_new"}
+        assert set(f) >= {"track", "box", "score", "landmarks", "macro", "macro_raw", "macro_new", "micro", "micro_new"}
         assert isinstance(f["track"], int) and f["track"] >= 1
         x1, y1, x2, y2 = f["box"]
         assert x2 > x1 and y2 > y1
@@ -540,7 +540,7 @@ def test_cli_demo_without_display_is_a_clear_error(cli):
 
 
 def test_cli_max_frames_and_detect_every(cli, media, tmp_path):
-    out = tmp_path / "o.jsonl"
+    out, summary = tmp_path / "o.jsonl", tmp_path / "s.json"
     r = cli(
         "run",
         "--source",
@@ -549,11 +549,20 @@ def test_cli_max_frames_and_detect_every(cli, media, tmp_path):
         "9",
         "--detect-every",
         "3",
+        "--macro-every",
+        "1",
         "--jsonl",
         out,
+        "--summary-json",
+        summary,
         "--allow-untrained",
     )
     assert r.returncode == 0, r.stderr
     lines = read_jsonl(out)
     assert [ln["frame"] for ln in lines] == list(range(9))
     assert all(len(ln["faces"]) == 1 and ln["faces"][0]["track"] == 1 for ln in lines)
+    assert all(ln["faces"][0]["macro_new"] for ln in lines)  # --macro-every 1: the model saw every face
+    assert json.loads(summary.read_text())["faces_classified"] == 9
+    r = cli("run", "--source", media / "single_face.mp4", "--macro-every", "0", "--jsonl", tmp_path / "x.jsonl")
+    assert r.returncode == 2 and "--macro-every must be at least 1" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.jsonl").exists()

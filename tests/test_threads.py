@@ -16,8 +16,9 @@ from emonas_edge.threads import plan_threads, usable_cores
 
 
 @pytest.fixture
-def restore_opencv_threads():
+def restore_opencv_threads(monkeypatch):
     before, switch = cv2.getNumThreads(), sys.getswitchinterval()
+    monkeypatch.delenv("OPENCV_FFMPEG_THREADS", raising=False)  # the plan sets it: restored after the test
     yield
     cv2.setNumThreads(before)
     sys.setswitchinterval(switch)
@@ -26,7 +27,12 @@ def restore_opencv_threads():
 def test_the_plan_splits_the_cores_between_the_stages():
     assert plan_threads(cores=2).onnxruntime == 1 and plan_threads(cores=2).opencv == 1
     eight = plan_threads(cores=8)
-    assert (eight.opencv, eight.onnxruntime, eight.torch) == (4, 4, 4) and "auto: 8 cores" in eight.chosen_by
+    assert (eight.opencv, eight.onnxruntime, eight.torch, eight.decode) == (
+        4,
+        4,
+        4,
+        4,
+    ) and "auto: 8 cores" in eight.chosen_by
     assert plan_threads(cores=1).onnxruntime == 1  # never zero
     forced = plan_threads(3, cores=2)
     assert (forced.opencv, forced.onnxruntime, forced.torch) == (3, 3, 3) and forced.chosen_by == "--threads 3"
@@ -38,7 +44,7 @@ def test_the_plan_splits_the_cores_between_the_stages():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_the_plan_is_applied_to_opencv_and_onnx_runtime(threads, restore_opencv_threads):
+def test_the_plan_is_applied_to_opencv_and_onnx_runtime(threads, restore_opencv_threads, shared):
     built = build_pipeline("emonas-macro-lite", None, threads=threads)
     try:
         assert cv2.getNumThreads() == threads
@@ -47,6 +53,10 @@ def test_the_plan_is_applied_to_opencv_and_onnx_runtime(threads, restore_opencv_
         assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         assert built.threads.onnxruntime == threads and built.pipeline.thread_plan is built.threads
         assert sys.getswitchinterval() == pytest.approx(built.threads.switch_interval_ms / 1000)
+        # FFmpeg's decoding threads, read by OpenCV at each capture's opening (its default: every core)
+        cap = cv2.VideoCapture(str(shared / "media" / "single_face.mp4"))
+        assert cap.get(cv2.CAP_PROP_N_THREADS) == threads == built.threads.decode
+        cap.release()
     finally:
         built.pipeline.detector.close()
 
@@ -57,8 +67,9 @@ def test_run_reports_its_threads(cli, shared, tmp_path):
     r = cli("run", "--source", clip, "--max-frames", "5", "--threads", "1", "--summary-json", summary)
     assert r.returncode == 0, r.stderr
     threads = json.loads(summary.read_text())["threads"]
-    assert threads["opencv"] == threads["onnxruntime"] == threads["torch"] == 1
-    assert threads["chosen_by"] == "--threads 1" and "OpenCV 1, ONNX Runtime 1" in " ".join(r.stdout.split())
+    assert threads["opencv"] == threads["onnxruntime"] == threads["torch"] == threads["decode"] == 1
+    assert threads["chosen_by"] == "--threads 1"
+    assert "OpenCV 1, video decoding 1, ONNX Runtime 1" in " ".join(r.stdout.split())
     providers = json.loads(summary.read_text())["providers"]  # this machine has no GPU provider
     assert providers["macro"] == ["CPUExecutionProvider"] and providers["detect"] == ["mediapipe (CPU)"]
     r = cli("run", "--source", clip, "--max-frames", "5", "--threads", "0")

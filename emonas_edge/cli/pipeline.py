@@ -29,6 +29,9 @@ def summary_table(summary, outputs: dict) -> Table:
     t.add_row("frames", f"{summary.frames:,}")
     t.add_row("frames with faces", f"{summary.frames_with_faces:,} ({pct:.1f}%)")
     t.add_row("faces / tracks", f"{summary.faces:,} / {summary.tracks:,}")
+    if summary.faces_classified and summary.faces_classified < summary.faces:
+        share = 100.0 * summary.faces_classified / summary.faces
+        t.add_row("macro model ran on", f"{summary.faces_classified:,} faces ({share:.0f}%: --macro-every)")
     t.add_row("speed", f"{summary.fps:.1f} frames/s")
     if summary.labels:
         t.add_row("macro labels", ", ".join(f"{k} {v}" for k, v in summary.labels.most_common()))
@@ -350,6 +353,14 @@ def register(app: typer.Typer) -> None:
         max_faces: Annotated[
             int, typer.Option(help="At most this many faces per frame, largest first.", rich_help_panel=P_DETECT)
         ] = 8,
+        macro_every: Annotated[
+            str,
+            typer.Option(
+                help="Classify each face every k-th frame, or auto (at least every 3rd, and on every frame its "
+                "crop changed); in between it keeps its last probabilities (macro_new false).",
+                rich_help_panel=P_MODELS,
+            ),
+        ] = "auto",
         max_age: Annotated[
             int,
             typer.Option(
@@ -454,7 +465,7 @@ def register(app: typer.Typer) -> None:
         Given no output (and no --show or --serve), the results go to a new numbered folder (runs/run, runs/run2,
         ...): results.jsonl, summary.json and, for photos, the annotated pictures."""
         from ..pipeline import PipelineSettings, RunSettings
-        from ..pipeline.loop import parse_detect_every
+        from ..pipeline.loop import parse_detect_every, parse_macro_every
         from ..runtime.foreign import ForeignSpec
 
         frames = PipelineSettings(
@@ -468,6 +479,7 @@ def register(app: typer.Typer) -> None:
             track=track,
             spotting=spotting,
             micro_windows=micro_windows,
+            macro_every=parse_macro_every(macro_every),
         )
         _run(
             source,

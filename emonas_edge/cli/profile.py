@@ -178,6 +178,9 @@ def register(app: typer.Typer) -> None:
         detect_every: Annotated[
             str, typer.Option(help="Detect every k-th frame (optical flow in between) or auto, as for run.")
         ] = "auto",
+        macro_every: Annotated[
+            str, typer.Option(help="Classify each face every k-th frame or auto (crop change), as for run.")
+        ] = "auto",
         detector: Annotated[str, typer.Option(help="auto, mediapipe, mediapipe-full, haar (as for run).")] = "auto",
         render: Annotated[bool, typer.Option(help="Include drawing the overlay.")] = False,
         threads: Annotated[
@@ -189,7 +192,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Per-stage latency percentiles (decode, detect, align, track, macro, micro, render) and end-to-end FPS."""
         from ..fileio import atomic_outputs, check_output_paths, write_json_atomic
-        from ..pipeline.loop import parse_detect_every
+        from ..pipeline.loop import parse_detect_every, parse_macro_every
         from ..profile.pipeline import profile_pipeline
 
         check_output_paths({"--source": source}, {"--json": json_out, "--markdown": markdown, "--csv": csv})
@@ -199,6 +202,7 @@ def register(app: typer.Typer) -> None:
             micro=micro,
             frames=frames,
             detect_every=parse_detect_every(detect_every),
+            macro_every=parse_macro_every(macro_every),
             render=render,
             detector=detector,
             threads=threads,

@@ -74,8 +74,8 @@ def region_features(crop: np.ndarray, grid: int = 8) -> dict[str, np.ndarray]:
     for name, (t, b, left, r) in REGIONS.items():
         cells = cv2.resize(gray[int(t * h) : int(b * h), int(left * w) : int(r * w)], (grid, grid),
                            interpolation=cv2.INTER_AREA)  # fmt: skip
-        cells = cells - cells.mean()
-        out[name] = (cells / max(float(cells.std()), 1.0)).ravel()
+        mean, std = cv2.meanStdDev(cells)  # one call for both: this runs per region of every frame of every track
+        out[name] = ((cells - float(mean[0, 0])) / max(float(std[0, 0]), 1.0)).ravel()
     return out
 
 
@@ -97,6 +97,14 @@ def smoothed_shifts(shifts: np.ndarray, smooth: int) -> np.ndarray:
     padded_shifts = np.pad(shifts, ((smooth, smooth), (0, 0)), mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded_shifts, 2 * smooth + 1, axis=0)
     return np.median(windows, axis=-1)
+
+
+def smoothed_shift_at(shifts: np.ndarray, at: int, smooth: int) -> np.ndarray:
+    """``smoothed_shifts(shifts, smooth)[at]`` without smoothing the rest (the live spotter needs one a frame)."""
+    if smooth <= 0:
+        return shifts[at]
+    idx = np.clip(np.arange(at - smooth, at + smooth + 1), 0, len(shifts) - 1)
+    return np.sort(shifts[idx], axis=0)[smooth]  # the median of an odd count (np.median costs ~10x more here)
 
 
 @lru_cache(maxsize=4)

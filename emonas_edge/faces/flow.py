@@ -3,10 +3,14 @@
 Detecting every frame is what caps the pipeline (BlazeFace costs several times the decode). Between
 detections each face's box and eyes follow the face itself: corners found inside the box on the last
 detection (or refreshed after each step) are tracked with pyramidal Lucas-Kanade into the next frame,
-checked forwards and backwards (a point whose round trip misses by more than ``max_error`` pixels is
-dropped), and a rotation + uniform scale + shift fitted to the survivors (RANSAC) moves the box and the
-eye keypoints. A face is lost when too few points survive, and :attr:`FaceFlow.confident` turns False
-when any face keeps too small a share of its points: the caller then detects on the next frame.
+a point whose patch there differs from its patch here by more than twice the face's median (or by more than
+``max_patch_error`` gray levels a pixel) is dropped, and a rotation + uniform scale + shift fitted to the
+survivors (RANSAC) moves the box and the eye keypoints. (Each point used to be tracked back as well, dropping
+those whose round trip missed by a pixel: that second Lucas-Kanade call, which rebuilds both pyramids, was a
+third of the flow's cost, and without it the boxes, crops and labels measured against detection on every frame
+came out the same on every clip, profile/cadence.py.) A face is lost when too few points survive, and
+:attr:`FaceFlow.confident` turns False when any face keeps too small a share of its points: the caller then
+detects on the next frame.
 
 Everything runs on a gray copy of the frame (half size for faces that allow it), in a window around each
 face; one face costs a fraction of a millisecond.
@@ -30,7 +34,7 @@ class FlowSettings:
     max_points: int = 24  # corners per face
     min_points: int = 6  # fewer survivors: the face is lost
     keep_share: float = 0.6  # a face keeping less of its points makes the next frame a detection frame
-    max_error: float = 1.0  # forward-backward round trip, pixels
+    max_patch_error: float = 12.0  # gray levels a pixel (single_face.mp4's tracked points: median 0.9, p99 8)
 
 
 def _corners(gray: np.ndarray, box: np.ndarray, n: int) -> np.ndarray:
@@ -117,15 +121,14 @@ class FaceFlow:
         origin = np.array([a, b], np.float32)
         p0 = pts - origin
         was, now = prev[b:d, a:c], cur[b:d, a:c]
-        nxt, st, _ = cv2.calcOpticalFlowPyrLK(
+        nxt, st, err = cv2.calcOpticalFlowPyrLK(
             was, now, p0, np.empty_like(p0), winSize=LK_WINDOW, maxLevel=LK_LEVELS, criteria=LK_CRITERIA
         )
-        back, st2, _ = cv2.calcOpticalFlowPyrLK(
-            now, was, nxt, np.empty_like(p0), winSize=LK_WINDOW, maxLevel=LK_LEVELS, criteria=LK_CRITERIA
-        )
-        err = np.linalg.norm((back - p0).reshape(-1, 2), axis=1)
+        err = err.reshape(-1)
         nxt = nxt + origin
-        good = (st.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (err <= s.max_error)
+        good = st.reshape(-1) == 1
+        if good.any():
+            good &= err <= min(s.max_patch_error, 2.0 * float(np.median(err[good])) + 1.0)
         if good.sum() < s.min_points:
             return None
         m, inliers = cv2.estimateAffinePartial2D(pts[good], nxt[good], method=cv2.RANSAC, ransacReprojThreshold=2.0)
@@ -136,7 +139,7 @@ class FaceFlow:
         # the eyes, which alignment follows; an upright box grown around a rotated one would drift)
         x1, y1, x2, y2 = (float(v) for v in det.box)
         cx, cy = m[:, :2] @ np.array([(x1 + x2) / 2, (y1 + y2) / 2]) + m[:, 2]
-        scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+        scale = abs(float(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])) ** 0.5  # of the fitted similarity
         hw, hh = scale * (x2 - x1) / 2, scale * (y2 - y1) / 2
         box = np.array([cx - hw, cy - hh, cx + hw, cy + hh], np.float32)
         eyes = None if det.eyes is None else (det.eyes @ m[:, :2].T + m[:, 2]).astype(np.float32)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from ..data.dynamic_image import dynamic_image
@@ -28,9 +29,25 @@ from ..runtime.backend import Backend
 from ..threads import ThreadPlan
 from .buffers import FrameRing, check_window
 from .sources import Frame, Source
-from .track import Tracker
+from .track import Tracker, iou_matrix
 
 STAGES = ("decode", "detect", "align", "track", "macro", "micro", "spot", "render")
+
+
+def _same_faces(moved: list[Detection], found: list[Detection]) -> bool:
+    """Whether the flow's faces and a detection's are the same faces in the same places."""
+    if len(moved) != len(found):
+        return False
+    if not found:
+        return True
+    iou = iou_matrix(np.stack([d.box for d in moved]), np.stack([d.box for d in found]))
+    return bool((iou.max(axis=1) >= SAME_FACE_IOU).all() and len(set(iou.argmax(axis=1).tolist())) == len(found))
+
+
+def _margin(p: np.ndarray) -> float:
+    """How far the top class leads the next."""
+    top2 = np.partition(p, -2)[-2:]
+    return float(top2[1] - top2[0])
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -47,7 +64,8 @@ class FaceResult:
     score: float
     landmarks: bool
     macro: np.ndarray | None = None  # smoothed probabilities
-    macro_raw: np.ndarray | None = None  # this frame's probabilities
+    macro_raw: np.ndarray | None = None  # this frame's probabilities (carried from the last classified frame)
+    macro_fresh: bool = False  # the macro model ran on this face on this frame (see --macro-every)
     micro: np.ndarray | None = None  # latest window's probabilities (None until the first window)
     micro_fresh: bool = False  # a window completed on this frame
     untrained: tuple[str, ...] = ()  # heads whose model was never trained: their output is not a prediction
@@ -84,6 +102,7 @@ class FrameResult:
                 "landmarks": f.landmarks,
                 "macro": probs(f.macro, self.macro_classes),
                 "macro_raw": probs(f.macro_raw, self.macro_classes),
+                "macro_new": f.macro_fresh,
                 "micro": probs(f.micro, self.micro_classes),
                 "micro_new": f.micro_fresh,
             }
@@ -100,21 +119,41 @@ class FrameResult:
         return out
 
 
-AUTO_DETECT_EVERY = 5  # "auto": detect every 5th frame (1/6 s at 30 fps), sooner when the flow loses a face
+# "auto": detect every 5th frame (1/6 s at 30 fps), sooner when the flow loses a face; each scheduled detection
+# that finds the faces where the flow had moved them (same count, IoU >= 0.8 each) doubles the interval, up to
+# every 10th frame (a new face waits at most 1/3 s at 30 fps), and one that does not sets it back to 5
+AUTO_DETECT_EVERY, AUTO_DETECT_MAX, SAME_FACE_IOU = 5, 10, 0.9
+# "auto": the macro model sees each face at least every 3rd frame (every 8th while its smoothed top class leads
+# the next by more than 0.2), and on every frame where the face's aligned crop differs from the one it last
+# classified by a mean of more than 1.5% of full scale (3.8 gray levels; consecutive frames of a still speaker
+# differ by ~1.1, a turn or a smile by 4-15). In between, the face keeps the probabilities of its last classified
+# crop, so the smoothing still advances frame by frame. Measured against classifying every frame
+# (profile/cadence.py, README): the same reported labels on 100% of single_face.mp4's frames, the model run on
+# about a quarter of the faces
+AUTO_MACRO_EVERY, SURE_MACRO_EVERY, SURE_MARGIN = 3, 8, 0.2
+MACRO_CHANGE = 0.015
 
 
-def parse_detect_every(value) -> int | str:
-    """``--detect-every``: a whole number >= 1 or ``auto``."""
+def parse_every(value, flag: str = "--detect-every") -> int | str:
+    """``--detect-every`` / ``--macro-every``: a whole number >= 1 or ``auto``."""
     text = str(value).strip().lower()
     if text == "auto":
         return "auto"
     try:
         k = int(text)
     except ValueError:
-        raise UserError(f"--detect-every must be a whole number >= 1 or 'auto', got {value!r}") from None
+        raise UserError(f"{flag} must be a whole number >= 1 or 'auto', got {value!r}") from None
     if k < 1:
-        raise UserError(f"--detect-every must be at least 1, got {k}")
+        raise UserError(f"{flag} must be at least 1, got {k}")
     return k
+
+
+def parse_detect_every(value) -> int | str:
+    return parse_every(value, "--detect-every")
+
+
+def parse_macro_every(value) -> int | str:
+    return parse_every(value, "--macro-every")
 
 
 @dataclass
@@ -140,6 +179,10 @@ class PipelineSettings:
     # its offset), "stride" (every micro_stride frames, the last micro_window frames), or "auto": spotted where
     # spotting runs, else stride
     micro_windows: str = "auto"
+    # 1: the macro model runs on every face of every frame; k > 1: on each face every k-th frame; "auto" (the
+    # default): at least every AUTO_MACRO_EVERY-th frame and whenever the aligned crop changed (MACRO_CHANGE).
+    # Unrelated photos (track False) are always classified: each is a new track
+    macro_every: int | str = "auto"
 
     @property
     def detect_interval(self) -> int:
@@ -147,8 +190,13 @@ class PipelineSettings:
             return 1 if self.track is False else AUTO_DETECT_EVERY
         return int(self.detect_every)
 
+    @property
+    def macro_interval(self) -> int:
+        return AUTO_MACRO_EVERY if self.macro_every == "auto" else int(self.macro_every)
+
     def check(self) -> None:
         parse_detect_every(self.detect_every)
+        parse_macro_every(self.macro_every)
         if self.max_faces < 1:
             raise UserError(f"--max-faces must be at least 1, got {self.max_faces}")
         if not 0.0 <= self.smoothing < 1.0:
@@ -209,6 +257,7 @@ class Pipeline:
         self.tracker = Tracker(self.settings.iou_threshold, self.settings.max_age)
         self.flow = FaceFlow() if self.settings.detect_interval > 1 else None
         self._since_detection = 0
+        self._interval = self.settings.detect_interval  # frames from one detection to the next (auto: adapts)
         self.times = StageTimes()
         self.frames = 0
         self.thread_plan: ThreadPlan | None = None  # set by build_pipeline, which applied it
@@ -259,15 +308,27 @@ class Pipeline:
         """
         t0 = time.perf_counter_ns()
         flow = self.flow
-        if flow is not None and n > 0 and flow.confident and self._since_detection + 1 < self.settings.detect_interval:
-            found = flow.step(frame.image)
+        following = flow if flow is not None and n > 0 and flow.confident else None
+        if following is not None and self._since_detection + 1 < self._interval:
+            found = following.step(frame.image)
             self._since_detection += 1
         else:
-            found = self.detector.detect(frame.image)
-            if flow is not None:
-                flow.reset(frame.image, self._select(found))
-            self._since_detection = 0
+            found = self._detect_now(frame, following)
         return found, time.perf_counter_ns() - t0
+
+    def _detect_now(self, frame: Frame, following: FaceFlow | None) -> list[Detection]:
+        """A detection frame; under ``auto``, a scheduled one also asks whether the flow had every face where the
+        detector finds it (the interval doubles, up to AUTO_DETECT_MAX) or not (back to AUTO_DETECT_EVERY)."""
+        auto = self.settings.detect_every == "auto"
+        predicted = following.step(frame.image) if following is not None and auto else None
+        found = self.detector.detect(frame.image)
+        if self.flow is not None:
+            self.flow.reset(frame.image, self._select(found))
+        if auto:
+            kept = predicted is not None and _same_faces(self._select(predicted), self._select(found))
+            self._interval = min(2 * self._interval, AUTO_DETECT_MAX) if kept else AUTO_DETECT_EVERY
+        self._since_detection = 0
+        return found
 
     _NOT_GIVEN = object()
 
@@ -281,10 +342,10 @@ class Pipeline:
         self.times.add("detect", detect_ns)
         if faces:
             with self.times.stage("align"):
-                macro_x = self._macro_input(frame, dets) if self.macro is not None else None
+                macro_crops = self.macro_align.align(frame.image, dets) if self.macro is not None else None
                 micro_ready = self._push_micro_crops(frame, dets, tracks) if self.micro is not None else []
-            if self.macro is not None and macro_x is not None:
-                self._classify_macro(self.macro, macro_x, faces, tracks)
+            if self.macro is not None and macro_crops is not None:
+                self._classify_macro(self.macro, macro_crops, faces, tracks)
             if self.spotter is not None:
                 self._spot(frame, dets, faces, tracks)
             if self.micro is not None and self._spotted_windows:
@@ -360,12 +421,43 @@ class Pipeline:
             for i, tr in enumerate(tracks):
                 faces[i].micro_events = self.spotter.push(tr.state, crops[i], frame.index, frame.time)
 
-    def _classify_macro(self, macro: Backend, x: np.ndarray, faces: list[FaceResult], tracks: list) -> None:
-        """This frame's probabilities, and per track an EMA of them (``smoothing`` = weight of the past)."""
-        with self.times.stage("macro"):
-            probs = softmax(macro.run_all(x).astype(np.float32, copy=True))
+    def _macro_due(self, crops: np.ndarray, tracks: list) -> list[int]:
+        """The faces the macro model must see on this frame (``--macro-every``): new tracks, those classified
+        k-1 frames ago, and under ``auto`` those whose aligned crop changed since it was last classified."""
+        every = self.settings.macro_every
+        limit = MACRO_CHANGE * 255 * crops[0].size
+        due = []
+        for i, tr in enumerate(tracks):
+            last = tr.state.get("macro_crop")
+            if last is None:
+                due.append(i)
+                continue
+            k = (
+                int(every)
+                if every != "auto"
+                else SURE_MACRO_EVERY
+                if _margin(tr.state["macro"]) > SURE_MARGIN
+                else AUTO_MACRO_EVERY
+            )
+            if tr.state["macro_age"] + 1 >= k or (every == "auto" and cv2.norm(crops[i], last, cv2.NORM_L1) > limit):
+                due.append(i)
+        return due
+
+    def _classify_macro(self, macro: Backend, crops: np.ndarray, faces: list[FaceResult], tracks: list) -> None:
+        """This frame's probabilities (from this frame's crop where the face is due, else from the crop last
+        classified), and per track an EMA of them (``smoothing`` = weight of the past)."""
+        due = self._macro_due(crops, tracks)
+        if due:
+            with self.times.stage("macro"):
+                x = self.macro_pre.normalize(crops[due], out=self._macro_in[: len(due)])
+                probs = softmax(macro.run_all(x).astype(np.float32, copy=True))
+            for i, p in zip(due, probs, strict=True):
+                tracks[i].state.update(macro_crop=crops[i].copy(), macro_raw=p, macro_age=-1)
+                faces[i].macro_fresh = True
         a = self.settings.smoothing
-        for f, tr, p in zip(faces, tracks, probs, strict=True):
+        for f, tr in zip(faces, tracks, strict=True):
+            tr.state["macro_age"] += 1
+            p = tr.state["macro_raw"]
             prev = tr.state.get("macro")
             smoothed = p.copy() if prev is None or a == 0 else a * prev + (1.0 - a) * p
             tr.state["macro"] = smoothed
@@ -423,6 +515,7 @@ class RunSummary:
     frames: int = 0
     frames_with_faces: int = 0
     faces: int = 0
+    faces_classified: int = 0  # faces the macro model ran on (the others kept their last result: --macro-every)
     tracks: int = 0
     wall_s: float = 0.0
     labels: Counter = field(default_factory=Counter)
@@ -448,6 +541,7 @@ class RunSummary:
         self.frames_with_faces += 1
         self.faces += len(result.faces)
         for f in result.faces:
+            self.faces_classified += f.macro_fresh
             if f.macro is not None and "macro" not in f.untrained:
                 self.labels[result.class_name("macro", int(np.argmax(f.macro)))] += 1
             if f.micro_fresh and f.micro is not None and "micro" not in f.untrained:
@@ -471,6 +565,7 @@ class RunSummary:
             "frames": self.frames,
             "frames_with_faces": self.frames_with_faces,
             "faces": self.faces,
+            "faces_classified": self.faces_classified,
             "tracks": self.tracks,
             "fps": round(self.fps, 2),
             "macro_labels": dict(self.labels.most_common()),
@@ -532,40 +627,21 @@ def run_pipeline(
     ``on_frame(result, image)`` may return False to stop (the window's quit key); its optional attribute
     ``wants_image()`` says whether this frame's picture is wanted (``image`` is None when not).
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from .reader import FILE_AHEAD, LIVE_AHEAD, FrameReader
 
     summary = RunSummary()
-    t = time.perf_counter_ns
     start = time.perf_counter()
-    it = iter(source)
-
-    def fetch(n: int):
-        """Read and detect frame ``n`` (runs on the worker while the previous frame is classified)."""
-        d0 = t()
-        frame = next(it, None)
-        dec = t() - d0
-        if frame is None:
-            return None
-        found, det_ns = pipeline.detect(frame, n)
-        return frame, dec, found, det_ns
-
-    # two stages on two cores: [decode + detect] of frame n+1 overlaps [align ... sinks] of frame n
+    # two stages on two cores: decode + detect, read ahead on a thread of its own, beside align ... sinks
     # an on_frame hook may say when it takes no picture (a live view nobody watches): no drawing then
     wants_image = getattr(on_frame, "wants_image", None) or (lambda: on_frame is not None)
-    pool = ThreadPoolExecutor(1, thread_name_prefix="emonas-detect")
-    pending: Future | None = pool.submit(fetch, 0)
-    n = 0
+    reader = FrameReader(source, pipeline.detect, LIVE_AHEAD if source.live else FILE_AHEAD, max_frames)
     stop = StopAtFrameEnd()
     try:
         with stop:
-            while pending is not None and not stop.requested:
-                item = pending.result()
-                pending = None
+            while not stop.requested:
+                item = reader.get()
                 if item is None:
                     break
-                n += 1
-                if max_frames is None or n < max_frames:
-                    pending = pool.submit(fetch, n)
                 frame, dec_ns, found, det_ns = item
                 pipeline.times.add("decode", dec_ns)
                 result = pipeline.process(frame, found, det_ns)
@@ -590,6 +666,6 @@ def run_pipeline(
         e.summary = summary  # type: ignore[union-attr]  # what was done before the stop, for the caller's report
         raise
     finally:
-        pool.shutdown(wait=True)  # a read in flight finishes before the caller closes the source
+        reader.close()  # a read in flight finishes before the caller closes the source
         summary.close(pipeline, source, time.perf_counter() - start)
     return summary

@@ -83,8 +83,11 @@ class VideoFileSource(Source):
         i = 0
         img: np.ndarray | None = self._first  # None once a read fails: the end of the file
         while img is not None:
-            pos = self._cap.get(cv2.CAP_PROP_POS_MSEC)
-            t = i / self.fps if self.fps else (pos / 1000.0 if pos > 0 else float(i))
+            if self.fps:
+                t = i / self.fps
+            else:  # asked only when needed: every call into OpenCV is a trip out of and back into the GIL
+                pos = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+                t = pos / 1000.0 if pos > 0 else float(i)
             yield Frame(i, t, img)
             i += 1
             ok, img = self._cap.read()

@@ -24,7 +24,7 @@ from ..data.spotting import (
     region_features,
     shift_to,
     shifted,
-    smoothed_shifts,
+    smoothed_shift_at,
     spot_features,
 )
 
@@ -54,7 +54,10 @@ class StreamSpotter:
         if buf is None:
             buf = state["spot"] = {"ref": gray.copy(), "raw": deque(), "feats": deque(), "since": 0, "judged": -1}
         buf["raw"].append((gray, shift_to(buf["ref"], gray), index, time))
-        fps, measured = frame_rate([r[3] for r in list(buf["raw"])[-31:]])
+        buf["pushed"] = buf.get("pushed", 0) + 1
+        if buf["pushed"] <= 32 or buf["pushed"] % 15 == 0:  # settled after a second: re-read twice a second
+            buf["rate"] = frame_rate([r[3] for r in buf["raw"]])
+        fps, measured = buf["rate"]
         k = self.settings.frames(fps)
         self._describe_final(buf, 2 * k)
         window = 11 * k + 1
@@ -79,7 +82,7 @@ class StreamSpotter:
             return
         at = len(raw) - 1 - smooth
         # the offline spotter's smoothing (the track's first frames padded with its first shift), read at ``at``
-        dx, dy = smoothed_shifts(np.array([r[1] for r in raw], np.float32), smooth)[at]
+        dx, dy = smoothed_shift_at(np.array([r[1] for r in raw], np.float32), at, smooth)
         gray, _, index, time = raw[at]
         buf["feats"].append((region_features(shifted(gray, float(dx), float(dy)), self.settings.grid), index, time))
         while len(raw) > 2 * smooth + 1:
