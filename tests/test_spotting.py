@@ -271,3 +271,16 @@ def test_on_a_real_clip_a_brow_raise_is_found_and_nothing_else(shared):
     events = merge_regions(spot(inject(track, injection), 30.0), spacing=6)
     assert len(events) == 1 and events[0].region == "brows_eyes"
     assert interval_iou((events[0].onset, events[0].offset), injection.interval) >= 0.5
+
+
+def test_the_live_median_of_one_shift_equals_the_offline_smoothing():
+    """The live spotter reads one smoothed shift a frame (smoothed_shift_at), the offline one smooths them all:
+    the same numbers, ends included."""
+    from emonas_edge.data.spotting import smoothed_shift_at, smoothed_shifts
+
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 7, 25, 40):
+        shifts = rng.normal(size=(n, 2)).astype(np.float32)
+        for smooth in (0, 1, 3, 12):
+            full = smoothed_shifts(shifts, smooth)
+            assert all(np.array_equal(full[i], smoothed_shift_at(shifts, i, smooth)) for i in range(n)), (n, smooth)

@@ -103,8 +103,13 @@ def smoothed_shift_at(shifts: np.ndarray, at: int, smooth: int) -> np.ndarray:
     """``smoothed_shifts(shifts, smooth)[at]`` without smoothing the rest (the live spotter needs one a frame)."""
     if smooth <= 0:
         return shifts[at]
-    idx = np.clip(np.arange(at - smooth, at + smooth + 1), 0, len(shifts) - 1)
-    return np.sort(shifts[idx], axis=0)[smooth]  # the median of an odd count (np.median costs ~10x more here)
+    lo, hi = at - smooth, at + smooth + 1
+    window = shifts[max(lo, 0) : hi]
+    if lo < 0 or hi > len(shifts):  # the ends padded with their own, as smoothed_shifts does
+        window = np.concatenate(
+            [shifts[:1].repeat(max(0, -lo), 0), window, shifts[-1:].repeat(max(0, hi - len(shifts)), 0)]
+        )
+    return np.sort(window, axis=0)[smooth]  # the median of an odd count (np.median costs ~10x more here)
 
 
 @lru_cache(maxsize=4)
@@ -133,8 +138,10 @@ def shifted(crop: np.ndarray, dx: float, dy: float) -> np.ndarray:
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Root-mean-square difference along the last axis."""
-    return np.sqrt(np.mean((a - b) ** 2, axis=-1))
+    """Root-mean-square difference along the last axis (ufuncs, not np.mean: this runs on every live spotting
+    window, and np.mean's Python-level wrapper held the GIL longer than the arithmetic)."""
+    d = a - b
+    return np.sqrt(np.add.reduce(d * d, axis=-1) / d.shape[-1])
 
 
 def difference_curves(features: np.ndarray, k: int, return_ratio: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -150,7 +157,13 @@ def difference_curves(features: np.ndarray, k: int, return_ratio: float) -> tupl
     brief = distance(head, tail) < return_ratio * diff
     gated[k : n - k] = np.where(brief, diff, 0.0)
     contrast[k : n - k] = gated[k : n - k] - 0.5 * (gated[: n - 2 * k] + gated[2 * k :])
-    return gated, np.clip(contrast, 0.0, None), float(np.median(diff))
+    return gated, np.maximum(contrast, 0.0, out=contrast), _median(diff)
+
+
+def _median(x: np.ndarray) -> float:
+    """``np.median`` of a 1-D array, without its Python-level overhead."""
+    s, m = np.sort(x), len(x) // 2
+    return float(s[m]) if len(x) % 2 else float((s[m - 1] + s[m]) / 2)
 
 
 def spot(crops: np.ndarray, fps: float, settings: SpotSettings | None = None, start_s: float = 0.0) -> list[MicroEvent]:

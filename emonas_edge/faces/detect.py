@@ -70,7 +70,8 @@ class Detection:
 
     @property
     def area(self) -> float:
-        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+        x1, y1, x2, y2 = self.box.tolist()
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
 class FaceDetector:

@@ -2,15 +2,18 @@
 
 Detecting every frame is what caps the pipeline (BlazeFace costs several times the decode). Between
 detections each face's box and eyes follow the face itself: corners found inside the box on the last
-detection (or refreshed after each step) are tracked with pyramidal Lucas-Kanade into the next frame,
-a point whose patch there differs from its patch here by more than twice the face's median (or by more than
-``max_patch_error`` gray levels a pixel) is dropped, and a rotation + uniform scale + shift fitted to the
-survivors (RANSAC) moves the box and the eye keypoints. (Each point used to be tracked back as well, dropping
-those whose round trip missed by a pixel: that second Lucas-Kanade call, which rebuilds both pyramids, was a
-third of the flow's cost, and without it the boxes, crops and labels measured against detection on every frame
-came out the same on every clip, profile/cadence.py.) A face is lost when too few points survive, and
-:attr:`FaceFlow.confident` turns False when any face keeps too small a share of its points: the caller then
-detects on the next frame.
+detection (or refreshed after each step) are tracked with pyramidal Lucas-Kanade into the next frame, a point
+whose patch there differs from its patch here by more than twice the face's median (plus a gray level) is
+dropped (relative, so a camera's exposure change moves the median and drops nothing), and a rotation + uniform
+scale + shift fitted to the survivors (RANSAC) moves the box and the eye keypoints. A face is lost when too few
+points survive, and :attr:`FaceFlow.confident` turns False when any face keeps too small a share of its points:
+the caller then detects on the next frame.
+
+Each point used to be tracked back as well, dropping those whose round trip missed by a pixel: that second
+Lucas-Kanade call, which rebuilds both pyramids, was a third of the flow's cost. Without it the boxes, crops and
+labels measured against detection on every frame came out the same on every clip (profile/cadence.py), and a
+face replaced by a blank, black, noisy or other picture, or darkened or brightened, was lost or kept exactly as
+before.
 
 Everything runs on a gray copy of the frame (half size for faces that allow it), in a window around each
 face; one face costs a fraction of a millisecond.
@@ -34,7 +37,7 @@ class FlowSettings:
     max_points: int = 24  # corners per face
     min_points: int = 6  # fewer survivors: the face is lost
     keep_share: float = 0.6  # a face keeping less of its points makes the next frame a detection frame
-    max_patch_error: float = 12.0  # gray levels a pixel (single_face.mp4's tracked points: median 0.9, p99 8)
+    patch_error: float = 2.0  # a point whose patch error exceeds this times the face's median (+ 1 gray level) drops
 
 
 def _corners(gray: np.ndarray, box: np.ndarray, n: int) -> np.ndarray:
@@ -128,7 +131,7 @@ class FaceFlow:
         nxt = nxt + origin
         good = st.reshape(-1) == 1
         if good.any():
-            good &= err <= min(s.max_patch_error, 2.0 * float(np.median(err[good])) + 1.0)
+            good &= err <= s.patch_error * float(np.median(err[good])) + 1.0
         if good.sum() < s.min_points:
             return None
         m, inliers = cv2.estimateAffinePartial2D(pts[good], nxt[good], method=cv2.RANSAC, ransacReprojThreshold=2.0)

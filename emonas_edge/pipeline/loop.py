@@ -46,8 +46,8 @@ def _same_faces(moved: list[Detection], found: list[Detection]) -> bool:
 
 def _margin(p: np.ndarray) -> float:
     """How far the top class leads the next."""
-    top2 = np.partition(p, -2)[-2:]
-    return float(top2[1] - top2[0])
+    second, first = sorted(p.tolist())[-2:]  # a handful of classes: plain Python beats numpy's call overhead
+    return first - second
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -543,7 +543,7 @@ class RunSummary:
         for f in result.faces:
             self.faces_classified += f.macro_fresh
             if f.macro is not None and "macro" not in f.untrained:
-                self.labels[result.class_name("macro", int(np.argmax(f.macro)))] += 1
+                self.labels[result.class_name("macro", int(f.macro.argmax()))] += 1
             if f.micro_fresh and f.micro is not None and "micro" not in f.untrained:
                 self.micro_labels[result.class_name("micro", int(np.argmax(f.micro)))] += 1
             self.micro_events += len(f.micro_events or ())

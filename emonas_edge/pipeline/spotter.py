@@ -56,9 +56,9 @@ class StreamSpotter:
         buf["raw"].append((gray, shift_to(buf["ref"], gray), index, time))
         buf["pushed"] = buf.get("pushed", 0) + 1
         if buf["pushed"] <= 32 or buf["pushed"] % 15 == 0:  # settled after a second: re-read twice a second
-            buf["rate"] = frame_rate([r[3] for r in buf["raw"]])
-        fps, measured = buf["rate"]
-        k = self.settings.frames(fps)
+            fps, measured = frame_rate([r[3] for r in buf["raw"]])
+            buf["rate"] = fps, measured, self.settings.frames(fps)
+        fps, measured, k = buf["rate"]
         self._describe_final(buf, 2 * k)
         window = 11 * k + 1
         while len(buf["feats"]) > window:
@@ -84,7 +84,9 @@ class StreamSpotter:
         # the offline spotter's smoothing (the track's first frames padded with its first shift), read at ``at``
         dx, dy = smoothed_shift_at(np.array([r[1] for r in raw], np.float32), at, smooth)
         gray, _, index, time = raw[at]
-        buf["feats"].append((region_features(shifted(gray, float(dx), float(dy)), self.settings.grid), index, time))
+        feats = region_features(shifted(gray, float(dx), float(dy)), self.settings.grid)
+        # the regions side by side in one row: a window is then one stack, not one per region
+        buf["feats"].append((np.concatenate([feats[r] for r in REGIONS]), index, time))
         while len(raw) > 2 * smooth + 1:
             raw.popleft()
 
@@ -93,7 +95,9 @@ class StreamSpotter:
         feats = list(buf["feats"])
         index, times = [f[1] for f in feats], [f[2] for f in feats]
         last = len(feats) - 1 - 2 * k  # the newest position with full context after it
-        series = {r: np.stack([f[0][r] for f in feats]) for r in REGIONS}
+        rows = np.stack([f[0] for f in feats])
+        width = rows.shape[1] // len(REGIONS)
+        series = {r: rows[:, i * width : (i + 1) * width] for i, r in enumerate(REGIONS)}
         events = merge_regions(spot_features(series, fps, self.settings), spacing=k)
         out = []
         for e in events:
