@@ -5,11 +5,12 @@
 The clips are assembled from the real photos and clip in ../shared/media (profile/clips.py): a 3x3 grid at
 1280x720, each face tile a real face that moves, the other tiles a real clip without faces, so every clip
 has the same frame size and background. Faces this small in a 1280x720 frame need the full-range BlazeFace
-(``--detector mediapipe-full``); the pipeline otherwise runs as ``run`` does (detection every 5th frame,
-optical flow between, macro per frame for all faces in one batch, the untrained micro head on for
-timing). Prints frames/s and ms per frame per clip, per-stage medians, and last the cost of each added face
-(least-squares slope of ms per frame over faces) against the macro model's batch-1 latency, timed in the
-same run: ``ms_per_face=<x> macro_batch1_ms=<y> ratio=<x/y>`` (target: ratio <= 1).
+(``--detector mediapipe-full``); the pipeline otherwise runs as ``run`` does (detection every 5th-10th frame,
+optical flow between, the macro model on the faces due on each frame in one batch, the untrained micro head on
+for timing); ``--macro-every 1`` classifies every face on every frame, the harder case. Prints frames/s and ms
+per frame per clip, per-stage medians, and last the cost of each added face (least-squares slope of ms per frame
+over faces) against the macro model's batch-1 latency, timed in the same run:
+``ms_per_face=<x> macro_batch1_ms=<y> ratio=<x/y>`` (target: ratio <= 1).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--macro", default="emonas-macro")
     ap.add_argument("--micro", default="emonas-micro")
     ap.add_argument("--detect-every", default="auto")
+    ap.add_argument("--macro-every", default="auto", help="auto (run's default) or k; 1: every face on every frame")
     args = ap.parse_args()
     counts = [int(v) for v in args.faces.split(",")]
     rows = []
@@ -59,11 +61,16 @@ def main() -> None:
                 detector="mediapipe-full",
                 max_faces=9,
                 detect_every=args.detect_every if args.detect_every == "auto" else int(args.detect_every),
+                macro_every=args.macro_every if args.macro_every == "auto" else int(args.macro_every),
             )
             rows.append((n, r))
             ms = 1000.0 / r["fps"]
             stages = ", ".join(f"{k} {v['p50_ms']:.2f}" for k, v in r["stages"].items())
-            print(f"{n} face(s): {r['fps']:.1f} frames/s, {ms:.2f} ms/frame, tracks {r['tracks']}; median ms: {stages}")
+            ran = 100 * r["settings"]["macro_classified"]
+            print(
+                f"{n} face(s): {r['fps']:.1f} frames/s, {ms:.2f} ms/frame, tracks {r['tracks']}, macro model on "
+                f"{ran:.0f}% of faces; median ms: {stages}"
+            )
     from emonas_edge.runtime import load_backend
 
     macro = load_backend(args.macro, threads=1, engine="auto", spinning=False)

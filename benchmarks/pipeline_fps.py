@@ -6,9 +6,11 @@
 
 Decoding alone is the ceiling any pipeline on this machine can reach, so the ratio
 pipeline_fps / decode_fps is comparable across machines. The pipeline runs exactly what
-``emonas-edge run`` runs by default (detect every 5th frame with optical flow between, align, track,
-macro per frame, training-free micro-expression spotting, and the micro head on each spotted movement), with the
-untrained micro head switched on for timing only (it runs only where a movement is spotted: rarely).
+``emonas-edge run`` runs by default (detection every 5th-10th frame with optical flow between, align, track,
+the macro model every few frames per face and whenever the face changed, training-free micro-expression
+spotting, and the micro head on each spotted movement), with the untrained micro head switched on for timing only
+(it runs only where a movement is spotted: rarely). The ceilings are measured in rounds taken in turn with the
+pipeline's own (profile/pipeline.py), so the machine's drift moves them together.
 Rendering is off unless ``--render`` (``run`` renders only for --show/--save-video).
 Prints a per-stage breakdown (median ms), peak RSS, RSS over time for long runs, and last:
 ``pipeline_fps=<x> decode_fps=<y> detect_fps=<z> ratio=<x/y> detect_ratio=<x/z>``, where detect_fps is

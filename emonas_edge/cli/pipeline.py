@@ -345,8 +345,8 @@ def register(app: typer.Typer) -> None:
         detect_every: Annotated[
             str,
             typer.Option(
-                help="Detect every k-th frame, or auto (every 5th; every photo); faces move by optical flow in "
-                "between and a lost face brings the next detection forward.",
+                help="Detect every k-th frame, or auto (every 5th, 10th while the flow keeps agreeing; every "
+                "photo); faces move by optical flow in between and a lost face brings the next detection forward.",
                 rich_help_panel=P_DETECT,
             ),
         ] = "auto",
