@@ -79,8 +79,18 @@ TINY_GENOTYPE = {
 }
 
 
+def _environ() -> dict:
+    """A copy of os.environ that is safe off the main thread: pytest sets and clears PYTEST_CURRENT_TEST there
+    while tests/test_cli.py's pool starts commands, and a key gone mid-copy raised KeyError (seen under -n 2)."""
+    while True:
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):  # changed while being copied: copy again
+            continue
+
+
 def _cli_env(extra: dict | None = None) -> dict:
-    env = dict(os.environ)
+    env = _environ()
     # Plain output (no colour codes), as when the tool runs in a script or CI log.
     env.pop("FORCE_COLOR", None)
     env["NO_COLOR"] = "1"
