@@ -1,11 +1,12 @@
 """How many threads each library may use in the pipeline: decided once, from the cores and the stages.
 
-Why one place: OpenCV, ONNX Runtime and PyTorch each size their thread pools to the whole machine, and
-the pipeline itself runs two stages at once (decode + detect of frame n+1 beside align ... classify of
-frame n). Left alone, every library's pool competes with the other stage for the same cores, and ONNX
-Runtime's pool spin-waits between kernels, burning the core the other stage needs. So each stage gets
-``cores // stages`` threads per library (one each on two cores), ONNX Runtime never spins, and `run`
-and `profile-pipeline` print what was chosen. ``--threads N`` overrides it for every library.
+Why one place: OpenCV, FFmpeg's decoder (through OpenCV), ONNX Runtime and PyTorch each size their thread
+pools to the whole machine, and the pipeline itself runs two stages at once (decode + detect of the next frames
+beside align ... classify of frame n, pipeline/reader.py). Left alone, every library's pool competes with the
+other stage for the same cores, and ONNX Runtime's pool spin-waits between kernels, burning the core the other
+stage needs. So each stage gets ``cores // stages`` threads per library (one each on two cores), ONNX Runtime
+never spins, and `run` and `profile-pipeline` print what was chosen. ``--threads N`` overrides it for every
+library.
 
 MediaPipe's Tasks API exposes no thread setting: its detector runs with its own.
 

@@ -120,7 +120,7 @@ class FrameResult:
 
 
 # "auto": detect every 5th frame (1/6 s at 30 fps), sooner when the flow loses a face; each scheduled detection
-# that finds the faces where the flow had moved them (same count, IoU >= 0.8 each) doubles the interval, up to
+# that finds the faces where the flow had moved them (same count, IoU >= SAME_FACE_IOU each) doubles the interval, up to
 # every 10th frame (a new face waits at most 1/3 s at 30 fps), and one that does not sets it back to 5
 AUTO_DETECT_EVERY, AUTO_DETECT_MAX, SAME_FACE_IOU = 5, 10, 0.9
 # "auto": the macro model sees each face at least every 3rd frame (every 8th while its smoothed top class leads
@@ -189,10 +189,6 @@ class PipelineSettings:
         if self.detect_every == "auto":
             return 1 if self.track is False else AUTO_DETECT_EVERY
         return int(self.detect_every)
-
-    @property
-    def macro_interval(self) -> int:
-        return AUTO_MACRO_EVERY if self.macro_every == "auto" else int(self.macro_every)
 
     def check(self) -> None:
         parse_detect_every(self.detect_every)
@@ -322,11 +318,12 @@ class Pipeline:
         auto = self.settings.detect_every == "auto"
         predicted = following.step(frame.image) if following is not None and auto else None
         found = self.detector.detect(frame.image)
+        kept = self._select(found)
         if self.flow is not None:
-            self.flow.reset(frame.image, self._select(found))
+            self.flow.reset(frame.image, kept)
         if auto:
-            kept = predicted is not None and _same_faces(self._select(predicted), self._select(found))
-            self._interval = min(2 * self._interval, AUTO_DETECT_MAX) if kept else AUTO_DETECT_EVERY
+            followed = predicted is not None and _same_faces(self._select(predicted), kept)
+            self._interval = min(2 * self._interval, AUTO_DETECT_MAX) if followed else AUTO_DETECT_EVERY
         self._since_detection = 0
         return found
 
@@ -383,7 +380,7 @@ class Pipeline:
         """The align stage's work, its micro crops pushed into ``scratch`` tracks' rings (profiling times the
         stage alone with it, against the pipeline's own)."""
         if self.macro is not None:
-            self._macro_input(frame, dets)
+            self.macro_align.align(frame.image, dets)
         if self.micro is not None:
             self._push_micro_crops(frame, dets, scratch)
 
@@ -421,25 +418,27 @@ class Pipeline:
             for i, tr in enumerate(tracks):
                 faces[i].micro_events = self.spotter.push(tr.state, crops[i], frame.index, frame.time)
 
+    def _macro_period(self, state: dict) -> int:
+        """Frames between a face's classifications: ``--macro-every k``, or under ``auto`` the longer period while
+        the face's smoothed label is clear."""
+        every = self.settings.macro_every
+        if every != "auto":
+            return int(every)
+        return SURE_MACRO_EVERY if _margin(state["macro"]) > SURE_MARGIN else AUTO_MACRO_EVERY
+
     def _macro_due(self, crops: np.ndarray, tracks: list) -> list[int]:
         """The faces the macro model must see on this frame (``--macro-every``): new tracks, those classified
-        k-1 frames ago, and under ``auto`` those whose aligned crop changed since it was last classified."""
-        every = self.settings.macro_every
+        a period ago, and under ``auto`` those whose aligned crop changed since it was last classified."""
+        gate = self.settings.macro_every == "auto"
         limit = MACRO_CHANGE * 255 * crops[0].size
         due = []
         for i, tr in enumerate(tracks):
             last = tr.state.get("macro_crop")
-            if last is None:
-                due.append(i)
-                continue
-            k = (
-                int(every)
-                if every != "auto"
-                else SURE_MACRO_EVERY
-                if _margin(tr.state["macro"]) > SURE_MARGIN
-                else AUTO_MACRO_EVERY
-            )
-            if tr.state["macro_age"] + 1 >= k or (every == "auto" and cv2.norm(crops[i], last, cv2.NORM_L1) > limit):
+            if (
+                last is None
+                or tr.state["macro_age"] + 1 >= self._macro_period(tr.state)
+                or (gate and cv2.norm(crops[i], last, cv2.NORM_L1) > limit)
+            ):
                 due.append(i)
         return due
 
@@ -452,11 +451,12 @@ class Pipeline:
                 x = self.macro_pre.normalize(crops[due], out=self._macro_in[: len(due)])
                 probs = softmax(macro.run_all(x).astype(np.float32, copy=True))
             for i, p in zip(due, probs, strict=True):
-                tracks[i].state.update(macro_crop=crops[i].copy(), macro_raw=p, macro_age=-1)
+                tracks[i].state.update(macro_crop=crops[i].copy(), macro_raw=p, macro_age=0)
                 faces[i].macro_fresh = True
         a = self.settings.smoothing
         for f, tr in zip(faces, tracks, strict=True):
-            tr.state["macro_age"] += 1
+            if not f.macro_fresh:  # frames since the face was last classified
+                tr.state["macro_age"] += 1
             p = tr.state["macro_raw"]
             prev = tr.state.get("macro")
             smoothed = p.copy() if prev is None or a == 0 else a * prev + (1.0 - a) * p

@@ -52,9 +52,16 @@ class StreamSpotter:
         buf = state.get("spot")
         gray = (crop if crop.ndim == 2 else crop.mean(axis=2)).astype(np.float32)
         if buf is None:
-            buf = state["spot"] = {"ref": gray.copy(), "raw": deque(), "feats": deque(), "since": 0, "judged": -1}
+            buf = state["spot"] = {
+                "ref": gray.copy(),
+                "raw": deque(),
+                "feats": deque(),
+                "since": 0,
+                "judged": -1,
+                "pushed": 0,
+            }
         buf["raw"].append((gray, shift_to(buf["ref"], gray), index, time))
-        buf["pushed"] = buf.get("pushed", 0) + 1
+        buf["pushed"] += 1
         if buf["pushed"] <= 32 or buf["pushed"] % 15 == 0:  # settled after a second: re-read twice a second
             fps, measured = frame_rate([r[3] for r in buf["raw"]])
             buf["rate"] = fps, measured, self.settings.frames(fps)

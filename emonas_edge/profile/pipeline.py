@@ -90,11 +90,11 @@ class LoopedVideo(Source):
         self.rss: list[tuple[int, float]] = []
 
     def __iter__(self):
-        i, self.total = self.start, self.start + self.total  # numbered on from ``start`` (a later round)
-        while i < self.total:
+        i, end = self.start, self.start + self.total  # numbered on from ``start`` (a later round)
+        while i < end:
             with VideoFileSource(self.path) as src:
                 for f in src:
-                    if i >= self.total:
+                    if i >= end:
                         return
                     if self.rss_every and i % self.rss_every == 0:
                         self.rss.append((i, rss_mb()))
@@ -125,8 +125,8 @@ ROUNDS = 5  # decode alone, decode + detect alone and the pipeline, taken in tur
 
 
 def _rounds(p, path: Path, total: int, render: bool) -> dict:
-    """The pipeline's frames split into ``ROUNDS`` runs, each after a second of decoding alone and of decoding +
-    detecting alone: this VM's speed drifts by up to 1.5x within a minute, and a ceiling measured only before
+    """The pipeline's frames split into ``ROUNDS`` runs, each after half a second of decoding alone and of
+    decoding + detecting alone: this VM's speed drifts by up to 1.5x within a minute, and a ceiling measured only before
     the pipeline put ratios of one clip anywhere from 0.20 to 0.27 (measured); taken in turn, drift moves
     the ceilings and the pipeline together. The stage times accumulate over all rounds."""
     from ..pipeline.loop import RunSummary, run_pipeline
@@ -151,8 +151,7 @@ def _rounds(p, path: Path, total: int, render: bool) -> dict:
         summary.tracks = part.tracks
         rss += src.rss
         done += n
-    src.rss = rss
-    return {"summary": summary, "source": src, "decode_fps": dec[0] / dec[1], "detect_fps": det[0] / det[1]}
+    return {"summary": summary, "rss": rss, "decode_fps": dec[0] / dec[1], "detect_fps": det[0] / det[1]}
 
 
 def profile_pipeline(
@@ -202,7 +201,7 @@ def profile_pipeline(
         alone = stages_alone(p, path)
         rss0 = rss_mb()
         rounds = _rounds(p, path, total, render)
-        summary, src = rounds["summary"], rounds["source"]
+        summary = rounds["summary"]
         dfps, detfps = rounds["decode_fps"], rounds["detect_fps"]
         stages = _stage_percentiles(p.times.ns, summary.wall_s)
         for k, ms in alone.items():
@@ -232,7 +231,7 @@ def profile_pipeline(
                 "macro": p.macro.path if p.macro else None,
                 "micro": p.micro.path if p.micro else None,
             },
-            "rss_mb": {"before": round(rss0, 1), "after": round(rss_mb(), 1), "by_frame": src.rss},
+            "rss_mb": {"before": round(rss0, 1), "after": round(rss_mb(), 1), "by_frame": rounds["rss"]},
             "tracks_evicted": p.tracker.evicted,
             "environment": environment(),
         }
